@@ -1,0 +1,1 @@
+//! dirac-proto
