@@ -1,1 +1,26 @@
-//! dirac-proto
+//! The gRPC contract of dirac-rs, generated from `proto/` at build time.
+//!
+//! No logic lives here: one module per proto package (`dirac::wms::v1`, ...),
+//! plus the encoded descriptor set that servers publish through reflection.
+//! Start from the `.proto` files under `proto/dirac/`.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+/// Encoded `FileDescriptorSet` of every proto file, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dirac_descriptor.bin"));
+
+pub mod dirac {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("dirac.common.v1");
+        }
+    }
+    pub mod wms {
+        pub mod v1 {
+            tonic::include_proto!("dirac.wms.v1");
+        }
+    }
+}
+
+pub use dirac::common::v1 as common;
+pub use dirac::wms::v1 as wms;
