@@ -1,0 +1,612 @@
+//! The installation's configuration: one YAML file (`dirac.yaml`) with DIRAC's
+//! concepts — `Registry`, `Resources`, `Operations`, `Services` — overridable
+//! from the environment and validated at start with errors naming the key.
+//!
+//! Environment overrides: `DIRAC__<SECTION>__<KEY>…=value` sets one key; the
+//! path is matched case-insensitively against the known keys and the value is
+//! read as YAML (`DIRAC__OPERATIONS__JOBSCHEDULING__MAXRESCHEDULING=5`). The
+//! environment is read through [`EnvSource`] so tests inject their own.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::{Mapping, Value};
+
+/// DIRAC security properties known to the installation.
+pub const KNOWN_PROPERTIES: &[&str] = &[
+    "TrustedHost",
+    "NormalUser",
+    "CSAdministrator",
+    "JobSharing",
+    "ServiceAdministrator",
+    "JobAdministrator",
+    "JobMonitor",
+    "AccountingMonitor",
+    "Pilot",
+    "GenericPilot",
+    "SiteManager",
+    "UserManager",
+    "Operator",
+    "FullDelegation",
+    "LimitedDelegation",
+    "PrivateLimitedDelegation",
+    "ProxyManagement",
+    "ProductionManagement",
+    "ProductionSharing",
+    "ProductionUser",
+    "PPGAuthority",
+    "BookkeepingManagement",
+    "AlarmsManagement",
+    "FileCatalogManagement",
+    "StageAllowed",
+];
+
+/// Where environment variables come from.
+pub trait EnvSource: Send + Sync {
+    /// Every `(name, value)` pair.
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+/// A fixed set of variables, for tests.
+impl EnvSource for BTreeMap<String, String> {
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: invalid YAML: {source}")]
+    Yaml { path: String, source: serde_yaml_ng::Error },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DiracConfig {
+    #[serde(default)]
+    pub registry: Registry,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub operations: Operations,
+    #[serde(default)]
+    pub services: Services,
+}
+
+/// Who may use the installation: VOs, their users and groups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Registry {
+    #[serde(default, rename = "VOs")]
+    pub vos: BTreeMap<String, VoConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct VoConfig {
+    pub default_group: String,
+    /// Users keyed by user name (DIRAC's PreferedUsername).
+    #[serde(default)]
+    pub users: BTreeMap<String, UserConfig>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct UserConfig {
+    /// Subject at the VO's identity provider.
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GroupConfig {
+    #[serde(default)]
+    pub properties: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default = "default_job_share")]
+    pub job_share: u64,
+}
+
+fn default_job_share() -> u64 {
+    1000
+}
+
+/// Computing and storage resources.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default)]
+    pub sites: BTreeMap<String, SiteConfig>,
+    #[serde(default, rename = "StorageElements")]
+    pub storage_elements: BTreeMap<String, StorageElementConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SiteConfig {
+    #[serde(default, rename = "CEs")]
+    pub ces: BTreeMap<String, CeConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CeConfig {
+    /// Connector: local, htcondorce, arc, openstack, kubernetes, slurm.
+    #[serde(rename = "CEType")]
+    pub ce_type: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct QueueConfig {
+    #[serde(default, rename = "maxCPUTime")]
+    pub max_cpu_time: u64,
+    #[serde(default)]
+    pub max_total_jobs: u64,
+    #[serde(default)]
+    pub max_waiting_jobs: u64,
+    #[serde(default)]
+    pub number_of_processors: u64,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct StorageElementConfig {
+    /// Plugin: file, s3, xroot, https.
+    pub protocol: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Operational policy: JDL defaults and limits, scheduling.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Operations {
+    #[serde(default)]
+    pub job_description: JobDescriptionOps,
+    #[serde(default)]
+    pub job_scheduling: JobSchedulingOps,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct JobDescriptionOps {
+    #[serde(rename = "DefaultCPUTime")]
+    pub default_cpu_time: i64,
+    #[serde(rename = "MinCPUTime")]
+    pub min_cpu_time: i64,
+    #[serde(rename = "MaxCPUTime")]
+    pub max_cpu_time: i64,
+    pub default_priority: i64,
+    pub max_priority: i64,
+    pub max_input_data: usize,
+    pub allowed_job_types: Vec<String>,
+    pub max_number_of_processors: i64,
+    /// Known platforms; empty means any.
+    pub platforms: Vec<String>,
+    /// Jobs one parametric JDL may expand into.
+    pub max_parametric_jobs: usize,
+    /// Jobs one submission request may create in all.
+    pub max_jobs_per_request: usize,
+    /// Bytes of one JDL.
+    #[serde(rename = "MaxJDLSize")]
+    pub max_jdl_size: usize,
+}
+
+impl Default for JobDescriptionOps {
+    fn default() -> Self {
+        Self {
+            default_cpu_time: 86_400,
+            min_cpu_time: 100,
+            max_cpu_time: 500_000,
+            default_priority: 1,
+            max_priority: 10,
+            max_input_data: 500,
+            allowed_job_types: vec!["User".into(), "Test".into(), "Hospital".into()],
+            max_number_of_processors: 1024,
+            platforms: Vec::new(),
+            max_parametric_jobs: 10_000,
+            max_jobs_per_request: 20_000,
+            max_jdl_size: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct JobSchedulingOps {
+    pub max_rescheduling: u32,
+    /// Seconds a rescheduled job is held, indexed by its reschedule count.
+    pub reschedule_delays: Vec<u64>,
+}
+
+impl Default for JobSchedulingOps {
+    fn default() -> Self {
+        Self { max_rescheduling: 3, reschedule_delays: vec![60, 180, 300, 600] }
+    }
+}
+
+/// How the services run: addresses, databases, TLS, token verification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct Services {
+    pub listen: String,
+    /// URL clients use to reach the services (written into client.yaml).
+    #[serde(rename = "PublicURL")]
+    pub public_url: Option<String>,
+    pub databases: Databases,
+    #[serde(rename = "RedisURL")]
+    pub redis_url: Option<String>,
+    pub tls: Option<TlsConfig>,
+    pub auth: AuthConfig,
+    /// `json` (default) or `text`.
+    pub log_format: String,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: None,
+            databases: Databases::default(),
+            redis_url: None,
+            tls: None,
+            auth: AuthConfig::default(),
+            log_format: "json".into(),
+        }
+    }
+}
+
+/// Database URLs: `sqlite://PATH`, `mysql://…`, `postgres://…`. Empty means
+/// the embedded default (a SQLite file in the data directory).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct Databases {
+    #[serde(rename = "JobDB")]
+    pub job_db: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `iss` of the installation's tokens.
+    pub issuer: String,
+    /// A JWKS document or an Ed25519 public key (PEM) to verify tokens with.
+    /// Unset in the embedded installation, which signs its own tokens.
+    pub verification_keys: Option<PathBuf>,
+    /// Lifetime of the tokens the embedded installation signs, in seconds.
+    pub token_lifetime: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { issuer: "dirac-rs".into(), verification_keys: None, token_lifetime: 30 * 86_400 }
+    }
+}
+
+impl DiracConfig {
+    /// Read `path` (if given), apply the environment, validate.
+    pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "<defaults>".to_string()),
+        };
+        Self::from_yaml(&text, &origin, env)
+    }
+
+    /// Parse YAML text, apply the environment, validate.
+    pub fn from_yaml(text: &str, origin: &str, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let mut tree: Value = if text.trim().is_empty() {
+            Value::Mapping(Mapping::new())
+        } else {
+            serde_yaml_ng::from_str(text)
+                .map_err(|source| ConfigError::Yaml { path: origin.to_string(), source })?
+        };
+        if !tree.is_mapping() {
+            return Err(invalid("<root>", "the configuration must be a mapping"));
+        }
+        // Known keys come from the defaults so overrides of unset keys work.
+        let defaults = serde_yaml_ng::to_value(DiracConfig::default())
+            .map_err(|e| invalid("<root>", e.to_string()))?;
+        apply_env(&mut tree, &defaults, env)?;
+        let config: DiracConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(if key == "." { "<root>".into() } else { key }, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check what types alone cannot: references between sections, bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (vo, voc) in &self.registry.vos {
+            let base = format!("Registry.VOs.{vo}");
+            if !voc.groups.contains_key(&voc.default_group) {
+                return Err(invalid(
+                    format!("{base}.DefaultGroup"),
+                    format!("unknown group '{}'", voc.default_group),
+                ));
+            }
+            for (group, gc) in &voc.groups {
+                for user in &gc.users {
+                    if !voc.users.contains_key(user) {
+                        return Err(invalid(
+                            format!("{base}.Groups.{group}.Users"),
+                            format!("unknown user '{user}'"),
+                        ));
+                    }
+                }
+                for prop in &gc.properties {
+                    if !KNOWN_PROPERTIES.contains(&prop.as_str()) {
+                        return Err(invalid(
+                            format!("{base}.Groups.{group}.Properties"),
+                            format!("unknown property '{prop}'"),
+                        ));
+                    }
+                }
+            }
+        }
+        let jd = &self.operations.job_description;
+        let jdk = "Operations.JobDescription";
+        if jd.min_cpu_time > jd.max_cpu_time {
+            return Err(invalid(format!("{jdk}.MinCPUTime"), "is larger than MaxCPUTime"));
+        }
+        if jd.default_cpu_time < jd.min_cpu_time || jd.default_cpu_time > jd.max_cpu_time {
+            return Err(invalid(
+                format!("{jdk}.DefaultCPUTime"),
+                format!("must lie within [{}, {}]", jd.min_cpu_time, jd.max_cpu_time),
+            ));
+        }
+        if jd.default_priority < 0 || jd.default_priority > jd.max_priority {
+            return Err(invalid(
+                format!("{jdk}.DefaultPriority"),
+                format!("must lie within [0, {}]", jd.max_priority),
+            ));
+        }
+        if jd.allowed_job_types.is_empty() {
+            return Err(invalid(format!("{jdk}.AllowedJobTypes"), "must not be empty"));
+        }
+        for (key, v) in [
+            ("MaxParametricJobs", jd.max_parametric_jobs),
+            ("MaxJobsPerRequest", jd.max_jobs_per_request),
+            ("MaxJDLSize", jd.max_jdl_size),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("{jdk}.{key}"), "must be positive"));
+            }
+        }
+        if self.operations.job_scheduling.reschedule_delays.is_empty() {
+            return Err(invalid(
+                "Operations.JobScheduling.RescheduleDelays",
+                "must list at least one delay",
+            ));
+        }
+        if self.services.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "Services.Listen",
+                format!("'{}' is not an address like 127.0.0.1:8080", self.services.listen),
+            ));
+        }
+        if let Some(url) = &self.services.databases.job_db {
+            crate::db::Backend::from_url(url)
+                .map_err(|e| invalid("Services.Databases.JobDB", e.to_string()))?;
+        }
+        if !matches!(self.services.log_format.as_str(), "json" | "text") {
+            return Err(invalid("Services.LogFormat", "must be 'json' or 'text'"));
+        }
+        for (site, sc) in &self.resources.sites {
+            for (ce, cc) in &sc.ces {
+                const TYPES: &[&str] =
+                    &["local", "htcondorce", "arc", "openstack", "kubernetes", "slurm", "ssh"];
+                if !TYPES.contains(&cc.ce_type.as_str()) {
+                    return Err(invalid(
+                        format!("Resources.Sites.{site}.CEs.{ce}.CEType"),
+                        format!("unknown type '{}' (one of {})", cc.ce_type, TYPES.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The groups `user` of `vo` belongs to.
+    pub fn groups_of<'a>(&'a self, vo: &str, user: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.registry
+            .vos
+            .get(vo)
+            .into_iter()
+            .flat_map(|v| v.groups.iter())
+            .filter(move |(_, g)| g.users.iter().any(|u| u == user))
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+const ENV_PREFIX: &str = "DIRAC__";
+
+fn apply_env(tree: &mut Value, defaults: &Value, env: &dyn EnvSource) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> =
+        env.vars().into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let segments: Vec<&str> = var[ENV_PREFIX.len()..].split("__").collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(ConfigError::Env { var, message: "empty key segment".into() });
+        }
+        let value: Value = serde_yaml_ng::from_str(&raw).unwrap_or(Value::String(raw.clone()));
+        set_path(tree, Some(defaults), &segments, value)
+            .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+    }
+    Ok(())
+}
+
+fn find_key(map: &Mapping, segment: &str) -> Option<Value> {
+    map.keys()
+        .find(|k| k.as_str().is_some_and(|s| s.eq_ignore_ascii_case(segment)))
+        .cloned()
+}
+
+fn set_path(
+    node: &mut Value,
+    defaults: Option<&Value>,
+    segments: &[&str],
+    value: Value,
+) -> Result<(), String> {
+    let Some((first, rest)) = segments.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    if node.is_null() {
+        *node = Value::Mapping(Mapping::new());
+    }
+    let Value::Mapping(map) = node else {
+        return Err(format!("'{first}' is below a key that holds no mapping"));
+    };
+    let default_map = defaults.and_then(Value::as_mapping);
+    let key = find_key(map, first)
+        .or_else(|| default_map.and_then(|d| find_key(d, first)))
+        .ok_or_else(|| format!("unknown configuration key '{first}'"))?;
+    let child_default = default_map.and_then(|d| d.get(&key));
+    let child = map.entry(key).or_insert(Value::Null);
+    set_path(child, child_default, rest, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const SAMPLE: &str = r#"
+Registry:
+  VOs:
+    dteam:
+      DefaultGroup: dteam_user
+      Users:
+        alice: {}
+        admin: {}
+      Groups:
+        dteam_user: { Properties: [NormalUser], Users: [alice, admin] }
+        dteam_admin: { Properties: [JobAdministrator, NormalUser], Users: [admin], JobShare: 10 }
+Operations:
+  JobScheduling:
+    MaxRescheduling: 2
+"#;
+
+    #[test]
+    fn loads_sample_with_defaults() {
+        let c = DiracConfig::from_yaml(SAMPLE, "t", &env(&[])).expect("valid");
+        assert_eq!(c.operations.job_scheduling.max_rescheduling, 2);
+        assert_eq!(c.operations.job_description.max_cpu_time, 500_000);
+        assert_eq!(c.registry.vos["dteam"].groups["dteam_user"].job_share, 1000);
+        let groups: Vec<_> = c.groups_of("dteam", "admin").collect();
+        assert_eq!(groups, ["dteam_admin", "dteam_user"]);
+    }
+
+    #[test]
+    fn env_overrides_known_keys_case_insensitively() {
+        let c = DiracConfig::from_yaml(
+            SAMPLE,
+            "t",
+            &env(&[
+                ("DIRAC__OPERATIONS__JOBSCHEDULING__MAXRESCHEDULING", "7"),
+                ("DIRAC__SERVICES__LISTEN", "127.0.0.1:9999"),
+                ("DIRAC__SERVICES__DATABASES__JOBDB", "sqlite:///tmp/x.db"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.operations.job_scheduling.max_rescheduling, 7);
+        assert_eq!(c.services.listen, "127.0.0.1:9999");
+        assert_eq!(c.services.databases.job_db.as_deref(), Some("sqlite:///tmp/x.db"));
+    }
+
+    fn check_error(yaml: &str, vars: &[(&str, &str)], expected: &str) {
+        let err = DiracConfig::from_yaml(yaml, "t", &env(vars)).expect_err("must fail");
+        let text = err.to_string();
+        assert!(text.contains(expected), "error '{text}' does not contain '{expected}'");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        check_error("Registry: {VOs: {v: {DefaultGroup: g}}}", &[], "Registry.VOs.v.DefaultGroup: unknown group 'g'");
+        check_error(
+            "Registry: {VOs: {v: {DefaultGroup: g, Groups: {g: {Users: [bob]}}}}}",
+            &[],
+            "Registry.VOs.v.Groups.g.Users: unknown user 'bob'",
+        );
+        check_error(
+            "Registry: {VOs: {v: {DefaultGroup: g, Groups: {g: {Properties: [Root]}}}}}",
+            &[],
+            "unknown property 'Root'",
+        );
+        check_error("Operations: {JobScheduling: {MaxRescheduling: many}}", &[], "Operations.JobScheduling.MaxRescheduling");
+        check_error("Services: {Lisen: 1}", &[], "unknown field `Lisen`");
+        check_error("Services: {Listen: nowhere}", &[], "Services.Listen");
+        check_error("Services: {Databases: {JobDB: 'oracle://x'}}", &[], "Services.Databases.JobDB");
+        check_error("Operations: {JobDescription: {MinCPUTime: 10, MaxCPUTime: 5}}", &[], "MinCPUTime");
+        check_error("", &[("DIRAC__SERVICES__NOPE", "1")], "DIRAC__SERVICES__NOPE: unknown configuration key 'NOPE'");
+        check_error("[1, 2]", &[], "must be a mapping");
+        check_error("a: [", &[], "invalid YAML");
+        check_error(
+            "Resources: {Sites: {S: {CEs: {ce1: {CEType: gram}}}}}",
+            &[],
+            "Resources.Sites.S.CEs.ce1.CEType",
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! Server bootstrap shared by every binary: one tonic server with the auth
+//! layer, gRPC health checking, server reflection, optional TLS (rustls) and
+//! graceful shutdown on Ctrl-C or SIGTERM.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
+
+use crate::auth::AuthLayer;
+use crate::config::TlsConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("tls: cannot read {path}: {source}")]
+    TlsFile { path: String, source: std::io::Error },
+    #[error("tls: {0}")]
+    Tls(tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("server: {0}")]
+    Transport(tonic::transport::Error),
+}
+
+/// Services to serve, and the names to report healthy.
+pub struct ServiceSet {
+    routes: tonic::service::RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl Default for ServiceSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServiceSet {
+    pub fn new() -> Self {
+        ServiceSet { routes: Routes::builder(), names: Vec::new() }
+    }
+
+    pub fn add<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+}
+
+/// Serve `services` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    services: ServiceSet,
+    auth: AuthLayer,
+    tls: Option<&TlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in &services.names {
+        reporter.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dirac_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dirac_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let mut routes = services.routes;
+    routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
+
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| ServeError::TlsFile { path: p.display().to_string(), source })
+        };
+        let identity = TlsIdentity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).map_err(ServeError::Tls)?;
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    builder
+        .layer(auth)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(ServeError::Transport)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
