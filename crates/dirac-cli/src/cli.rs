@@ -1,0 +1,194 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use dirac_proto::common::{Filter, Sort};
+
+/// Command-line client of the dirac-rs workload management system.
+///
+/// The server URL and token come from --config (else $DIRAC_CONFIG, else
+/// ~/.config/dirac/config.yaml), then DIRAC_URL and DIRAC_TOKEN, then --url
+/// and --token.
+#[derive(Debug, Parser)]
+#[command(name = "dirac", version)]
+pub struct Cli {
+    /// Client config file (YAML with url, token, ca_cert).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Server URL, e.g. https://dirac.example.org:8443.
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token (prefer DIRAC_TOKEN: flags are visible to other users).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Print one JSON document on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit, inspect and manage jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit JDL files (parametric ones expand on the server) in one call.
+    Submit {
+        /// JDL files; - reads standard input.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Idempotency key: resubmitting with the same id returns the first jobs.
+        #[arg(long, value_name = "ID")]
+        request_id: Option<String>,
+    },
+    /// Show the attributes of jobs.
+    Status(IdList),
+    /// Search jobs.
+    Search {
+        #[command(flatten)]
+        filters: Filters,
+        /// Sort key, e.g. JobID:desc (repeatable).
+        #[arg(long, value_name = "KEY[:asc|desc]", value_parser = parse_sort)]
+        sort: Vec<Sort>,
+        /// Page size.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Number of matching jobs to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Stream every matching job instead of one page.
+        #[arg(long, conflicts_with_all = ["limit", "offset"])]
+        all: bool,
+    },
+    /// Count jobs grouped by attributes.
+    Summary {
+        /// Attribute to group by (repeatable).
+        #[arg(long = "group-by", value_name = "ATTR", default_values_t = ["Status".to_owned()])]
+        group_by: Vec<String>,
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// Show the status history of one job.
+    History {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+    /// Print the JDL of one job.
+    Jdl {
+        #[arg(value_name = "ID")]
+        id: u64,
+        /// The JDL as submitted rather than as stored by the server.
+        #[arg(long)]
+        original: bool,
+    },
+    /// Kill jobs.
+    Kill(IdList),
+    /// Delete jobs.
+    Delete(IdList),
+    /// Reschedule jobs.
+    Reschedule {
+        #[command(flatten)]
+        ids: IdList,
+        /// Reset the reschedule counter.
+        #[arg(long)]
+        reset: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IdList {
+    /// Job ids.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct Filters {
+    /// Filter, e.g. Status=Waiting, JobID>10, JobName~bench_%,
+    /// "Site in A,B", "Status not in Done,Failed" (repeatable, ANDed).
+    #[arg(long = "where", value_name = "EXPR", value_parser = parse_where, allow_hyphen_values = true)]
+    pub filters: Vec<Filter>,
+}
+
+fn parse_where(expr: &str) -> Result<Filter, String> {
+    dirac_client::parse_where(expr).map_err(|e| e.to_string())
+}
+
+fn parse_sort(expr: &str) -> Result<Sort, String> {
+    dirac_client::parse_sort(expr).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dirac").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn search_flags() {
+        let cli = parse(&[
+            "job",
+            "search",
+            "--where",
+            "Status in Waiting,Running",
+            "--sort",
+            "JobID:desc",
+            "--limit",
+            "5",
+            "--json",
+        ])
+        .expect("parse");
+        assert!(cli.json);
+        let Command::Job(JobCommand::Search {
+            filters,
+            sort,
+            limit,
+            ..
+        }) = cli.command
+        else {
+            panic!("not a search: {:?}", cli.command);
+        };
+        assert_eq!(filters.filters[0].operator, "in");
+        assert_eq!(sort[0].direction, "desc");
+        assert_eq!(limit, 5);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["job", "search", "--where", "Status"][..],
+            &["job", "search", "--sort", "JobID:sideways"],
+            &["job", "search", "--all", "--limit", "3"],
+            &["job", "search", "--limit", "0"],
+            &["job", "status"],
+            &["job", "kill", "abc"],
+            &["job", "submit"],
+        ] {
+            let err = parse(args).expect_err(&format!("{args:?}"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn summary_groups_by_status_by_default() {
+        let cli = parse(&["job", "summary"]).expect("parse");
+        let Command::Job(JobCommand::Summary { group_by, .. }) = cli.command else {
+            panic!("not a summary");
+        };
+        assert_eq!(group_by, ["Status"]);
+    }
+}
