@@ -69,7 +69,10 @@ impl From<Claims> for Identity {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -82,13 +85,17 @@ pub struct TokenIssuer {
     public: [u8; 32],
 }
 
-const PKCS8_ED25519_PREFIX: [u8; 16] =
-    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
 
 impl TokenIssuer {
     /// Load the key at `path`, creating it (mode 0600) when missing.
     pub fn load_or_create(path: &Path, issuer: &str) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         if !path.exists() {
             let seed: [u8; 32] = rand::random();
             let mut der = PKCS8_ED25519_PREFIX.to_vec();
@@ -105,13 +112,23 @@ impl TokenIssuer {
             .decode(body.trim())
             .map_err(|e| KeyError::Invalid(format!("{}: not PEM: {e}", path.display())))?;
         if der.len() != 48 || der[..16] != PKCS8_ED25519_PREFIX {
-            return Err(KeyError::Invalid(format!("{}: not an Ed25519 PKCS#8 key", path.display())));
+            return Err(KeyError::Invalid(format!(
+                "{}: not an Ed25519 PKCS#8 key",
+                path.display()
+            )));
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&der[16..]);
-        let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
         let kid = URL_SAFE_NO_PAD.encode(&public[..8]);
-        Ok(TokenIssuer { issuer: issuer.to_string(), kid, key: EncodingKey::from_ed_der(&der), public })
+        Ok(TokenIssuer {
+            issuer: issuer.to_string(),
+            kid,
+            key: EncodingKey::from_ed_der(&der),
+            public,
+        })
     }
 
     /// A signed access token for `identity`, valid for `lifetime_s` seconds.
@@ -130,7 +147,8 @@ impl TokenIssuer {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| KeyError::Invalid(e.to_string()))
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| KeyError::Invalid(e.to_string()))
     }
 
     /// The public half as a JWKS document.
@@ -172,29 +190,43 @@ pub enum TokenError {
 
 impl TokenVerifier {
     fn from_keys(issuer: &str, keys: Vec<(Option<String>, [u8; 32])>) -> Self {
-        let keys = keys.into_iter().map(|(kid, pk)| (kid, DecodingKey::from_ed_der(&pk))).collect();
-        TokenVerifier { issuer: issuer.to_string(), keys: Arc::new(keys) }
+        let keys = keys
+            .into_iter()
+            .map(|(kid, pk)| (kid, DecodingKey::from_ed_der(&pk)))
+            .collect();
+        TokenVerifier {
+            issuer: issuer.to_string(),
+            keys: Arc::new(keys),
+        }
     }
 
     /// Keys from a JWKS document (`{"keys": [...]}`) or an Ed25519 public key
     /// in PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn from_file(path: &Path, issuer: &str) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| KeyError::Io { path: path.display().to_string(), source })?;
-        Self::from_text(&text, issuer).map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_text(&text, issuer)
+            .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
     }
 
     pub fn from_text(text: &str, issuer: &str) -> Result<Self, KeyError> {
         let invalid = |m: &str| KeyError::Invalid(m.to_string());
         if text.trim_start().starts_with('{') {
-            let doc: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| KeyError::Invalid(format!("bad JWKS: {e}")))?;
+            let doc: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| KeyError::Invalid(format!("bad JWKS: {e}")))?;
             let mut keys = Vec::new();
-            for key in doc["keys"].as_array().ok_or_else(|| invalid("JWKS has no 'keys' list"))? {
+            for key in doc["keys"]
+                .as_array()
+                .ok_or_else(|| invalid("JWKS has no 'keys' list"))?
+            {
                 if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
                     continue;
                 }
-                let x = key["x"].as_str().ok_or_else(|| invalid("JWK without 'x'"))?;
+                let x = key["x"]
+                    .as_str()
+                    .ok_or_else(|| invalid("JWK without 'x'"))?;
                 let pk: [u8; 32] = URL_SAFE_NO_PAD
                     .decode(x)
                     .ok()
@@ -208,7 +240,9 @@ impl TokenVerifier {
             Ok(Self::from_keys(issuer, keys))
         } else {
             let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-            let der = STANDARD.decode(body.trim()).map_err(|_| invalid("not a PEM public key"))?;
+            let der = STANDARD
+                .decode(body.trim())
+                .map_err(|_| invalid("not a PEM public key"))?;
             // SubjectPublicKeyInfo for Ed25519: 12-byte header + 32-byte key.
             if der.len() != 44 {
                 return Err(invalid("not an Ed25519 public key"));
@@ -220,9 +254,13 @@ impl TokenVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+            return Err(TokenError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
         }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
@@ -261,8 +299,14 @@ pub struct PolicyTable(HashMap<String, Access>);
 impl PolicyTable {
     pub fn new() -> Self {
         let mut table = PolicyTable(HashMap::new());
-        table.add_service("grpc.health.v1.Health", &[("Check", Access::Public), ("Watch", Access::Public)]);
-        for svc in ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] {
+        table.add_service(
+            "grpc.health.v1.Health",
+            &[("Check", Access::Public), ("Watch", Access::Public)],
+        );
+        for svc in [
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ] {
             table.add_service(svc, &[("ServerReflectionInfo", Access::Public)]);
         }
         table
@@ -292,20 +336,34 @@ pub struct AuthLayer {
 
 impl AuthLayer {
     pub fn new(policies: PolicyTable, verifier: TokenVerifier) -> Self {
-        AuthLayer { policies: Arc::new(policies), verifier }
+        AuthLayer {
+            policies: Arc::new(policies),
+            verifier,
+        }
     }
 
     /// Decide one call: the identity to attach, or the status to answer.
-    pub fn check(&self, path: &str, authorization: Option<&str>) -> Result<Option<Identity>, tonic::Status> {
+    pub fn check(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<Option<Identity>, tonic::Status> {
         let Some(access) = self.policies.get(path) else {
             tracing::warn!(path, "refused call to a method without an access policy");
-            return Err(tonic::Status::permission_denied(format!("no access policy for {path}")));
+            return Err(tonic::Status::permission_denied(format!(
+                "no access policy for {path}"
+            )));
         };
-        let token = authorization.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
+        let token = authorization.and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        });
         match access {
             Access::Public => Ok(token.and_then(|t| self.verifier.verify(t).ok())),
             Access::AnyOf(props) => {
-                let token = token.ok_or_else(|| tonic::Status::unauthenticated(TokenError::Missing.to_string()))?;
+                let token = token.ok_or_else(|| {
+                    tonic::Status::unauthenticated(TokenError::Missing.to_string())
+                })?;
                 let identity = self
                     .verifier
                     .verify(token)
@@ -315,7 +373,11 @@ impl AuthLayer {
                         "{path} needs one of the properties {}; group {} has {}",
                         props.join(", "),
                         identity.group,
-                        if identity.properties.is_empty() { "none".into() } else { identity.properties.join(", ") },
+                        if identity.properties.is_empty() {
+                            "none".into()
+                        } else {
+                            identity.properties.join(", ")
+                        },
                     )));
                 }
                 Ok(Some(identity))
@@ -327,7 +389,10 @@ impl AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, layer: self.clone() }
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -341,7 +406,10 @@ type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result
 
 impl<S, B, ResBody> tower::Service<http::Request<B>> for AuthService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -357,9 +425,17 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path().to_string();
-        let component = path.trim_start_matches('/').split('/').next().unwrap_or_default().to_string();
+        let component = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let method = path.rsplit('/').next().unwrap_or_default().to_string();
-        let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let auth = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let span = tracing::info_span!("rpc", component = %component, method = %method, user = tracing::field::Empty);
         match self.layer.check(&path, auth) {
             Ok(identity) => {
@@ -419,9 +495,11 @@ mod tests {
         assert!(jwks.verify(&token).is_ok());
 
         // Another key, another issuer, forged claims.
-        let other = TokenIssuer::load_or_create(&dir.path().join("other.pem"), "test").expect("key");
+        let other =
+            TokenIssuer::load_or_create(&dir.path().join("other.pem"), "test").expect("key");
         assert!(other.verifier().verify(&token).is_err());
-        let wrong_iss = TokenVerifier::from_text(&issuer.jwks().to_string(), "elsewhere").expect("jwks");
+        let wrong_iss =
+            TokenVerifier::from_text(&issuer.jwks().to_string(), "elsewhere").expect("jwks");
         assert!(wrong_iss.verify(&token).is_err());
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
         parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"dteam:mallory","vo":"dteam","dirac_group":"g","dirac_properties":["JobAdministrator"],"preferred_username":"mallory","iss":"test","iat":0,"exp":99999999999,"jti":"x"}"#);
@@ -434,18 +512,41 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let issuer = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test").expect("key");
         let mut table = PolicyTable::new();
-        table.add_service("x.v1.S", &[("Read", Access::AnyOf(&["NormalUser"])), ("Admin", Access::AnyOf(&["JobAdministrator"]))]);
+        table.add_service(
+            "x.v1.S",
+            &[
+                ("Read", Access::AnyOf(&["NormalUser"])),
+                ("Admin", Access::AnyOf(&["JobAdministrator"])),
+            ],
+        );
         let layer = AuthLayer::new(table, issuer.verifier());
         let bearer = format!("Bearer {}", issuer.issue(&alice(), 60).expect("sign"));
 
-        let code = |path: &str, auth: Option<&str>| layer.check(path, auth).map(|_| ()).map_err(|s| s.code());
+        let code = |path: &str, auth: Option<&str>| {
+            layer.check(path, auth).map(|_| ()).map_err(|s| s.code())
+        };
         assert_eq!(code("/x.v1.S/Read", Some(&bearer)), Ok(()));
-        assert_eq!(code("/x.v1.S/Read", None), Err(tonic::Code::Unauthenticated));
-        assert_eq!(code("/x.v1.S/Read", Some("Bearer nope")), Err(tonic::Code::Unauthenticated));
-        assert_eq!(code("/x.v1.S/Admin", Some(&bearer)), Err(tonic::Code::PermissionDenied));
-        assert_eq!(code("/x.v1.S/Unlisted", Some(&bearer)), Err(tonic::Code::PermissionDenied));
+        assert_eq!(
+            code("/x.v1.S/Read", None),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code("/x.v1.S/Read", Some("Bearer nope")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            code("/x.v1.S/Admin", Some(&bearer)),
+            Err(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(
+            code("/x.v1.S/Unlisted", Some(&bearer)),
+            Err(tonic::Code::PermissionDenied)
+        );
         assert_eq!(code("/grpc.health.v1.Health/Check", None), Ok(()));
-        let who = layer.check("/x.v1.S/Read", Some(&bearer)).expect("ok").expect("identity");
+        let who = layer
+            .check("/x.v1.S/Read", Some(&bearer))
+            .expect("ok")
+            .expect("identity");
         assert_eq!(who.username, "alice");
     }
 }

@@ -68,9 +68,15 @@ impl EnvSource for BTreeMap<String, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid YAML: {source}")]
-    Yaml { path: String, source: serde_yaml_ng::Error },
+    Yaml {
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
     #[error("environment variable {var}: {message}")]
@@ -78,7 +84,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -265,7 +274,10 @@ pub struct JobSchedulingOps {
 
 impl Default for JobSchedulingOps {
     fn default() -> Self {
-        Self { max_rescheduling: 3, reschedule_delays: vec![60, 180, 300, 600] }
+        Self {
+            max_rescheduling: 3,
+            reschedule_delays: vec![60, 180, 300, 600],
+        }
     }
 }
 
@@ -330,7 +342,11 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { issuer: "dirac-rs".into(), verification_keys: None, token_lifetime: 30 * 86_400 }
+        Self {
+            issuer: "dirac-rs".into(),
+            verification_keys: None,
+            token_lifetime: 30 * 86_400,
+        }
     }
 }
 
@@ -339,8 +355,10 @@ impl DiracConfig {
     pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let (text, origin) = match path {
             Some(p) => (
-                std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?,
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?,
                 p.display().to_string(),
             ),
             None => (String::new(), "<defaults>".to_string()),
@@ -353,8 +371,10 @@ impl DiracConfig {
         let mut tree: Value = if text.trim().is_empty() {
             Value::Mapping(Mapping::new())
         } else {
-            serde_yaml_ng::from_str(text)
-                .map_err(|source| ConfigError::Yaml { path: origin.to_string(), source })?
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Yaml {
+                path: origin.to_string(),
+                source,
+            })?
         };
         if !tree.is_mapping() {
             return Err(invalid("<root>", "the configuration must be a mapping"));
@@ -365,7 +385,10 @@ impl DiracConfig {
         apply_env(&mut tree, &defaults, env)?;
         let config: DiracConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
-            invalid(if key == "." { "<root>".into() } else { key }, e.into_inner().to_string())
+            invalid(
+                if key == "." { "<root>".into() } else { key },
+                e.into_inner().to_string(),
+            )
         })?;
         config.validate()?;
         Ok(config)
@@ -403,7 +426,10 @@ impl DiracConfig {
         let jd = &self.operations.job_description;
         let jdk = "Operations.JobDescription";
         if jd.min_cpu_time > jd.max_cpu_time {
-            return Err(invalid(format!("{jdk}.MinCPUTime"), "is larger than MaxCPUTime"));
+            return Err(invalid(
+                format!("{jdk}.MinCPUTime"),
+                "is larger than MaxCPUTime",
+            ));
         }
         if jd.default_cpu_time < jd.min_cpu_time || jd.default_cpu_time > jd.max_cpu_time {
             return Err(invalid(
@@ -418,7 +444,10 @@ impl DiracConfig {
             ));
         }
         if jd.allowed_job_types.is_empty() {
-            return Err(invalid(format!("{jdk}.AllowedJobTypes"), "must not be empty"));
+            return Err(invalid(
+                format!("{jdk}.AllowedJobTypes"),
+                "must not be empty",
+            ));
         }
         for (key, v) in [
             ("MaxParametricJobs", jd.max_parametric_jobs),
@@ -438,7 +467,10 @@ impl DiracConfig {
         if self.services.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "Services.Listen",
-                format!("'{}' is not an address like 127.0.0.1:8080", self.services.listen),
+                format!(
+                    "'{}' is not an address like 127.0.0.1:8080",
+                    self.services.listen
+                ),
             ));
         }
         if let Some(url) = &self.services.databases.job_db {
@@ -450,12 +482,23 @@ impl DiracConfig {
         }
         for (site, sc) in &self.resources.sites {
             for (ce, cc) in &sc.ces {
-                const TYPES: &[&str] =
-                    &["local", "htcondorce", "arc", "openstack", "kubernetes", "slurm", "ssh"];
+                const TYPES: &[&str] = &[
+                    "local",
+                    "htcondorce",
+                    "arc",
+                    "openstack",
+                    "kubernetes",
+                    "slurm",
+                    "ssh",
+                ];
                 if !TYPES.contains(&cc.ce_type.as_str()) {
                     return Err(invalid(
                         format!("Resources.Sites.{site}.CEs.{ce}.CEType"),
-                        format!("unknown type '{}' (one of {})", cc.ce_type, TYPES.join(", ")),
+                        format!(
+                            "unknown type '{}' (one of {})",
+                            cc.ce_type,
+                            TYPES.join(", ")
+                        ),
                     ));
                 }
             }
@@ -478,17 +521,25 @@ impl DiracConfig {
 const ENV_PREFIX: &str = "DIRAC__";
 
 fn apply_env(tree: &mut Value, defaults: &Value, env: &dyn EnvSource) -> Result<(), ConfigError> {
-    let mut vars: Vec<(String, String)> =
-        env.vars().into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut vars: Vec<(String, String)> = env
+        .vars()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     vars.sort();
     for (var, raw) in vars {
         let segments: Vec<&str> = var[ENV_PREFIX.len()..].split("__").collect();
         if segments.iter().any(|s| s.is_empty()) {
-            return Err(ConfigError::Env { var, message: "empty key segment".into() });
+            return Err(ConfigError::Env {
+                var,
+                message: "empty key segment".into(),
+            });
         }
         let value: Value = serde_yaml_ng::from_str(&raw).unwrap_or(Value::String(raw.clone()));
-        set_path(tree, Some(defaults), &segments, value)
-            .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        set_path(tree, Some(defaults), &segments, value).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
     }
     Ok(())
 }
@@ -529,7 +580,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const SAMPLE: &str = r#"
@@ -573,18 +627,28 @@ Operations:
         .expect("valid");
         assert_eq!(c.operations.job_scheduling.max_rescheduling, 7);
         assert_eq!(c.services.listen, "127.0.0.1:9999");
-        assert_eq!(c.services.databases.job_db.as_deref(), Some("sqlite:///tmp/x.db"));
+        assert_eq!(
+            c.services.databases.job_db.as_deref(),
+            Some("sqlite:///tmp/x.db")
+        );
     }
 
     fn check_error(yaml: &str, vars: &[(&str, &str)], expected: &str) {
         let err = DiracConfig::from_yaml(yaml, "t", &env(vars)).expect_err("must fail");
         let text = err.to_string();
-        assert!(text.contains(expected), "error '{text}' does not contain '{expected}'");
+        assert!(
+            text.contains(expected),
+            "error '{text}' does not contain '{expected}'"
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
-        check_error("Registry: {VOs: {v: {DefaultGroup: g}}}", &[], "Registry.VOs.v.DefaultGroup: unknown group 'g'");
+        check_error(
+            "Registry: {VOs: {v: {DefaultGroup: g}}}",
+            &[],
+            "Registry.VOs.v.DefaultGroup: unknown group 'g'",
+        );
         check_error(
             "Registry: {VOs: {v: {DefaultGroup: g, Groups: {g: {Users: [bob]}}}}}",
             &[],
@@ -595,12 +659,28 @@ Operations:
             &[],
             "unknown property 'Root'",
         );
-        check_error("Operations: {JobScheduling: {MaxRescheduling: many}}", &[], "Operations.JobScheduling.MaxRescheduling");
+        check_error(
+            "Operations: {JobScheduling: {MaxRescheduling: many}}",
+            &[],
+            "Operations.JobScheduling.MaxRescheduling",
+        );
         check_error("Services: {Lisen: 1}", &[], "unknown field `Lisen`");
         check_error("Services: {Listen: nowhere}", &[], "Services.Listen");
-        check_error("Services: {Databases: {JobDB: 'oracle://x'}}", &[], "Services.Databases.JobDB");
-        check_error("Operations: {JobDescription: {MinCPUTime: 10, MaxCPUTime: 5}}", &[], "MinCPUTime");
-        check_error("", &[("DIRAC__SERVICES__NOPE", "1")], "DIRAC__SERVICES__NOPE: unknown configuration key 'NOPE'");
+        check_error(
+            "Services: {Databases: {JobDB: 'oracle://x'}}",
+            &[],
+            "Services.Databases.JobDB",
+        );
+        check_error(
+            "Operations: {JobDescription: {MinCPUTime: 10, MaxCPUTime: 5}}",
+            &[],
+            "MinCPUTime",
+        );
+        check_error(
+            "",
+            &[("DIRAC__SERVICES__NOPE", "1")],
+            "DIRAC__SERVICES__NOPE: unknown configuration key 'NOPE'",
+        );
         check_error("[1, 2]", &[], "must be a mapping");
         check_error("a: [", &[], "invalid YAML");
         check_error(

@@ -80,7 +80,11 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
         let pool_options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(30))
-            .max_connections(if backend == Backend::Sqlite { 1 } else { max_connections.max(1) });
+            .max_connections(if backend == Backend::Sqlite {
+                1
+            } else {
+                max_connections.max(1)
+            });
         let pool_options = match backend {
             Backend::Sqlite => pool_options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -94,7 +98,8 @@ impl Db {
             }),
             Backend::MySql => pool_options.after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("SET SESSION sql_mode = 'ANSI_QUOTES,STRICT_ALL_TABLES'").await?;
+                    conn.execute("SET SESSION sql_mode = 'ANSI_QUOTES,STRICT_ALL_TABLES'")
+                        .await?;
                     Ok(())
                 })
             }),
@@ -132,7 +137,11 @@ impl Db {
     /// Apply the migrations of `component` that this database has not seen,
     /// in version order. Each backend's statements run in sequence; the
     /// version row is written after the statements succeed.
-    pub async fn migrate(&self, component: &str, migrations: &[Migration]) -> Result<(), sqlx::Error> {
+    pub async fn migrate(
+        &self,
+        component: &str,
+        migrations: &[Migration],
+    ) -> Result<(), sqlx::Error> {
         self.pool
             .execute(
                 "CREATE TABLE IF NOT EXISTS dirac_schema_versions (\
@@ -140,17 +149,23 @@ impl Db {
                  Description VARCHAR(255) NOT NULL, PRIMARY KEY (Component, Version))",
             )
             .await?;
-        let applied: Vec<i64> = sqlx::query_scalar(self.sql(
-            "SELECT Version FROM dirac_schema_versions WHERE Component = ? ORDER BY Version",
-        ))
-        .bind(component)
-        .fetch_all(&self.pool)
-        .await?;
+        let applied: Vec<i64> =
+            sqlx::query_scalar(self.sql(
+                "SELECT Version FROM dirac_schema_versions WHERE Component = ? ORDER BY Version",
+            ))
+            .bind(component)
+            .fetch_all(&self.pool)
+            .await?;
         for m in migrations {
             if applied.contains(&m.version) {
                 continue;
             }
-            tracing::info!(component, version = m.version, description = m.description, "applying migration");
+            tracing::info!(
+                component,
+                version = m.version,
+                description = m.description,
+                "applying migration"
+            );
             let statements = match self.backend {
                 Backend::Sqlite => m.sqlite,
                 Backend::MySql => m.mysql,
@@ -235,9 +250,18 @@ mod tests {
 
     #[test]
     fn backends_from_urls() {
-        assert_eq!(Backend::from_url("sqlite://x.db").ok(), Some(Backend::Sqlite));
-        assert_eq!(Backend::from_url("mysql://root@h/db").ok(), Some(Backend::MySql));
-        assert_eq!(Backend::from_url("postgresql://h/db").ok(), Some(Backend::Postgres));
+        assert_eq!(
+            Backend::from_url("sqlite://x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("mysql://root@h/db").ok(),
+            Some(Backend::MySql)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").ok(),
+            Some(Backend::Postgres)
+        );
         let err = Backend::from_url("oracle://u:secret@h/db").expect_err("unsupported");
         assert!(!err.to_string().contains("secret"));
     }

@@ -14,7 +14,10 @@ use crate::config::TlsConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("tls: cannot read {path}: {source}")]
-    TlsFile { path: String, source: std::io::Error },
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("tls: {0}")]
     Tls(tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -37,7 +40,10 @@ impl Default for ServiceSet {
 
 impl ServiceSet {
     pub fn new() -> Self {
-        ServiceSet { routes: Routes::builder(), names: Vec::new() }
+        ServiceSet {
+            routes: Routes::builder(),
+            names: Vec::new(),
+        }
     }
 
     pub fn add<S>(&mut self, service: S) -> &mut Self
@@ -69,7 +75,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in &services.names {
-        reporter.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
     }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(dirac_proto::FILE_DESCRIPTOR_SET)
@@ -80,15 +88,23 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let mut routes = services.routes;
-    routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
+    routes
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
 
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| ServeError::TlsFile { path: p.display().to_string(), source })
+            std::fs::read(p).map_err(|source| ServeError::TlsFile {
+                path: p.display().to_string(),
+                source,
+            })
         };
         let identity = TlsIdentity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity)).map_err(ServeError::Tls)?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(ServeError::Tls)?;
     }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     builder

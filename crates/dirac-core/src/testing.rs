@@ -24,7 +24,10 @@ pub struct TestDb {
 fn server_url(backend: Backend) -> Option<String> {
     let (var, default) = match backend {
         Backend::MySql => ("DIRAC_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306"),
-        Backend::Postgres => ("DIRAC_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
+        Backend::Postgres => (
+            "DIRAC_TEST_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432",
+        ),
         Backend::Sqlite => return None,
     };
     Some(std::env::var(var).unwrap_or_else(|_| default.to_string()))
@@ -48,7 +51,13 @@ impl TestDb {
                 let dir = tempfile::tempdir().expect("temporary directory");
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
                 let db = Db::connect(&url, 4).await.expect("open sqlite");
-                Some(TestDb { db, url, admin_url: None, name, _dir: Some(dir) })
+                Some(TestDb {
+                    db,
+                    url,
+                    admin_url: None,
+                    name,
+                    _dir: Some(dir),
+                })
             }
             Backend::MySql | Backend::Postgres => {
                 let base = server_url(backend)?;
@@ -63,7 +72,10 @@ impl TestDb {
                         eprintln!("skipping {} test: server unreachable: {e}", backend.name());
                         return None;
                     }
-                    Err(e) => panic!("CI=true and the {} server is unreachable: {e}", backend.name()),
+                    Err(e) => panic!(
+                        "CI=true and the {} server is unreachable: {e}",
+                        backend.name()
+                    ),
                 };
                 admin
                     .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -71,8 +83,16 @@ impl TestDb {
                     .expect("create test database");
                 admin.close().await;
                 let url = format!("{base}/{name}");
-                let db = Db::connect(&url, 8).await.expect("connect to test database");
-                Some(TestDb { db, url, admin_url: Some(admin_url), name, _dir: None })
+                let db = Db::connect(&url, 8)
+                    .await
+                    .expect("connect to test database");
+                Some(TestDb {
+                    db,
+                    url,
+                    admin_url: Some(admin_url),
+                    name,
+                    _dir: None,
+                })
             }
         }
     }
@@ -83,7 +103,12 @@ impl TestDb {
         if let Some(admin_url) = &self.admin_url
             && let Ok(admin) = AnyPool::connect(admin_url).await
         {
-            let _ = admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {}", self.name))).await;
+            let _ = admin
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {}",
+                    self.name
+                )))
+                .await;
             admin.close().await;
         }
     }

@@ -7,7 +7,8 @@
 #![allow(clippy::all, clippy::pedantic)]
 
 /// Encoded `FileDescriptorSet` of every proto file, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dirac_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dirac_descriptor.bin"));
 
 pub mod dirac {
     pub mod common {

@@ -1,1 +1,98 @@
-fn main() {}
+//! `diracd`: the composition root. `diracd all` runs every service and agent
+//! in one process on one port (the embedded installation); `diracd token`
+//! signs a token for a registered user; `diracd check-config` validates a
+//! configuration file.
+
+mod embedded;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "diracd", version, about = "DIRAC services and agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service and agent in one process (SQLite by default).
+    All {
+        /// Directory for databases, keys and client.yaml.
+        #[arg(long, default_value = ".dirac")]
+        data_dir: PathBuf,
+        /// Address to listen on (overrides Services.Listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Configuration file (default: DATA_DIR/dirac.yaml, created when missing).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a signed access token for a registered user.
+    Token {
+        #[arg(long, default_value = ".dirac")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// User name as in Registry.VOs.<vo>.Users.
+        #[arg(long)]
+        user: String,
+        /// VO (default: the first VO the user is registered in).
+        #[arg(long)]
+        vo: Option<String>,
+        /// Group (default: the VO's DefaultGroup if the user is in it).
+        #[arg(long)]
+        group: Option<String>,
+        /// Lifetime in seconds (default: Services.Auth.TokenLifetime).
+        #[arg(long)]
+        lifetime: Option<u64>,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::All {
+            data_dir,
+            listen,
+            config,
+        } => runtime.block_on(embedded::run_all(&data_dir, listen, config)),
+        Command::Token {
+            data_dir,
+            config,
+            user,
+            vo,
+            group,
+            lifetime,
+        } => {
+            let token = embedded::token(
+                &data_dir,
+                config,
+                &user,
+                vo.as_deref(),
+                group.as_deref(),
+                lifetime,
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let c = dirac_core::config::DiracConfig::load(
+                Some(&config),
+                &dirac_core::config::ProcessEnv,
+            )?;
+            print!("{}", serde_yaml_ng::to_string(&c)?);
+            Ok(())
+        }
+    }
+}

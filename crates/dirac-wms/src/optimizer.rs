@@ -1,0 +1,131 @@
+//! The first optimizer step (DIRAC's JobSanity executor) as an agent: it
+//! claims Received jobs in batches under a lease (so several replicas never
+//! take the same job), checks them against the current configuration, and
+//! moves them to Waiting — or to Failed with the reason. Woken at once by
+//! submissions, and every few seconds to pick up rescheduled jobs whose delay
+//! has passed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dirac_core::config::DiracConfig;
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use crate::Wms;
+use crate::error::Result;
+use crate::jobdb::{Claimed, Verdict};
+
+/// Jobs claimed per round.
+pub const BATCH: u64 = 2000;
+/// A claim older than this is taken over by another optimizer.
+pub const STALE_CLAIM_S: u64 = 300;
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// JobSanity: is this job still acceptable under the current configuration?
+pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
+    let Some(vo) = config.registry.vos.get(&job.vo) else {
+        return Verdict::Failed(format!("VO '{}' is not registered", job.vo));
+    };
+    match vo.users.get(&job.owner) {
+        None => {
+            return Verdict::Failed(format!(
+                "user '{}' is not registered in VO '{}'",
+                job.owner, job.vo
+            ));
+        }
+        Some(u) if u.suspended => {
+            return Verdict::Failed(format!("user '{}' is suspended", job.owner));
+        }
+        Some(_) => {}
+    }
+    match vo.groups.get(&job.owner_group) {
+        Some(g) if g.users.contains(&job.owner) => {}
+        _ => {
+            return Verdict::Failed(format!(
+                "user '{}' is not in group '{}'",
+                job.owner, job.owner_group
+            ));
+        }
+    }
+    let ad = match dirac_jdl::ClassAd::parse(&job.jdl) {
+        Ok(ad) => ad,
+        Err(e) => return Verdict::Failed(format!("JDL: {e}")),
+    };
+    let policy = crate::submit::policy(&config.operations.job_description);
+    let desc = match dirac_jdl::validate(&ad, &policy, &job.vo) {
+        Ok(d) => d,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    for entry in &desc.input_sandbox {
+        if let Some(rest) = entry.strip_prefix("SB:") {
+            match rest.split_once('|') {
+                Some((se, path)) if !se.is_empty() && !path.is_empty() => {}
+                _ => {
+                    return Verdict::Failed(format!(
+                        "InputSandbox: '{entry}' is not SB:<SE>|<path>"
+                    ));
+                }
+            }
+        }
+    }
+    Verdict::Waiting
+}
+
+/// One round: claim, check, record. Returns how many jobs were handled.
+pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
+    let delays = &wms.config.operations.job_scheduling.reschedule_delays;
+    let claim_time = dirac_core::time::now();
+    let (lease, claimed) = wms.db.claim_received(limit, delays, STALE_CLAIM_S).await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let verdicts: Vec<(Claimed, Verdict)> = claimed
+        .into_iter()
+        .map(|c| {
+            let v = sanity(&c, &wms.config);
+            (c, v)
+        })
+        .collect();
+    let failed = verdicts
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Failed(_)))
+        .count();
+    wms.db
+        .finish_checking(&lease, &claim_time, &verdicts)
+        .await?;
+    tracing::info!(jobs = verdicts.len(), failed, "jobs checked");
+    Ok(verdicts.len())
+}
+
+/// Run until `shutdown` turns true.
+pub async fn run(wms: Arc<Wms>, mut shutdown: watch::Receiver<bool>) {
+    let span = tracing::info_span!("agent", component = "Optimizer");
+    async move {
+        loop {
+            loop {
+                match optimize_once(&wms, BATCH).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "optimizer round failed");
+                        break;
+                    }
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = wms.optimizer_wake.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}

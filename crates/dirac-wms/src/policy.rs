@@ -1,0 +1,162 @@
+//! Who may call what in the WMS (DiracX's WMSAccessPolicy, DIRAC's JobPolicy).
+//!
+//! The route table says which properties a call needs at all; the ownership
+//! rules below decide, job by job, whether the caller may read or manage it:
+//! the owner (same user and VO), a member of the owner's group holding
+//! `JobSharing`, a `JobAdministrator`, and — for status reports — a
+//! `GenericPilot`. `JobMonitor` reads everything.
+
+use dirac_core::auth::{Access, Identity, PolicyTable};
+
+use crate::jobdb::JobOwner;
+use crate::search::Scope;
+
+pub const JOB_MANAGER: &str = "dirac.wms.v1.JobManager";
+pub const JOB_MONITORING: &str = "dirac.wms.v1.JobMonitoring";
+pub const JOB_STATE_UPDATE: &str = "dirac.wms.v1.JobStateUpdate";
+
+const USERS: &[&str] = &["NormalUser", "JobAdministrator"];
+const READERS: &[&str] = &[
+    "NormalUser",
+    "JobAdministrator",
+    "JobMonitor",
+    "GenericPilot",
+];
+const REPORTERS: &[&str] = &["GenericPilot", "JobAdministrator", "NormalUser"];
+
+/// Every WMS method with its access policy.
+pub fn register(table: &mut PolicyTable) {
+    table.add_service(
+        JOB_MANAGER,
+        &[
+            ("SubmitJobs", Access::AnyOf(&["NormalUser"])),
+            ("KillJobs", Access::AnyOf(USERS)),
+            ("DeleteJobs", Access::AnyOf(USERS)),
+            (
+                "RescheduleJobs",
+                Access::AnyOf(&["NormalUser", "JobAdministrator", "GenericPilot"]),
+            ),
+        ],
+    );
+    table.add_service(
+        JOB_MONITORING,
+        &[
+            ("GetJobs", Access::AnyOf(READERS)),
+            ("GetJdl", Access::AnyOf(READERS)),
+            ("GetHistory", Access::AnyOf(READERS)),
+            ("SearchJobs", Access::AnyOf(READERS)),
+            ("StreamJobs", Access::AnyOf(READERS)),
+            ("Summary", Access::AnyOf(READERS)),
+            ("GetJobParameters", Access::AnyOf(READERS)),
+        ],
+    );
+    table.add_service(
+        JOB_STATE_UPDATE,
+        &[
+            ("SetJobStatus", Access::AnyOf(REPORTERS)),
+            ("SendHeartbeat", Access::AnyOf(REPORTERS)),
+            ("SetJobParameters", Access::AnyOf(REPORTERS)),
+        ],
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Manage,
+    /// Status, heartbeat and parameter reports from the worker node.
+    Report,
+}
+
+fn owns(who: &Identity, job: &JobOwner) -> bool {
+    (job.owner == who.username && job.vo == who.vo)
+        || (who.has("JobSharing") && job.owner_group == who.group && job.vo == who.vo)
+}
+
+/// May `who` do `action` on `job`?
+pub fn allowed(who: &Identity, action: Action, job: &JobOwner) -> bool {
+    if who.has("JobAdministrator") || owns(who, job) {
+        return true;
+    }
+    match action {
+        Action::Read => who.has("JobMonitor") || who.has("GenericPilot"),
+        Action::Report => who.has("GenericPilot"),
+        Action::Manage => false,
+    }
+}
+
+/// The jobs a caller's searches and summaries cover.
+pub fn search_scope(who: &Identity) -> Scope<'_> {
+    if who.has_any(&["JobAdministrator", "JobMonitor", "GenericPilot"]) {
+        Scope::All
+    } else if who.has("JobSharing") {
+        Scope::Group {
+            group: &who.group,
+            vo: &who.vo,
+        }
+    } else {
+        Scope::Owner {
+            owner: &who.username,
+            vo: &who.vo,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(user: &str, group: &str, props: &[&str]) -> Identity {
+        Identity {
+            sub: format!("dteam:{user}"),
+            username: user.into(),
+            vo: "dteam".into(),
+            group: group.into(),
+            properties: props.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn ownership_rules() {
+        let job = JobOwner {
+            owner: "alice".into(),
+            owner_group: "dteam_user".into(),
+            vo: "dteam".into(),
+            status: "Waiting".into(),
+        };
+        let alice = id("alice", "dteam_user", &["NormalUser"]);
+        let bob = id("bob", "dteam_user", &["NormalUser"]);
+        let sharer = id("carol", "dteam_user", &["NormalUser", "JobSharing"]);
+        let other_group_sharer = id("dave", "dteam_prod", &["NormalUser", "JobSharing"]);
+        let admin = id("root", "dteam_admin", &["JobAdministrator"]);
+        let monitor = id("mon", "dteam_mon", &["JobMonitor"]);
+        let pilot = id("pilot", "dteam_pilot", &["GenericPilot"]);
+        for action in [Action::Read, Action::Manage, Action::Report] {
+            assert!(allowed(&alice, action, &job));
+            assert!(!allowed(&bob, action, &job));
+            assert!(allowed(&sharer, action, &job));
+            assert!(!allowed(&other_group_sharer, action, &job));
+            assert!(allowed(&admin, action, &job));
+            assert_eq!(allowed(&monitor, action, &job), action == Action::Read);
+            assert_eq!(allowed(&pilot, action, &job), action != Action::Manage);
+        }
+        let mut other_vo = alice.clone();
+        other_vo.vo = "lhcb".into();
+        assert!(!allowed(&other_vo, Action::Read, &job));
+        assert_eq!(
+            search_scope(&alice),
+            Scope::Owner {
+                owner: "alice",
+                vo: "dteam"
+            }
+        );
+        assert_eq!(
+            search_scope(&sharer),
+            Scope::Group {
+                group: "dteam_user",
+                vo: "dteam"
+            }
+        );
+        assert_eq!(search_scope(&admin), Scope::All);
+    }
+}

@@ -1,0 +1,135 @@
+//! JobDB and JobLoggingDB schema for every backend.
+//!
+//! The `Jobs` row carries the job's JDL, so one submitted job is one durable
+//! row (see docs/adr/0002-one-row-per-submitted-job.md). `LoggingInfo` is
+//! DIRAC's JobLoggingDB table; it lives in the same database so that a status
+//! change and its history record commit together.
+
+use dirac_core::db::Migration;
+
+macro_rules! jobs_table {
+    ($bigtext:literal) => {
+        concat!(
+            "CREATE TABLE Jobs (",
+            "JobID BIGINT NOT NULL PRIMARY KEY, ",
+            "JobType VARCHAR(32) NOT NULL, ",
+            "JobGroup VARCHAR(128) NOT NULL, ",
+            "Site VARCHAR(128) NOT NULL, ",
+            "JobName VARCHAR(128) NOT NULL, ",
+            "Owner VARCHAR(64) NOT NULL, ",
+            "OwnerGroup VARCHAR(128) NOT NULL, ",
+            "VO VARCHAR(64) NOT NULL, ",
+            "SubmissionTime VARCHAR(32) NOT NULL, ",
+            "RescheduleTime VARCHAR(32) NULL, ",
+            "LastUpdateTime VARCHAR(32) NOT NULL, ",
+            "StartExecTime VARCHAR(32) NULL, ",
+            "HeartBeatTime VARCHAR(32) NULL, ",
+            "EndExecTime VARCHAR(32) NULL, ",
+            "LastStatusTime VARCHAR(32) NOT NULL, ",
+            "Status VARCHAR(32) NOT NULL, ",
+            "MinorStatus VARCHAR(128) NOT NULL, ",
+            "ApplicationStatus VARCHAR(255) NOT NULL, ",
+            "UserPriority BIGINT NOT NULL, ",
+            "RescheduleCounter BIGINT NOT NULL, ",
+            "CPUTime BIGINT NOT NULL, ",
+            "Lease VARCHAR(40) NULL, ",
+            "JDL ",
+            $bigtext,
+            " NOT NULL",
+            ")"
+        )
+    };
+}
+
+const INDEXES: &[&str] = &[
+    "CREATE INDEX JobsStatusSite ON Jobs (Status, Site)",
+    "CREATE INDEX JobsOwner ON Jobs (Owner, VO, Status)",
+    "CREATE INDEX JobsGroup ON Jobs (JobGroup)",
+];
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "jobs, logging, parameters, commands, submissions",
+    sqlite: &[
+        jobs_table!("TEXT"),
+        INDEXES[0],
+        INDEXES[1],
+        INDEXES[2],
+        "CREATE TABLE LoggingInfo (SeqID INTEGER PRIMARY KEY AUTOINCREMENT, JobID BIGINT NOT NULL, \
+         Status VARCHAR(32) NOT NULL, MinorStatus VARCHAR(128) NOT NULL, ApplicationStatus VARCHAR(255) NOT NULL, \
+         StatusTime VARCHAR(32) NOT NULL, Source VARCHAR(64) NOT NULL)",
+        "CREATE INDEX LoggingInfoJob ON LoggingInfo (JobID)",
+        "CREATE TABLE JobParameters (JobID BIGINT NOT NULL, Name VARCHAR(100) NOT NULL, Value TEXT NOT NULL, \
+         PRIMARY KEY (JobID, Name))",
+        "CREATE TABLE AtticJobParameters (JobID BIGINT NOT NULL, Name VARCHAR(100) NOT NULL, Value TEXT NOT NULL, \
+         RescheduleCycle BIGINT NOT NULL, PRIMARY KEY (JobID, Name, RescheduleCycle))",
+        "CREATE TABLE HeartBeatLoggingInfo (ID INTEGER PRIMARY KEY AUTOINCREMENT, JobID BIGINT NOT NULL, \
+         Name VARCHAR(100) NOT NULL, Value TEXT NOT NULL, HeartBeatTime VARCHAR(32) NOT NULL)",
+        "CREATE INDEX HeartBeatJob ON HeartBeatLoggingInfo (JobID)",
+        "CREATE TABLE JobCommands (ID INTEGER PRIMARY KEY AUTOINCREMENT, JobID BIGINT NOT NULL, \
+         Command VARCHAR(32) NOT NULL, Arguments TEXT NOT NULL, Status VARCHAR(16) NOT NULL, \
+         ReceptionTime VARCHAR(32) NOT NULL, ExecutionTime VARCHAR(32) NULL)",
+        "CREATE INDEX JobCommandsJob ON JobCommands (JobID, Status)",
+        "CREATE TABLE SubmitRequests (RequestID VARCHAR(128) NOT NULL, Owner VARCHAR(64) NOT NULL, \
+         VO VARCHAR(64) NOT NULL, FirstJobID BIGINT NOT NULL, JobsPerJdl TEXT NOT NULL, \
+         CreationTime VARCHAR(32) NOT NULL, PRIMARY KEY (RequestID, Owner, VO))",
+        "CREATE TABLE JobIdSequence (Name VARCHAR(32) NOT NULL PRIMARY KEY, NextID BIGINT NOT NULL)",
+        "INSERT INTO JobIdSequence (Name, NextID) VALUES ('Jobs', 1)",
+    ],
+    mysql: &[
+        concat!(
+            jobs_table!("MEDIUMTEXT"),
+            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        ),
+        INDEXES[0],
+        INDEXES[1],
+        INDEXES[2],
+        "CREATE TABLE LoggingInfo (SeqID BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, JobID BIGINT NOT NULL, \
+         Status VARCHAR(32) NOT NULL, MinorStatus VARCHAR(128) NOT NULL, ApplicationStatus VARCHAR(255) NOT NULL, \
+         StatusTime VARCHAR(32) NOT NULL, Source VARCHAR(64) NOT NULL, INDEX LoggingInfoJob (JobID)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE JobParameters (JobID BIGINT NOT NULL, Name VARCHAR(100) NOT NULL, Value MEDIUMTEXT NOT NULL, \
+         PRIMARY KEY (JobID, Name)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE AtticJobParameters (JobID BIGINT NOT NULL, Name VARCHAR(100) NOT NULL, Value MEDIUMTEXT NOT NULL, \
+         RescheduleCycle BIGINT NOT NULL, PRIMARY KEY (JobID, Name, RescheduleCycle)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE HeartBeatLoggingInfo (ID BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, JobID BIGINT NOT NULL, \
+         Name VARCHAR(100) NOT NULL, Value TEXT NOT NULL, HeartBeatTime VARCHAR(32) NOT NULL, \
+         INDEX HeartBeatJob (JobID)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE JobCommands (ID BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, JobID BIGINT NOT NULL, \
+         Command VARCHAR(32) NOT NULL, Arguments TEXT NOT NULL, Status VARCHAR(16) NOT NULL, \
+         ReceptionTime VARCHAR(32) NOT NULL, ExecutionTime VARCHAR(32) NULL, INDEX JobCommandsJob (JobID, Status)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE SubmitRequests (RequestID VARCHAR(128) NOT NULL, Owner VARCHAR(64) NOT NULL, \
+         VO VARCHAR(64) NOT NULL, FirstJobID BIGINT NOT NULL, JobsPerJdl MEDIUMTEXT NOT NULL, \
+         CreationTime VARCHAR(32) NOT NULL, PRIMARY KEY (RequestID, Owner, VO)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "CREATE TABLE JobIdSequence (Name VARCHAR(32) NOT NULL PRIMARY KEY, NextID BIGINT NOT NULL) ENGINE=InnoDB",
+        "INSERT INTO JobIdSequence (Name, NextID) VALUES ('Jobs', 1)",
+    ],
+    postgres: &[
+        jobs_table!("TEXT"),
+        INDEXES[0],
+        INDEXES[1],
+        INDEXES[2],
+        "CREATE TABLE LoggingInfo (SeqID BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, JobID BIGINT NOT NULL, \
+         Status VARCHAR(32) NOT NULL, MinorStatus VARCHAR(128) NOT NULL, ApplicationStatus VARCHAR(255) NOT NULL, \
+         StatusTime VARCHAR(32) NOT NULL, Source VARCHAR(64) NOT NULL)",
+        "CREATE INDEX LoggingInfoJob ON LoggingInfo (JobID)",
+        "CREATE TABLE JobParameters (JobID BIGINT NOT NULL, Name VARCHAR(100) NOT NULL, Value TEXT NOT NULL, \
+         PRIMARY KEY (JobID, Name))",
+        "CREATE TABLE AtticJobParameters (JobID BIGINT NOT NULL, Name VARCHAR(100) NOT NULL, Value TEXT NOT NULL, \
+         RescheduleCycle BIGINT NOT NULL, PRIMARY KEY (JobID, Name, RescheduleCycle))",
+        "CREATE TABLE HeartBeatLoggingInfo (ID BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, \
+         JobID BIGINT NOT NULL, Name VARCHAR(100) NOT NULL, Value TEXT NOT NULL, HeartBeatTime VARCHAR(32) NOT NULL)",
+        "CREATE INDEX HeartBeatJob ON HeartBeatLoggingInfo (JobID)",
+        "CREATE TABLE JobCommands (ID BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, JobID BIGINT NOT NULL, \
+         Command VARCHAR(32) NOT NULL, Arguments TEXT NOT NULL, Status VARCHAR(16) NOT NULL, \
+         ReceptionTime VARCHAR(32) NOT NULL, ExecutionTime VARCHAR(32) NULL)",
+        "CREATE INDEX JobCommandsJob ON JobCommands (JobID, Status)",
+        "CREATE TABLE SubmitRequests (RequestID VARCHAR(128) NOT NULL, Owner VARCHAR(64) NOT NULL, \
+         VO VARCHAR(64) NOT NULL, FirstJobID BIGINT NOT NULL, JobsPerJdl TEXT NOT NULL, \
+         CreationTime VARCHAR(32) NOT NULL, PRIMARY KEY (RequestID, Owner, VO))",
+        "CREATE TABLE JobIdSequence (Name VARCHAR(32) NOT NULL PRIMARY KEY, NextID BIGINT NOT NULL)",
+        "INSERT INTO JobIdSequence (Name, NextID) VALUES ('Jobs', 1)",
+    ],
+}];

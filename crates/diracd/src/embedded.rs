@@ -1,0 +1,220 @@
+//! The embedded installation: every service and agent in one process, SQLite
+//! files and the signing key in the data directory, a ready `client.yaml`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use dirac_core::auth::{AuthLayer, Identity, PolicyTable, TokenIssuer, TokenVerifier};
+use dirac_core::config::{DiracConfig, ProcessEnv};
+use dirac_core::db::Db;
+use dirac_core::server::{ServiceSet, serve, shutdown_signal};
+use dirac_wms::{JobDb, Wms};
+
+/// The configuration written on first start of an embedded installation.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/dirac.yaml");
+
+const DB_CONNECTIONS: u32 = 16;
+
+fn load_config(data_dir: &Path, explicit: Option<PathBuf>) -> anyhow::Result<DiracConfig> {
+    let path = match explicit {
+        Some(p) => p,
+        None => {
+            let p = data_dir.join("dirac.yaml");
+            if !p.exists() {
+                std::fs::write(&p, DEFAULT_CONFIG)
+                    .with_context(|| format!("write {}", p.display()))?;
+            }
+            p
+        }
+    };
+    Ok(DiracConfig::load(Some(&path), &ProcessEnv)?)
+}
+
+/// The identity of `user` in `vo`/`group` as the registry defines it.
+pub fn identity_of(
+    config: &DiracConfig,
+    user: &str,
+    vo: Option<&str>,
+    group: Option<&str>,
+) -> anyhow::Result<Identity> {
+    let (vo_name, voc) = match vo {
+        Some(v) => (
+            v,
+            config
+                .registry
+                .vos
+                .get(v)
+                .with_context(|| format!("unknown VO '{v}'"))?,
+        ),
+        None => config
+            .registry
+            .vos
+            .iter()
+            .find(|(_, c)| c.users.contains_key(user))
+            .map(|(n, c)| (n.as_str(), c))
+            .with_context(|| format!("user '{user}' is in no VO"))?,
+    };
+    if !voc.users.contains_key(user) {
+        bail!("user '{user}' is not registered in VO '{vo_name}'");
+    }
+    let group = match group {
+        Some(g) => g.to_string(),
+        None if voc
+            .groups
+            .get(&voc.default_group)
+            .is_some_and(|g| g.users.iter().any(|u| u == user)) =>
+        {
+            voc.default_group.clone()
+        }
+        None => config
+            .groups_of(vo_name, user)
+            .next()
+            .with_context(|| format!("user '{user}' is in no group of '{vo_name}'"))?
+            .to_string(),
+    };
+    let gc = voc
+        .groups
+        .get(&group)
+        .with_context(|| format!("unknown group '{group}' in VO '{vo_name}'"))?;
+    if !gc.users.iter().any(|u| u == user) {
+        bail!("user '{user}' is not a member of group '{group}'");
+    }
+    Ok(Identity {
+        sub: format!("{vo_name}:{user}"),
+        username: user.to_string(),
+        vo: vo_name.to_string(),
+        group,
+        properties: gc.properties.clone(),
+    })
+}
+
+/// The user the embedded client configuration acts as: the first member of
+/// the first VO's default group.
+fn default_identity(config: &DiracConfig) -> anyhow::Result<Identity> {
+    let (vo, voc) = config
+        .registry
+        .vos
+        .iter()
+        .next()
+        .context("the registry has no VO")?;
+    let user = voc
+        .groups
+        .get(&voc.default_group)
+        .and_then(|g| g.users.first())
+        .with_context(|| format!("default group of '{vo}' has no user"))?;
+    identity_of(config, user, Some(vo), Some(&voc.default_group))
+}
+
+fn issuer(data_dir: &Path, config: &DiracConfig) -> anyhow::Result<TokenIssuer> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    Ok(TokenIssuer::load_or_create(
+        &data_dir.join("signing-key.pem"),
+        &config.services.auth.issuer,
+    )?)
+}
+
+pub fn token(
+    data_dir: &Path,
+    config: Option<PathBuf>,
+    user: &str,
+    vo: Option<&str>,
+    group: Option<&str>,
+    lifetime: Option<u64>,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let config = load_config(data_dir, config)?;
+    let identity = identity_of(&config, user, vo, group)?;
+    Ok(issuer(data_dir, &config)?.issue(
+        &identity,
+        lifetime.unwrap_or(config.services.auth.token_lifetime),
+    )?)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+pub async fn run_all(
+    data_dir: &Path,
+    listen: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let client_file = data_dir.join("client.yaml");
+    let _ = std::fs::remove_file(&client_file);
+    let mut config = load_config(data_dir, config)?;
+    if let Some(l) = listen {
+        config.services.listen = l;
+        config.validate()?;
+    }
+    dirac_core::telemetry::init(
+        &config.services.log_format,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    let config = Arc::new(config);
+
+    let url = config
+        .services
+        .databases
+        .job_db
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("jobdb.sqlite").display()));
+    let db = Db::connect(&url, DB_CONNECTIONS)
+        .await
+        .with_context(|| format!("connect to {}", dirac_core::db::redact(&url)))?;
+    let jobdb = JobDb::open(db).await.context("migrate JobDB")?;
+    let wms = Wms::new(jobdb, config.clone());
+
+    let issuer = issuer(data_dir, &config)?;
+    let verifier = match &config.services.auth.verification_keys {
+        Some(path) => TokenVerifier::from_file(path, &config.services.auth.issuer)?,
+        None => issuer.verifier(),
+    };
+    std::fs::write(data_dir.join("jwks.json"), issuer.jwks().to_string())?;
+    let mut policies = PolicyTable::new();
+    dirac_wms::policy::register(&mut policies);
+    let mut services = ServiceSet::new();
+    wms.register_services(&mut services);
+
+    let listener = tokio::net::TcpListener::bind(&config.services.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.services.listen))?;
+    let addr = listener.local_addr()?;
+    let scheme = if config.services.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let public = config
+        .services
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let who = default_identity(&config)?;
+    let token = issuer.issue(&who, config.services.auth.token_lifetime)?;
+    write_private(&client_file, &format!("url: {public}\ntoken: {token}\n"))
+        .with_context(|| format!("write {}", client_file.display()))?;
+    tracing::info!(%addr, user = %who.sub, client_config = %client_file.display(), "diracd all is serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let optimizer = tokio::spawn(dirac_wms::optimizer::run(wms.clone(), stop_rx));
+    let served = serve(
+        listener,
+        services,
+        AuthLayer::new(policies, verifier),
+        config.services.tls.as_ref(),
+        shutdown_signal(),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = optimizer.await;
+    served?;
+    Ok(())
+}
