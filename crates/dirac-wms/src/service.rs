@@ -121,8 +121,14 @@ impl WmsService {
     ) -> Result<BulkResult, WmsError> {
         let now = time::now();
         let mut updates = BTreeMap::new();
+        let mut succeeded = Vec::new();
         for id in &ids {
             let current: Option<JobStatus> = owners.get(id).and_then(|o| o.status.parse().ok());
+            // Already there: a retried call succeeds without a new record.
+            if current == Some(target) {
+                succeeded.push(*id);
+                continue;
+            }
             let mut ups = Vec::new();
             // Deleting a job whose payload may run kills it first.
             if target == JobStatus::Deleted && current.is_some_and(JobStatus::is_active) {
@@ -136,7 +142,6 @@ impl WmsService {
             updates.insert(*id, ups);
         }
         let results = self.0.db.apply_updates(updates, false).await?;
-        let mut succeeded = Vec::new();
         for (id, r) in results {
             match r {
                 Ok(state) if state.status == target => succeeded.push(id),

@@ -9,7 +9,11 @@ use dirac_core::testing::TestDb;
 use dirac_wms::JobDb;
 use dirac_wms::submit::{Submitter, prepare};
 
-pub const ALICE: Submitter<'static> = Submitter { owner: "alice", owner_group: "dteam_user", vo: "dteam" };
+pub const ALICE: Submitter<'static> = Submitter {
+    owner: "alice",
+    owner_group: "dteam_user",
+    vo: "dteam",
+};
 
 pub const CONFIG: &str = r#"
 Registry:
@@ -44,10 +48,15 @@ where
     F: FnOnce(JobDb) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(t) = TestDb::new(backend).await else { return };
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
     let db = JobDb::open(t.db.clone()).await.expect("migrate");
     // Migrating twice is a no-op.
-    let db = JobDb::open(db.db().clone()).await.map(|_| db).expect("migrate again");
+    let db = JobDb::open(db.db().clone())
+        .await
+        .map(|_| db)
+        .expect("migrate again");
     scenario(db).await;
     t.cleanup().await;
 }
@@ -57,7 +66,12 @@ pub async fn submit(db: &JobDb, who: &Submitter<'_>, jdls: &[&str]) -> Vec<u64> 
     let jdls: Vec<String> = jdls.iter().map(|s| s.to_string()).collect();
     let jobs = prepare(&jdls, who, &JobDescriptionOps::default()).expect("valid jdls");
     let first = db.allocate_ids(jobs.len() as u64).await.expect("ids");
-    db.insert_jobs(first, &jobs, who, None).await.expect("insert").iter().map(|j| j.job_id).collect()
+    db.insert_jobs(first, &jobs, who, None)
+        .await
+        .expect("insert")
+        .iter()
+        .map(|j| j.job_id)
+        .collect()
 }
 
 /// Generates one test per backend for each scenario function.
