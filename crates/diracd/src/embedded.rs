@@ -141,6 +141,13 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
+/// The access policy of every method the installation serves.
+pub fn policy_table() -> PolicyTable {
+    let mut policies = PolicyTable::new();
+    dirac_wms::policy::register(&mut policies);
+    policies
+}
+
 pub async fn run_all(
     data_dir: &Path,
     listen: Option<String>,
@@ -178,8 +185,7 @@ pub async fn run_all(
         None => issuer.verifier(),
     };
     std::fs::write(data_dir.join("jwks.json"), issuer.jwks().to_string())?;
-    let mut policies = PolicyTable::new();
-    dirac_wms::policy::register(&mut policies);
+    let policies = policy_table();
     let mut services = ServiceSet::new();
     wms.register_services(&mut services);
 
@@ -217,4 +223,57 @@ pub async fn run_all(
     let _ = optimizer.await;
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    /// Every RPC of the contract has an explicit access policy: a method
+    /// added to a .proto without one fails here (and is refused at run time).
+    #[test]
+    fn every_rpc_has_an_access_policy() {
+        let fds = prost_types::FileDescriptorSet::decode(dirac_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let table = policy_table();
+        let mut checked = 0;
+        for file in &fds.file {
+            let package = file.package();
+            if !package.starts_with("dirac.") {
+                continue;
+            }
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/{package}.{}/{}", service.name(), method.name());
+                    assert!(table.get(&path).is_some(), "{path} has no access policy");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 14, "only {checked} methods found");
+        // And nothing in the table names a method that does not exist.
+        for path in table.paths() {
+            if path.starts_with("/dirac.") {
+                let (svc, method) = path.trim_start_matches('/').split_once('/').expect("path");
+                let (package, name) = svc.rsplit_once('.').expect("service");
+                let exists = fds.file.iter().filter(|f| f.package() == package).any(|f| {
+                    f.service.iter().any(|s| s.name() == name && s.method.iter().any(|m| m.name() == method))
+                });
+                assert!(exists, "policy for unknown method {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_default_configuration_is_valid_and_names_users() {
+        let env = std::collections::BTreeMap::new();
+        let config = DiracConfig::from_yaml(DEFAULT_CONFIG, "examples/dirac.yaml", &env).expect("valid");
+        let who = default_identity(&config).expect("default user");
+        assert_eq!((who.username.as_str(), who.group.as_str()), ("alice", "dteam_user"));
+        let admin = identity_of(&config, "admin", None, Some("dteam_admin")).expect("admin");
+        assert!(admin.has("JobAdministrator"));
+        assert!(identity_of(&config, "admin", None, Some("dteam_pilot")).is_err());
+        assert!(identity_of(&config, "mallory", None, None).is_err());
+    }
 }

@@ -1,0 +1,230 @@
+//! End-to-end: the real `diracd all` and `dirac` binaries on loopback, and a
+//! Python grpcio client that knows nothing but server reflection.
+//!
+//! The binaries are found next to this test's executable (cargo builds every
+//! workspace binary before running workspace tests).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
+    path
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// A running `diracd all` in its own data directory, stopped with SIGTERM.
+struct Diracd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Diracd {
+    fn start() -> Diracd {
+        let dir = tempfile::tempdir().expect("tmp");
+        let log = std::fs::File::create(dir.path().join("diracd.log")).expect("log");
+        let child = Command::new(bin("diracd"))
+            .args(["all", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start diracd");
+        let d = Diracd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !d.client_config().exists() {
+            assert!(Instant::now() < deadline, "diracd did not start: {}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn client_config(&self) -> PathBuf {
+        self.dir.path().join("client.yaml")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("diracd.log")).unwrap_or_default()
+    }
+
+    fn url(&self) -> String {
+        let text = std::fs::read_to_string(self.client_config()).expect("client.yaml");
+        text.lines().find_map(|l| l.strip_prefix("url: ")).expect("url line").to_string()
+    }
+
+    fn token_for(&self, user: &str) -> String {
+        let out = Command::new(bin("diracd"))
+            .args(["token", "--user", user, "--data-dir"])
+            .arg(self.dir.path())
+            .output()
+            .expect("diracd token");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `dirac --json ARGS` as the default user (alice).
+    fn dirac(&self, args: &[&str]) -> Output {
+        Command::new(bin("dirac"))
+            .arg("--config")
+            .arg(self.client_config())
+            .args(args)
+            .env_remove("DIRAC_URL")
+            .env_remove("DIRAC_TOKEN")
+            .output()
+            .expect("run dirac")
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.dirac(&full);
+        assert!(
+            out.status.success(),
+            "dirac {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "diracd exited with {status}: {}", self.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "diracd ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Diracd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u64> {
+    v["jobs"].as_array().expect("jobs").iter().map(|j| j["job_id"].as_u64().expect("id")).collect()
+}
+
+#[test]
+fn embedded_installation_runs_the_job_lifecycle() {
+    let d = Diracd::start();
+    let examples = repo().join("examples");
+    let files: Vec<String> = ["hello.jdl", "parametric.jdl", "multicore.jdl"]
+        .iter()
+        .map(|f| examples.join(f).display().to_string())
+        .collect();
+    let mut args = vec!["job", "submit"];
+    args.extend(files.iter().map(String::as_str));
+    let submitted = d.json(&args);
+    let jobs = ids(&submitted);
+    assert_eq!(jobs.len(), 5, "1 + 3 parametric + 1: {submitted}");
+
+    // The optimizer takes them to Waiting.
+    let id_args: Vec<String> = jobs.iter().map(u64::to_string).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut a = vec!["job", "status"];
+        a.extend(id_args.iter().map(String::as_str));
+        let st = d.json(&a);
+        if st["jobs"].as_array().expect("jobs").iter().all(|j| j["status"] == "Waiting") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not reach Waiting: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let found = d.json(&["job", "search", "--where", "JobName~param_%", "--sort", "JobID:desc"]);
+    assert_eq!(found["total"], 3, "{found}");
+    assert_eq!(ids(&found), vec![jobs[3], jobs[2], jobs[1]]);
+    let summary = d.json(&["job", "summary", "--group-by", "Status"]);
+    assert_eq!(summary["rows"][0]["values"][0], "Waiting");
+    assert_eq!(summary["rows"][0]["count"], 5);
+    let history = d.json(&["job", "history", &id_args[0]]);
+    let statuses: Vec<&str> =
+        history["entries"].as_array().expect("entries").iter().map(|e| e["status"].as_str().unwrap_or("")).collect();
+    assert_eq!(statuses, ["Received", "Checking", "Waiting"]);
+    let jdl = d.json(&["job", "jdl", &id_args[4]]);
+    assert!(jdl["jdl"].as_str().expect("jdl").contains("MultiProcessor"), "{jdl}");
+
+    // Another user sees none of it and cannot kill it.
+    let bob = d.token_for("bob");
+    let out = d.dirac(&["--token", &bob, "job", "kill", &id_args[0]]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Kill, reschedule and delete as the owner.
+    let killed = d.json(&["job", "kill", &id_args[0]]);
+    assert_eq!(killed["succeeded"][0], jobs[0]);
+    let resched = d.json(&["job", "reschedule", &id_args[1]]);
+    assert_eq!(resched["succeeded"][0], jobs[1]);
+    let out = d.dirac(&["--json", "job", "delete", &id_args[0], "999999"]);
+    assert_eq!(out.status.code(), Some(1), "a failed item makes the exit code 1");
+    let deleted: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(deleted["succeeded"][0], jobs[0]);
+    assert_eq!(deleted["failed"]["999999"]["code"], "NotFound");
+
+    // Bad input is named, not a crash.
+    let out = d.dirac(&["job", "search", "--where", "Colour=red"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown job parameter 'Colour'"));
+    d.stop();
+}
+
+fn python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("DIRAC_TEST_PYTHON") {
+        return Some(PathBuf::from(p));
+    }
+    let home = std::env::var("HOME").ok()?;
+    let p = Path::new(&home).join(".cache/dirac-test-tools/venv/bin/python");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn any_grpc_client_works_through_reflection() {
+    let Some(python) = python() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but the Python test tools are missing: run `make test-tools`"
+        );
+        eprintln!("skipping: no Python with grpcio (run `make test-tools`)");
+        return;
+    };
+    let d = Diracd::start();
+    let submitted = d.json(&["job", "submit", &repo().join("examples/hello.jdl").display().to_string()]);
+    let id = ids(&submitted)[0];
+    let token = std::fs::read_to_string(d.client_config())
+        .expect("client.yaml")
+        .lines()
+        .find_map(|l| l.strip_prefix("token: ").map(str::to_string))
+        .expect("token");
+    let target = d.url().trim_start_matches("http://").to_string();
+    let out = Command::new(python)
+        .arg(repo().join("tests/python/reflection_client.py"))
+        .args([&target, &token])
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "python client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let services: Vec<&str> = v["services"].as_array().expect("services").iter().filter_map(|s| s.as_str()).collect();
+    for s in ["dirac.wms.v1.JobManager", "dirac.wms.v1.JobMonitoring", "dirac.wms.v1.JobStateUpdate", "grpc.health.v1.Health"] {
+        assert!(services.contains(&s), "{s} missing from {services:?}");
+    }
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["first"], id);
+    assert_eq!(v["health"], "SERVING");
+    assert_eq!(v["unauthenticated"], "UNAUTHENTICATED");
+    d.stop();
+}
