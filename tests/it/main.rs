@@ -12,12 +12,19 @@ fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
     path
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// A running `diracd all` in its own data directory, stopped with SIGTERM.
@@ -40,7 +47,11 @@ impl Diracd {
         let d = Diracd { child, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !d.client_config().exists() {
-            assert!(Instant::now() < deadline, "diracd did not start: {}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "diracd did not start: {}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         d
@@ -56,7 +67,10 @@ impl Diracd {
 
     fn url(&self) -> String {
         let text = std::fs::read_to_string(self.client_config()).expect("client.yaml");
-        text.lines().find_map(|l| l.strip_prefix("url: ")).expect("url line").to_string()
+        text.lines()
+            .find_map(|l| l.strip_prefix("url: "))
+            .expect("url line")
+            .to_string()
     }
 
     fn token_for(&self, user: &str) -> String {
@@ -65,7 +79,11 @@ impl Diracd {
             .arg(self.dir.path())
             .output()
             .expect("diracd token");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -100,7 +118,11 @@ impl Diracd {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "diracd exited with {status}: {}", self.log());
+                assert!(
+                    status.success(),
+                    "diracd exited with {status}: {}",
+                    self.log()
+                );
                 return;
             }
             assert!(Instant::now() < deadline, "diracd ignored SIGTERM");
@@ -116,7 +138,12 @@ impl Drop for Diracd {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u64> {
-    v["jobs"].as_array().expect("jobs").iter().map(|j| j["job_id"].as_u64().expect("id")).collect()
+    v["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["job_id"].as_u64().expect("id"))
+        .collect()
 }
 
 #[test]
@@ -140,30 +167,56 @@ fn embedded_installation_runs_the_job_lifecycle() {
         let mut a = vec!["job", "status"];
         a.extend(id_args.iter().map(String::as_str));
         let st = d.json(&a);
-        if st["jobs"].as_array().expect("jobs").iter().all(|j| j["status"] == "Waiting") {
+        if st["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .all(|j| j["status"] == "Waiting")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "jobs did not reach Waiting: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not reach Waiting: {st}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let found = d.json(&["job", "search", "--where", "JobName~param_%", "--sort", "JobID:desc"]);
+    let found = d.json(&[
+        "job",
+        "search",
+        "--where",
+        "JobName~param_%",
+        "--sort",
+        "JobID:desc",
+    ]);
     assert_eq!(found["total"], 3, "{found}");
     assert_eq!(ids(&found), vec![jobs[3], jobs[2], jobs[1]]);
     let summary = d.json(&["job", "summary", "--group-by", "Status"]);
     assert_eq!(summary["rows"][0]["values"][0], "Waiting");
     assert_eq!(summary["rows"][0]["count"], 5);
     let history = d.json(&["job", "history", &id_args[0]]);
-    let statuses: Vec<&str> =
-        history["entries"].as_array().expect("entries").iter().map(|e| e["status"].as_str().unwrap_or("")).collect();
+    let statuses: Vec<&str> = history["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(statuses, ["Received", "Checking", "Waiting"]);
     let jdl = d.json(&["job", "jdl", &id_args[4]]);
-    assert!(jdl["jdl"].as_str().expect("jdl").contains("MultiProcessor"), "{jdl}");
+    assert!(
+        jdl["jdl"].as_str().expect("jdl").contains("MultiProcessor"),
+        "{jdl}"
+    );
 
     // Another user sees none of it and cannot kill it.
     let bob = d.token_for("bob");
     let out = d.dirac(&["--token", &bob, "job", "kill", &id_args[0]]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Kill, reschedule and delete as the owner.
     let killed = d.json(&["job", "kill", &id_args[0]]);
@@ -171,7 +224,11 @@ fn embedded_installation_runs_the_job_lifecycle() {
     let resched = d.json(&["job", "reschedule", &id_args[1]]);
     assert_eq!(resched["succeeded"][0], jobs[1]);
     let out = d.dirac(&["--json", "job", "delete", &id_args[0], "999999"]);
-    assert_eq!(out.status.code(), Some(1), "a failed item makes the exit code 1");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed item makes the exit code 1"
+    );
     let deleted: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(deleted["succeeded"][0], jobs[0]);
     assert_eq!(deleted["failed"]["999999"]["code"], "NotFound");
@@ -203,7 +260,11 @@ fn any_grpc_client_works_through_reflection() {
         return;
     };
     let d = Diracd::start();
-    let submitted = d.json(&["job", "submit", &repo().join("examples/hello.jdl").display().to_string()]);
+    let submitted = d.json(&[
+        "job",
+        "submit",
+        &repo().join("examples/hello.jdl").display().to_string(),
+    ]);
     let id = ids(&submitted)[0];
     let token = std::fs::read_to_string(d.client_config())
         .expect("client.yaml")
@@ -216,10 +277,24 @@ fn any_grpc_client_works_through_reflection() {
         .args([&target, &token])
         .output()
         .expect("run python");
-    assert!(out.status.success(), "python client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let services: Vec<&str> = v["services"].as_array().expect("services").iter().filter_map(|s| s.as_str()).collect();
-    for s in ["dirac.wms.v1.JobManager", "dirac.wms.v1.JobMonitoring", "dirac.wms.v1.JobStateUpdate", "grpc.health.v1.Health"] {
+    let services: Vec<&str> = v["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
+    for s in [
+        "dirac.wms.v1.JobManager",
+        "dirac.wms.v1.JobMonitoring",
+        "dirac.wms.v1.JobStateUpdate",
+        "grpc.health.v1.Health",
+    ] {
         assert!(services.contains(&s), "{s} missing from {services:?}");
     }
     assert_eq!(v["total"], 1);

@@ -235,7 +235,8 @@ mod tests {
     /// added to a .proto without one fails here (and is refused at run time).
     #[test]
     fn every_rpc_has_an_access_policy() {
-        let fds = prost_types::FileDescriptorSet::decode(dirac_proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let fds = prost_types::FileDescriptorSet::decode(dirac_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
         let table = policy_table();
         let mut checked = 0;
         for file in &fds.file {
@@ -258,7 +259,9 @@ mod tests {
                 let (svc, method) = path.trim_start_matches('/').split_once('/').expect("path");
                 let (package, name) = svc.rsplit_once('.').expect("service");
                 let exists = fds.file.iter().filter(|f| f.package() == package).any(|f| {
-                    f.service.iter().any(|s| s.name() == name && s.method.iter().any(|m| m.name() == method))
+                    f.service
+                        .iter()
+                        .any(|s| s.name() == name && s.method.iter().any(|m| m.name() == method))
                 });
                 assert!(exists, "policy for unknown method {path}");
             }
@@ -268,9 +271,13 @@ mod tests {
     #[test]
     fn embedded_default_configuration_is_valid_and_names_users() {
         let env = std::collections::BTreeMap::new();
-        let config = DiracConfig::from_yaml(DEFAULT_CONFIG, "examples/dirac.yaml", &env).expect("valid");
+        let config =
+            DiracConfig::from_yaml(DEFAULT_CONFIG, "examples/dirac.yaml", &env).expect("valid");
         let who = default_identity(&config).expect("default user");
-        assert_eq!((who.username.as_str(), who.group.as_str()), ("alice", "dteam_user"));
+        assert_eq!(
+            (who.username.as_str(), who.group.as_str()),
+            ("alice", "dteam_user")
+        );
         let admin = identity_of(&config, "admin", None, Some("dteam_admin")).expect("admin");
         assert!(admin.has("JobAdministrator"));
         assert!(identity_of(&config, "admin", None, Some("dteam_pilot")).is_err());
