@@ -35,11 +35,15 @@ struct Diracd {
 
 impl Diracd {
     fn start() -> Diracd {
-        let dir = tempfile::tempdir().expect("tmp");
+        Self::start_with(tempfile::tempdir().expect("tmp"), &[])
+    }
+
+    fn start_with(dir: tempfile::TempDir, env: &[(&str, String)]) -> Diracd {
         let log = std::fs::File::create(dir.path().join("diracd.log")).expect("log");
         let child = Command::new(bin("diracd"))
             .args(["all", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -301,5 +305,115 @@ fn any_grpc_client_works_through_reflection() {
     assert_eq!(v["first"], id);
     assert_eq!(v["health"], "SERVING");
     assert_eq!(v["unauthenticated"], "UNAUTHENTICATED");
+    d.stop();
+}
+
+#[test]
+fn tls_is_served_with_rustls_when_configured() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<String>> = vec![
+        [
+            &["req", "-x509"][..],
+            &ec[..],
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=dirac-test-ca",
+                "-keyout",
+                &p("ca.key"),
+                "-out",
+                &ca,
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec[..],
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                &key,
+                "-out",
+                &p("req.csr"),
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("req.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &cert,
+        ],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(str::to_string).collect())
+    .collect();
+    for args in steps {
+        let made = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    // The TLS section comes from the environment, as YAML.
+    let tls = format!("{{Cert: {cert}, Key: {key}}}");
+    let d = Diracd::start_with(dir, &[("DIRAC__SERVICES__TLS", tls)]);
+    let url = d.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let text = std::fs::read_to_string(d.client_config()).expect("client.yaml");
+    let with_ca = d.dir.path().join("client-ca.yaml");
+    std::fs::write(&with_ca, format!("{text}ca_cert: {ca}\n")).expect("write");
+    let hello = repo().join("examples/hello.jdl").display().to_string();
+    let out = Command::new(bin("dirac"))
+        .arg("--config")
+        .arg(&with_ca)
+        .args(["--json", "job", "submit", &hello])
+        .output()
+        .expect("dirac");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP/2 to the TLS port fails.
+    let plain = url.replacen("https://", "http://", 1);
+    let out = Command::new(bin("dirac"))
+        .arg("--config")
+        .arg(d.client_config())
+        .args(["--url", &plain, "job", "search"])
+        .output()
+        .expect("dirac");
+    assert!(!out.status.success());
     d.stop();
 }
