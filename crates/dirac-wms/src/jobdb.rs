@@ -925,40 +925,36 @@ impl JobDb {
     }
 
     /// Claim up to `limit` Received jobs whose reschedule delay has passed
-    /// (and Checking jobs whose claim went stale) for the optimizer: they
-    /// move to Checking under a fresh lease, atomically across replicas.
+    /// for the optimizer: they move to Checking under a fresh lease,
+    /// atomically across replicas. No ORDER BY: the (Status, Site) index
+    /// finds the next Received jobs without sorting all of them.
     pub async fn claim_received(
         &self,
         limit: u64,
         delays: &[u64],
-        stale_after_s: u64,
     ) -> Result<(String, Vec<Claimed>)> {
         let lease = format!("{:032x}", rand::random::<u128>());
         let now = time::now();
         let mut eligible = String::from(
-            "(Status = 'Received' AND (RescheduleCounter = 0 OR RescheduleTime <= CASE",
+            "Status = 'Received' AND (RescheduleCounter = 0 OR RescheduleTime <= CASE",
         );
         let mut binds = Vec::new();
         for (i, d) in delays.iter().enumerate() {
             eligible.push_str(&format!(" WHEN RescheduleCounter = {} THEN ?", i + 1));
             binds.push(time::ago(*d));
         }
-        eligible.push_str(
-            " ELSE ? END)) OR (Status = 'Checking' AND Lease IS NOT NULL AND LastUpdateTime < ?)",
-        );
+        eligible.push_str(" ELSE ? END)");
         binds.push(time::ago(delays.last().copied().unwrap_or(0)));
-        binds.push(time::ago(stale_after_s));
-        let set = "Status = 'Checking', MinorStatus = 'JobSanity', Lease = ?, LastUpdateTime = ?, LastStatusTime = ?";
+        let set = "Status = 'Checking', MinorStatus = 'JobSanity', Lease = ?, LastUpdateTime = ?, \
+                   LastStatusTime = ?";
         let sql = match self.db.backend() {
-            Backend::MySql => {
-                format!("UPDATE Jobs SET {set} WHERE {eligible} ORDER BY JobID LIMIT ?")
-            }
+            Backend::MySql => format!("UPDATE Jobs SET {set} WHERE {eligible} LIMIT ?"),
             Backend::Postgres => format!(
-                "UPDATE Jobs SET {set} WHERE JobID IN (SELECT JobID FROM Jobs WHERE {eligible} ORDER BY JobID \
+                "UPDATE Jobs SET {set} WHERE JobID IN (SELECT JobID FROM Jobs WHERE {eligible} \
                  LIMIT ? FOR UPDATE SKIP LOCKED)"
             ),
             Backend::Sqlite => format!(
-                "UPDATE Jobs SET {set} WHERE JobID IN (SELECT JobID FROM Jobs WHERE {eligible} ORDER BY JobID LIMIT ?)"
+                "UPDATE Jobs SET {set} WHERE JobID IN (SELECT JobID FROM Jobs WHERE {eligible} LIMIT ?)"
             ),
         };
         let mut q = sqlx::query(self.db.sql_dynamic(sql))
@@ -992,6 +988,19 @@ impl JobDb {
             });
         }
         Ok((lease, claimed))
+    }
+
+    /// Give jobs whose optimizer claim is older than `stale_after_s` back to
+    /// Received (their optimizer died); returns how many.
+    pub async fn release_stale_claims(&self, stale_after_s: u64) -> Result<u64> {
+        let done = sqlx::query(self.db.sql(
+            "UPDATE Jobs SET Status = 'Received', MinorStatus = 'Job accepted', Lease = NULL \
+             WHERE Status = 'Checking' AND Lease IS NOT NULL AND LastUpdateTime < ?",
+        ))
+        .bind(time::ago(stale_after_s))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Record the optimizer's verdicts on jobs claimed under `lease`.

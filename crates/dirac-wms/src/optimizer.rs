@@ -21,6 +21,7 @@ pub const BATCH: u64 = 2000;
 /// A claim older than this is taken over by another optimizer.
 pub const STALE_CLAIM_S: u64 = 300;
 const IDLE_POLL: Duration = Duration::from_secs(5);
+const RELEASE_EVERY: Duration = Duration::from_secs(60);
 
 /// JobSanity: is this job still acceptable under the current configuration?
 pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
@@ -76,7 +77,7 @@ pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
 pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
     let delays = &wms.config.operations.job_scheduling.reschedule_delays;
     let claim_time = dirac_core::time::now();
-    let (lease, claimed) = wms.db.claim_received(limit, delays, STALE_CLAIM_S).await?;
+    let (lease, claimed) = wms.db.claim_received(limit, delays).await?;
     if claimed.is_empty() {
         return Ok(0);
     }
@@ -102,7 +103,16 @@ pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
 pub async fn run(wms: Arc<Wms>, mut shutdown: watch::Receiver<bool>) {
     let span = tracing::info_span!("agent", component = "Optimizer");
     async move {
+        let mut last_release: Option<tokio::time::Instant> = None;
         loop {
+            if last_release.is_none_or(|t| t.elapsed() >= RELEASE_EVERY) {
+                last_release = Some(tokio::time::Instant::now());
+                match wms.db.release_stale_claims(STALE_CLAIM_S).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(jobs = n, "released stale optimizer claims"),
+                    Err(e) => tracing::warn!(error = %e, "releasing stale claims failed"),
+                }
+            }
             loop {
                 match optimize_once(&wms, BATCH).await {
                     Ok(0) => break,

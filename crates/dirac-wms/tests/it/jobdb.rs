@@ -366,11 +366,11 @@ async fn reschedule_counts_and_fails_past_the_limit(db: JobDb) {
         );
         // Held by the reschedule delay: the optimizer does not take it.
         let (_, claimed) = db
-            .claim_received(10, &ops.reschedule_delays, 300)
+            .claim_received(10, &ops.reschedule_delays)
             .await
             .expect("claim");
         assert!(claimed.is_empty());
-        let (_, claimed) = db.claim_received(10, &[0], 300).await.expect("claim");
+        let (_, claimed) = db.claim_received(10, &[0]).await.expect("claim");
         assert_eq!(claimed.len(), 1);
     }
     let mut updates = BTreeMap::new();
@@ -444,10 +444,7 @@ async fn request_ids_make_submission_idempotent(db: JobDb) {
 async fn concurrent_optimizers_never_share_a_job(db: JobDb) {
     let jdls: Vec<&str> = std::iter::repeat_n(JDL, 300).collect();
     submit(&db, &ALICE, &jdls).await;
-    let (a, b) = tokio::join!(
-        db.claim_received(200, &[0], 300),
-        db.claim_received(200, &[0], 300)
-    );
+    let (a, b) = tokio::join!(db.claim_received(200, &[0]), db.claim_received(200, &[0]));
     let (a, b) = (a.expect("claim a").1, b.expect("claim b").1);
     let mut all: Vec<u64> = a.iter().chain(b.iter()).map(|c| c.job_id).collect();
     let n = all.len();
@@ -455,6 +452,14 @@ async fn concurrent_optimizers_never_share_a_job(db: JobDb) {
     all.dedup();
     assert_eq!(all.len(), n, "a job was claimed twice");
     assert_eq!(n, 300);
+    // Claims of a dead optimizer go back to Received and are claimed again.
+    assert_eq!(db.release_stale_claims(3600).await.expect("release"), 0);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(db.release_stale_claims(0).await.expect("release"), 300);
+    assert_eq!(
+        db.claim_received(1000, &[0]).await.expect("claim").1.len(),
+        300
+    );
 }
 
 crate::backend_tests!(
