@@ -246,20 +246,41 @@ pub struct JobDescriptionOps {
 }
 
 impl Default for JobDescriptionOps {
+    /// DIRAC's defaults, which the JDL validator owns.
     fn default() -> Self {
+        let p = dirac_jdl::Policy::default();
         Self {
-            default_cpu_time: 86_400,
-            min_cpu_time: 100,
-            max_cpu_time: 500_000,
-            default_priority: 1,
-            max_priority: 10,
-            max_input_data: 500,
-            allowed_job_types: vec!["User".into(), "Test".into(), "Hospital".into()],
-            max_number_of_processors: 1024,
-            platforms: Vec::new(),
-            max_parametric_jobs: 10_000,
+            default_cpu_time: p.default_cpu_time,
+            min_cpu_time: p.min_cpu_time,
+            max_cpu_time: p.max_cpu_time,
+            default_priority: p.default_priority,
+            max_priority: p.max_priority,
+            max_input_data: p.max_input_data,
+            allowed_job_types: p.allowed_job_types,
+            max_number_of_processors: p.max_processors,
+            platforms: p.platforms,
+            max_parametric_jobs: p.max_parametric_jobs,
             max_jobs_per_request: 20_000,
             max_jdl_size: 64 * 1024,
+        }
+    }
+}
+
+impl JobDescriptionOps {
+    /// The validator's policy under these operations settings.
+    pub fn jdl_policy(&self) -> dirac_jdl::Policy {
+        dirac_jdl::Policy {
+            default_cpu_time: self.default_cpu_time,
+            min_cpu_time: self.min_cpu_time,
+            max_cpu_time: self.max_cpu_time,
+            default_priority: self.default_priority,
+            max_priority: self.max_priority,
+            max_input_data: self.max_input_data,
+            allowed_job_types: self.allowed_job_types.clone(),
+            max_processors: self.max_number_of_processors,
+            platforms: self.platforms.clone(),
+            max_parametric_jobs: self.max_parametric_jobs,
+            ..dirac_jdl::Policy::default()
         }
     }
 }

@@ -53,7 +53,7 @@ pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
         Ok(ad) => ad,
         Err(e) => return Verdict::Failed(format!("JDL: {e}")),
     };
-    let policy = crate::submit::policy(&config.operations.job_description);
+    let policy = config.operations.job_description.jdl_policy();
     let desc = match dirac_jdl::validate(&ad, &policy, &job.vo) {
         Ok(d) => d,
         Err(e) => return Verdict::Failed(e.to_string()),

@@ -44,23 +44,6 @@ const FORBIDDEN: &[&str] = &["JobID", "Status", "MinorStatus", "JobRequirements"
 /// Longest value of a column that holds a JDL attribute.
 const NAME_WIDTH: usize = 128;
 
-pub fn policy(ops: &JobDescriptionOps) -> Policy {
-    Policy {
-        default_cpu_time: ops.default_cpu_time,
-        min_cpu_time: ops.min_cpu_time,
-        max_cpu_time: ops.max_cpu_time,
-        default_priority: ops.default_priority,
-        min_priority: 0,
-        max_priority: ops.max_priority,
-        max_input_data: ops.max_input_data,
-        allowed_job_types: ops.allowed_job_types.clone(),
-        max_processors: ops.max_number_of_processors,
-        platforms: ops.platforms.clone(),
-        max_parametric_jobs: ops.max_parametric_jobs,
-        ..Policy::default()
-    }
-}
-
 /// Check a parsed JDL's server-set attributes against the submitter.
 fn check_server_set(ad: &ClassAd, who: &Submitter<'_>) -> Result<(), String> {
     for (attr, _) in SERVER_SET {
@@ -140,7 +123,7 @@ pub fn prepare(
             ops.max_jobs_per_request
         )));
     }
-    let policy = policy(ops);
+    let policy = ops.jdl_policy();
     let mut jobs = Vec::with_capacity(jdls.len());
     let mut errors = Vec::new();
     let mut error_count = 0usize;
@@ -222,7 +205,7 @@ pub fn full_jdl(
     let Ok(mut ad) = ClassAd::parse(jdl) else {
         return jdl.to_string();
     };
-    let desc = dirac_jdl::validate(&ad, &policy(ops), vo).ok();
+    let desc = dirac_jdl::validate(&ad, &ops.jdl_policy(), vo).ok();
     ad.set(
         "JobID",
         Value::Int(i64::try_from(job_id).unwrap_or(i64::MAX)),

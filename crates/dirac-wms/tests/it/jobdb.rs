@@ -40,6 +40,17 @@ fn f(p: &str, op: &str, v: &str, vs: &[&str]) -> Filter {
     }
 }
 
+/// Force `id` to `status` at the current time.
+async fn force_now(db: &JobDb, id: u64, status: JobStatus) {
+    let mut updates = BTreeMap::new();
+    let mut u = up(0, Some(status), "", "Test");
+    u.time = dirac_core::time::now();
+    updates.insert(id, vec![u]);
+    db.apply_updates(updates, true)
+        .await
+        .expect("forced status");
+}
+
 async fn status_of(db: &JobDb, id: u64) -> String {
     db.jobs(&[id]).await.expect("jobs")[0].status.clone()
 }
@@ -335,18 +346,7 @@ async fn reschedule_counts_and_fails_past_the_limit(db: JobDb) {
         .expect("reschedule");
     assert!(matches!(r[&id], Err(WmsError::FailedPrecondition(_))));
     for round in 1..=2 {
-        let mut updates = BTreeMap::new();
-        updates.insert(
-            id,
-            vec![Update {
-                time: dirac_core::time::now(),
-                status: Some(JobStatus::Waiting),
-                minor_status: None,
-                application_status: None,
-                source: "O".into(),
-            }],
-        );
-        db.apply_updates(updates, true).await.expect("to waiting");
+        force_now(&db, id, JobStatus::Waiting).await;
         let r = db
             .reschedule(&ids, &ops, false, "JobManager")
             .await
@@ -373,18 +373,7 @@ async fn reschedule_counts_and_fails_past_the_limit(db: JobDb) {
         let (_, claimed) = db.claim_received(10, &[0]).await.expect("claim");
         assert_eq!(claimed.len(), 1);
     }
-    let mut updates = BTreeMap::new();
-    updates.insert(
-        id,
-        vec![Update {
-            time: dirac_core::time::now(),
-            status: Some(JobStatus::Waiting),
-            minor_status: None,
-            application_status: None,
-            source: "O".into(),
-        }],
-    );
-    db.apply_updates(updates, true).await.expect("to waiting");
+    force_now(&db, id, JobStatus::Waiting).await;
     db.reschedule(&ids, &ops, false, "JobManager")
         .await
         .expect("reschedule");
