@@ -187,30 +187,39 @@ pub struct Outcome {
     pub status_changed: bool,
 }
 
-/// Apply `updates` to `current`, DIRAC's way.
+/// Apply `updates` to `current`, DIRAC's way: updates older than the last
+/// recorded status are recorded but not applied; a status the machine does
+/// not allow is replaced by the current one and its source marked `(SM)`,
+/// while its minor and application statuses still apply.
 pub fn apply(current: &CurrentState, updates: &[Update], force: bool) -> Outcome {
     let mut state = current.clone();
-    // DiracX: a Stalled job that reports anything is alive again.
-    if state.status == Stalled && updates.iter().any(|u| u.status != Some(Stalled)) && !force {
-        state.status = Running;
-    }
     let mut order: Vec<&Update> = updates.iter().collect();
     order.sort_by(|a, b| a.time.cmp(&b.time));
+    // DiracX: a Stalled job that reports anything (new) is alive again.
+    if state.status == Stalled
+        && !force
+        && order
+            .iter()
+            .any(|u| u.time >= state.status_time && u.status != Some(Stalled))
+    {
+        state.status = Running;
+    }
     let mut history = Vec::with_capacity(order.len());
     for u in order {
         let mut source = u.source.clone();
+        let mut recorded_status = u.status;
         let applies = u.time >= state.status_time;
-        let mut accepted = true;
-        if let Some(to) = u.status {
-            if applies && !force && !state.status.can_move_to(to) {
-                accepted = false;
-                source.push_str("(SM)");
-            }
-            if applies && accepted {
+        if applies {
+            if let Some(mut to) = u.status {
+                if !force && !state.status.can_move_to(to) {
+                    to = state.status;
+                    recorded_status = Some(to);
+                    source.push_str("(SM)");
+                }
                 if to != state.status {
                     state.status = to;
+                    state.status_time = u.time.clone();
                 }
-                state.status_time = u.time.clone();
                 if to == Running && state.start_exec_time.is_none() {
                     state.start_exec_time = Some(u.time.clone());
                 }
@@ -218,8 +227,6 @@ pub fn apply(current: &CurrentState, updates: &[Update], force: bool) -> Outcome
                     state.end_exec_time = Some(u.time.clone());
                 }
             }
-        }
-        if applies && accepted {
             if let Some(m) = &u.minor_status {
                 state.minor_status = m.clone();
             }
@@ -228,24 +235,15 @@ pub fn apply(current: &CurrentState, updates: &[Update], force: bool) -> Outcome
             }
         }
         history.push(HistoryRecord {
-            status: u
-                .status
-                .map_or_else(|| "idem".to_string(), |s| s.as_str().to_string()),
+            status: recorded_status.map_or_else(|| "idem".to_string(), |s| s.as_str().to_string()),
             minor_status: u.minor_status.clone().unwrap_or_else(|| "idem".into()),
-            application_status: u
-                .application_status
-                .clone()
-                .unwrap_or_else(|| "idem".into()),
+            application_status: u.application_status.clone().unwrap_or_else(|| "idem".into()),
             time: u.time.clone(),
             source,
         });
     }
     let status_changed = state.status != current.status;
-    Outcome {
-        state,
-        history,
-        status_changed,
-    }
+    Outcome { state, history, status_changed }
 }
 
 #[cfg(test)]

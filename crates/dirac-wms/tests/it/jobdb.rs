@@ -234,7 +234,7 @@ async fn status_updates_follow_the_state_machine(db: JobDb) {
     let h = &db.history(&[id]).await.expect("history")[&id];
     assert!(
         h.iter()
-            .any(|e| e.source == "Bogus(SM)" && e.status == "Waiting"),
+            .any(|e| e.source == "Bogus(SM)" && e.status == "Running"),
         "{h:?}"
     );
     assert!(h.iter().any(|e| e.source == "Late"));
