@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use dirac_core::config::JobSchedulingOps;
+use dirac_core::config::Operations;
 use dirac_core::db::{Backend, Db, list_placeholders, values_placeholders};
 use dirac_core::time;
 use dirac_proto::wms::{HistoryEntry, Job, JobCommand, JobParameter, SubmittedJob, SummaryRow};
@@ -117,6 +117,26 @@ pub struct Claimed {
 pub enum Verdict {
     Waiting,
     Failed(String),
+}
+
+/// A job row locked for a status change.
+#[derive(Debug, Clone)]
+struct Locked {
+    state: CurrentState,
+    reschedule_counter: i64,
+    vo: String,
+}
+
+/// How status updates are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    /// Reports from worker nodes and agents, at the time they carry.
+    Reported,
+    /// The server's own decisions (kill, delete, heartbeat revival): never
+    /// older than what is recorded.
+    Server,
+    /// An administrator's forced change: the state machine is bypassed.
+    Forced,
 }
 
 /// What a bulk status change did to one job.
@@ -566,16 +586,21 @@ impl JobDb {
         Ok(())
     }
 
+    /// Lock the rows of `ids` (in ascending order, the one lock order every
+    /// bulk path uses) and read their status.
     async fn lock_states(
         &self,
         tx: &mut sqlx::Transaction<'static, Any>,
         ids: &[u64],
-    ) -> Result<BTreeMap<u64, (CurrentState, String)>> {
+    ) -> Result<BTreeMap<u64, Locked>> {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
         let mut out = BTreeMap::new();
-        for chunk in ids.chunks(IN_CHUNK) {
+        for chunk in sorted.chunks(IN_CHUNK) {
             let sql = format!(
-                "SELECT JobID, Status, MinorStatus, ApplicationStatus, LastStatusTime, StartExecTime, EndExecTime, JDL \
-                 FROM Jobs WHERE JobID IN ({}) ORDER BY JobID{}",
+                "SELECT JobID, Status, MinorStatus, ApplicationStatus, LastStatusTime, StartExecTime, \
+                 EndExecTime, RescheduleCounter, VO FROM Jobs WHERE JobID IN ({}) ORDER BY JobID{}",
                 list_placeholders(chunk.len()),
                 self.for_update()
             );
@@ -583,17 +608,15 @@ impl JobDb {
                 .fetch_all(&mut **tx)
                 .await?;
             for row in rows {
+                let id = to_u64(row.try_get::<i64, _>(0)?);
                 let status: String = row.try_get(1)?;
-                let status = status.parse::<JobStatus>().map_err(|e| {
-                    WmsError::Internal(format!(
-                        "job {}: {e}",
-                        row.try_get::<i64, _>(0).unwrap_or(0)
-                    ))
-                })?;
+                let status = status
+                    .parse::<JobStatus>()
+                    .map_err(|e| WmsError::Internal(format!("job {id}: {e}")))?;
                 out.insert(
-                    to_u64(row.try_get::<i64, _>(0)?),
-                    (
-                        CurrentState {
+                    id,
+                    Locked {
+                        state: CurrentState {
                             status,
                             minor_status: row.try_get(2)?,
                             application_status: row.try_get(3)?,
@@ -601,8 +624,9 @@ impl JobDb {
                             start_exec_time: row.try_get(5)?,
                             end_exec_time: row.try_get(6)?,
                         },
-                        row.try_get(7)?,
-                    ),
+                        reschedule_counter: row.try_get(7)?,
+                        vo: row.try_get(8)?,
+                    },
                 );
             }
         }
@@ -617,12 +641,14 @@ impl JobDb {
         heartbeat: bool,
     ) -> Result<()> {
         let now = time::now();
+        // Any status change ends an optimizer's claim on the job.
         let sql = if heartbeat {
             "UPDATE Jobs SET Status = ?, MinorStatus = ?, ApplicationStatus = ?, LastStatusTime = ?, \
-             StartExecTime = ?, EndExecTime = ?, LastUpdateTime = ?, HeartBeatTime = ? WHERE JobID = ?"
+             StartExecTime = ?, EndExecTime = ?, LastUpdateTime = ?, Lease = NULL, HeartBeatTime = ? \
+             WHERE JobID = ?"
         } else {
             "UPDATE Jobs SET Status = ?, MinorStatus = ?, ApplicationStatus = ?, LastStatusTime = ?, \
-             StartExecTime = ?, EndExecTime = ?, LastUpdateTime = ? WHERE JobID = ?"
+             StartExecTime = ?, EndExecTime = ?, LastUpdateTime = ?, Lease = NULL WHERE JobID = ?"
         };
         let mut q = sqlx::query(self.db.sql(sql))
             .bind(s.status.as_str())
@@ -640,11 +666,14 @@ impl JobDb {
     }
 
     /// Apply timestamped status updates to many jobs in one transaction.
-    /// Jobs that do not exist come back as `NotFound`.
+    /// Jobs that do not exist come back as `NotFound`. With
+    /// `Apply::Server` the updates are the server's own decisions (kill,
+    /// delete): they apply after whatever was recorded before, whatever a
+    /// worker node's clock said.
     pub async fn apply_updates(
         &self,
         updates: BTreeMap<u64, Vec<Update>>,
-        force: bool,
+        mode: Apply,
     ) -> Result<BTreeMap<u64, ItemResult<CurrentState>>> {
         let ids: Vec<u64> = updates.keys().copied().collect();
         let mut tx = self.db.pool().begin().await?;
@@ -652,28 +681,37 @@ impl JobDb {
         let mut results = BTreeMap::new();
         let mut history = Vec::new();
         let mut kills = Vec::new();
-        for (id, ups) in &updates {
-            let Some((cur, _)) = current.get(id) else {
+        for (id, ups) in updates {
+            let Some(locked) = current.get(&id) else {
                 results.insert(
-                    *id,
+                    id,
                     Err(WmsError::NotFound(format!("job {id} does not exist"))),
                 );
                 continue;
             };
-            let outcome = state::apply(cur, ups, force);
+            let cur = &locked.state;
+            let mut ups = ups;
+            if mode == Apply::Server {
+                for u in &mut ups {
+                    if u.time < cur.status_time {
+                        u.time.clone_from(&cur.status_time);
+                    }
+                }
+            }
+            let outcome = state::apply(cur, &ups, mode == Apply::Forced);
             let heartbeat = ups
                 .iter()
                 .any(|u| u.source.starts_with("Job") || u.source == "Heartbeat");
-            self.write_state(&mut tx, *id, &outcome.state, heartbeat)
+            self.write_state(&mut tx, id, &outcome.state, heartbeat)
                 .await?;
             if outcome.status_changed
                 && matches!(outcome.state.status, JobStatus::Killed | JobStatus::Deleted)
                 && cur.status.is_active()
             {
-                kills.push((*id, "Kill"));
+                kills.push((id, "Kill"));
             }
-            history.extend(outcome.history.into_iter().map(|h| (*id, h)));
-            results.insert(*id, Ok(outcome.state));
+            history.extend(outcome.history.into_iter().map(|h| (id, h)));
+            results.insert(id, Ok(outcome.state));
         }
         self.insert_history(&mut tx, &history).await?;
         self.insert_commands(&mut tx, &kills).await?;
@@ -681,61 +719,45 @@ impl JobDb {
         Ok(results)
     }
 
-    /// Reschedule jobs: back to Received with the counter raised, or Failed
-    /// once `MaxRescheduling` is exceeded (DIRAC's JobDB.rescheduleJob).
+    /// Reschedule jobs (DIRAC's JobDB.rescheduleJob): back to Received with
+    /// the counter raised, parameters moved to the attic and pending commands
+    /// cancelled; past `MaxRescheduling` the job fails instead, reported as a
+    /// per-item FailedPrecondition. Deleted jobs cannot come back.
     pub async fn reschedule(
         &self,
         ids: &[u64],
-        ops: &JobSchedulingOps,
+        ops: &Operations,
         reset_counter: bool,
         source: &str,
     ) -> Result<BTreeMap<u64, ItemResult<JobStatus>>> {
         let mut tx = self.db.pool().begin().await?;
         let current = self.lock_states(&mut tx, ids).await?;
-        let counters = {
-            let mut m = HashMap::new();
-            for chunk in ids.chunks(IN_CHUNK) {
-                let sql = format!(
-                    "SELECT JobID, RescheduleCounter, VO FROM Jobs WHERE JobID IN ({})",
-                    list_placeholders(chunk.len())
-                );
-                for row in bind_ids(sqlx::query(self.db.sql_dynamic(sql)), chunk)
-                    .fetch_all(&mut *tx)
-                    .await?
-                {
-                    m.insert(
-                        to_u64(row.try_get::<i64, _>(0)?),
-                        (row.try_get::<i64, _>(1)?, row.try_get::<String, _>(2)?),
-                    );
-                }
-            }
-            m
-        };
         let now = time::now();
         let mut results = BTreeMap::new();
         let mut history = Vec::new();
         for id in ids {
-            let (Some((cur, jdl)), Some((counter, vo))) = (current.get(id), counters.get(id))
-            else {
+            let Some(locked) = current.get(id) else {
                 results.insert(
                     *id,
                     Err(WmsError::NotFound(format!("job {id} does not exist"))),
                 );
                 continue;
             };
-            if !cur.status.can_move_to(JobStatus::Rescheduled)
-                || cur.status == JobStatus::Rescheduled
-            {
+            let cur = &locked.state;
+            if cur.status == JobStatus::Deleted {
                 results.insert(
                     *id,
                     Err(WmsError::FailedPrecondition(format!(
-                        "job {id} is {} and cannot be rescheduled",
-                        cur.status
+                        "job {id} is Deleted and cannot be rescheduled"
                     ))),
                 );
                 continue;
             }
-            let counter = if reset_counter { 1 } else { counter + 1 };
+            let counter = if reset_counter {
+                0
+            } else {
+                locked.reschedule_counter + 1
+            };
             history.push((
                 *id,
                 record(
@@ -746,11 +768,11 @@ impl JobDb {
                     source,
                 ),
             ));
-            if counter > i64::from(ops.max_rescheduling) {
+            if counter > i64::from(ops.job_scheduling.max_rescheduling) {
                 let mut failed = cur.clone();
                 failed.status = JobStatus::Failed;
                 failed.minor_status = "Maximum of reschedulings reached".into();
-                failed.status_time = now.clone();
+                failed.status_time.clone_from(&now);
                 failed.end_exec_time.get_or_insert_with(|| now.clone());
                 self.write_state(&mut tx, *id, &failed, false).await?;
                 history.push((
@@ -763,16 +785,25 @@ impl JobDb {
                         source,
                     ),
                 ));
-                results.insert(*id, Ok(JobStatus::Failed));
+                results.insert(
+                    *id,
+                    Err(WmsError::FailedPrecondition(format!(
+                        "job {id}: maximum of {} reschedulings reached; the job is Failed",
+                        ops.job_scheduling.max_rescheduling
+                    ))),
+                );
                 continue;
             }
-            // Parameters of this attempt go to the attic; pending commands of
-            // the previous payload must not reach the next one.
+            // Parameters of this attempt go to the attic under the next free
+            // cycle; pending commands of the previous payload must not reach
+            // the next one.
             sqlx::query(self.db.sql(
                 "INSERT INTO AtticJobParameters (JobID, Name, Value, RescheduleCycle) \
-                 SELECT JobID, Name, Value, ? FROM JobParameters WHERE JobID = ?",
+                 SELECT JobID, Name, Value, \
+                 (SELECT COALESCE(MAX(RescheduleCycle), -1) + 1 FROM AtticJobParameters WHERE JobID = ?) \
+                 FROM JobParameters WHERE JobID = ?",
             ))
-            .bind(counter - 1)
+            .bind(to_i64(*id))
             .bind(to_i64(*id))
             .execute(&mut *tx)
             .await?;
@@ -780,21 +811,29 @@ impl JobDb {
                 .bind(to_i64(*id))
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(self.db.sql("UPDATE JobCommands SET Status = 'Cancelled' WHERE JobID = ? AND Status = 'Received'"))
-                .bind(to_i64(*id))
-                .execute(&mut *tx)
-                .await?;
-            let site = dirac_jdl::ClassAd::parse(jdl)
-                .ok()
-                .and_then(|ad| dirac_jdl::validate(&ad, &dirac_jdl::Policy::default(), vo).ok())
-                .map_or_else(|| "ANY".to_string(), |d| crate::submit::site_column(&d));
-            let hold = format!("On Hold: after rescheduling {counter}");
             sqlx::query(self.db.sql(
-                "UPDATE Jobs SET Status = 'Received', MinorStatus = 'Job Rescheduled', ApplicationStatus = ?, \
-                 RescheduleCounter = ?, RescheduleTime = ?, LastStatusTime = ?, LastUpdateTime = ?, Site = ?, \
-                 StartExecTime = NULL, EndExecTime = NULL, HeartBeatTime = NULL, Lease = NULL WHERE JobID = ?",
+                "UPDATE JobCommands SET Status = 'Cancelled' WHERE JobID = ? AND Status = 'Received'",
             ))
-            .bind(hold.clone())
+            .bind(to_i64(*id))
+            .execute(&mut *tx)
+            .await?;
+            let jdl: String =
+                sqlx::query_scalar(self.db.sql("SELECT JDL FROM Jobs WHERE JobID = ?"))
+                    .bind(to_i64(*id))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let site = dirac_jdl::ClassAd::parse(&jdl)
+                .ok()
+                .and_then(|ad| {
+                    dirac_jdl::validate(&ad, &ops.job_description.jdl_policy(), &locked.vo).ok()
+                })
+                .map_or_else(|| "ANY".to_string(), |d| crate::submit::site_column(&d));
+            sqlx::query(self.db.sql(
+                "UPDATE Jobs SET Status = 'Received', MinorStatus = 'Job Rescheduled', \
+                 ApplicationStatus = 'Unknown', RescheduleCounter = ?, RescheduleTime = ?, LastStatusTime = ?, \
+                 LastUpdateTime = ?, Site = ?, StartExecTime = NULL, EndExecTime = NULL, HeartBeatTime = NULL, \
+                 Lease = NULL WHERE JobID = ?",
+            ))
             .bind(counter)
             .bind(now.clone())
             .bind(now.clone())
@@ -805,7 +844,13 @@ impl JobDb {
             .await?;
             history.push((
                 *id,
-                record(JobStatus::Received, "Job Rescheduled", &hold, &now, source),
+                record(
+                    JobStatus::Received,
+                    "Job Rescheduled",
+                    "Unknown",
+                    &now,
+                    source,
+                ),
             ));
             results.insert(*id, Ok(JobStatus::Received));
         }
@@ -822,12 +867,14 @@ impl JobDb {
         beats: &[dirac_proto::wms::Heartbeat],
     ) -> Result<(Vec<JobCommand>, Vec<u64>)> {
         let now = time::now();
-        let ids: Vec<u64> = beats.iter().map(|b| b.job_id).collect();
+        let mut ids: Vec<u64> = beats.iter().map(|b| b.job_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
         let mut tx = self.db.pool().begin().await?;
         let mut existing = Vec::new();
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
-                "SELECT JobID FROM Jobs WHERE JobID IN ({}){}",
+                "SELECT JobID FROM Jobs WHERE JobID IN ({}) ORDER BY JobID{}",
                 list_placeholders(chunk.len()),
                 self.for_update()
             );
@@ -852,7 +899,8 @@ impl JobDb {
         }
         let mut dynamic = Vec::new();
         let mut peeks = Vec::new();
-        for b in beats.iter().filter(|b| existing.contains(&b.job_id)) {
+        let known: std::collections::HashSet<u64> = existing.iter().copied().collect();
+        for b in beats.iter().filter(|b| known.contains(&b.job_id)) {
             for (name, value) in [
                 ("LoadAverage", b.load_average),
                 ("MemoryUsed", b.memory_used),
@@ -1003,7 +1051,9 @@ impl JobDb {
         Ok(done.rows_affected())
     }
 
-    /// Record the optimizer's verdicts on jobs claimed under `lease`.
+    /// Record the optimizer's verdicts on jobs claimed under `lease`. Jobs
+    /// that left Checking meanwhile (killed, deleted, reclaimed) keep their
+    /// new state: only rows still held under the lease are touched.
     pub async fn finish_checking(
         &self,
         lease: &str,
@@ -1012,10 +1062,21 @@ impl JobDb {
     ) -> Result<()> {
         let now = time::now();
         let mut tx = self.db.pool().begin().await?;
+        // Lock what is still ours, in ascending order.
+        let held: std::collections::HashSet<u64> = sqlx::query(self.db.sql_dynamic(format!(
+            "SELECT JobID FROM Jobs WHERE Lease = ? AND Status = 'Checking' ORDER BY JobID{}",
+            self.for_update()
+        )))
+        .bind(lease.to_string())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0).map(to_u64))
+        .collect::<std::result::Result<_, _>>()?;
         let mut history = Vec::with_capacity(verdicts.len() * 3);
         let waiting: Vec<u64> = verdicts
             .iter()
-            .filter(|(_, v)| matches!(v, Verdict::Waiting))
+            .filter(|(c, v)| matches!(v, Verdict::Waiting) && held.contains(&c.job_id))
             .map(|(c, _)| c.job_id)
             .collect();
         for chunk in waiting.chunks(IN_CHUNK) {
@@ -1024,17 +1085,13 @@ impl JobDb {
                  LastStatusTime = ?, LastUpdateTime = ? WHERE Lease = ? AND JobID IN ({})",
                 list_placeholders(chunk.len())
             );
-            bind_ids(
-                sqlx::query(self.db.sql_dynamic(sql))
-                    .bind(now.clone())
-                    .bind(now.clone())
-                    .bind(lease.to_string()),
-                chunk,
-            )
-            .execute(&mut *tx)
-            .await?;
+            let q = sqlx::query(self.db.sql_dynamic(sql))
+                .bind(now.clone())
+                .bind(now.clone())
+                .bind(lease.to_string());
+            bind_ids(q, chunk).execute(&mut *tx).await?;
         }
-        for (c, verdict) in verdicts {
+        for (c, verdict) in verdicts.iter().filter(|(c, _)| held.contains(&c.job_id)) {
             if c.reschedule_counter == 0 {
                 history.push((
                     c.job_id,

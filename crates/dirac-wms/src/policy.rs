@@ -68,6 +68,16 @@ pub enum Action {
     Report,
 }
 
+impl Action {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Manage => "manage",
+            Action::Report => "report on",
+        }
+    }
+}
+
 fn owns(who: &Identity, job: &JobOwner) -> bool {
     (job.owner == who.username && job.vo == who.vo)
         || (who.has("JobSharing") && job.owner_group == who.group && job.vo == who.vo)

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Wms;
 use crate::error::WmsError;
-use crate::jobdb::{JobOwner, clip};
+use crate::jobdb::{Apply, JobOwner, clip};
 use crate::policy::{Action, allowed, search_scope};
 use crate::search::{build_grouping, build_order, build_where};
 use crate::state::{JobStatus, Update};
@@ -79,8 +79,8 @@ impl WmsService {
                     failed.insert(
                         id,
                         failed_item(&WmsError::PermissionDenied(format!(
-                            "job {id} belongs to {} of {}, not to {}",
-                            o.owner, o.vo, who.username
+                            "job {id} is not yours to {}",
+                            action.verb()
                         ))),
                     );
                 }
@@ -141,7 +141,7 @@ impl WmsService {
             ups.push(manager_update(&now, target, minor));
             updates.insert(*id, ups);
         }
-        let results = self.0.db.apply_updates(updates, false).await?;
+        let results = self.0.db.apply_updates(updates, Apply::Server).await?;
         for (id, r) in results {
             match r {
                 Ok(state) if state.status == target => succeeded.push(id),
@@ -326,12 +326,7 @@ impl JobManager for WmsService {
         let results = self
             .0
             .db
-            .reschedule(
-                &ids,
-                &self.0.config.operations.job_scheduling,
-                reset_counter,
-                source,
-            )
+            .reschedule(&ids, &self.0.config.operations, reset_counter, source)
             .await?;
         let mut succeeded = Vec::new();
         for (id, r) in results {
@@ -511,6 +506,9 @@ impl JobMonitoring for WmsService {
     }
 }
 
+/// How far ahead of the server's clock a reported time may be.
+const MAX_CLOCK_SKEW_S: i64 = 300;
+
 /// Longest job parameter value accepted.
 const MAX_PARAMETER_VALUE: usize = 64 * 1024;
 
@@ -531,6 +529,8 @@ impl JobStateUpdate for WmsService {
         let mut failed = Failed::new();
         let mut by_job: BTreeMap<u64, Vec<Update>> = BTreeMap::new();
         let now = time::now();
+        // Reports from the future would freeze the job: refuse them.
+        let latest = time::format(chrono::Utc::now() + chrono::Duration::seconds(MAX_CLOCK_SKEW_S));
         for u in &updates {
             let status = if u.status.is_empty() {
                 None
@@ -558,7 +558,16 @@ impl JobStateUpdate for WmsService {
             let when = match &u.time {
                 None => now.clone(),
                 Some(ts) => match time::from_proto(ts) {
-                    Some(t) => t,
+                    Some(t) if t <= latest => t,
+                    Some(_) => {
+                        failed.insert(
+                            u.job_id,
+                            failed_item(&WmsError::InvalidArgument(format!(
+                                "time is more than {MAX_CLOCK_SKEW_S} s in the future"
+                            ))),
+                        );
+                        continue;
+                    }
                     None => {
                         failed.insert(
                             u.job_id,
@@ -593,7 +602,12 @@ impl JobStateUpdate for WmsService {
             .into_iter()
             .filter(|(id, _)| ok.contains(id))
             .collect();
-        let results = self.0.db.apply_updates(updates, force).await?;
+        let mode = if force {
+            Apply::Forced
+        } else {
+            Apply::Reported
+        };
+        let results = self.0.db.apply_updates(updates, mode).await?;
         let mut succeeded = HashMap::new();
         for (id, r) in results {
             match r {
@@ -652,7 +666,7 @@ impl JobStateUpdate for WmsService {
             })
             .collect();
         if !revive.is_empty() {
-            self.0.db.apply_updates(revive, false).await?;
+            self.0.db.apply_updates(revive, Apply::Server).await?;
         }
         Ok(Response::new(HeartbeatResponse { commands, failed }))
     }

@@ -237,13 +237,20 @@ pub fn apply(current: &CurrentState, updates: &[Update], force: bool) -> Outcome
         history.push(HistoryRecord {
             status: recorded_status.map_or_else(|| "idem".to_string(), |s| s.as_str().to_string()),
             minor_status: u.minor_status.clone().unwrap_or_else(|| "idem".into()),
-            application_status: u.application_status.clone().unwrap_or_else(|| "idem".into()),
+            application_status: u
+                .application_status
+                .clone()
+                .unwrap_or_else(|| "idem".into()),
             time: u.time.clone(),
             source,
         });
     }
     let status_changed = state.status != current.status;
-    Outcome { state, history, status_changed }
+    Outcome {
+        state,
+        history,
+        status_changed,
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use dirac_core::config::JobSchedulingOps;
+use dirac_core::config::{JobSchedulingOps, Operations};
 use dirac_proto::common::Filter;
 use dirac_proto::wms::{Heartbeat, JobParameter};
 use dirac_wms::JobDb;
+use dirac_wms::jobdb::Apply;
 use dirac_wms::optimizer::optimize_once;
 use dirac_wms::search::{Scope, build_grouping, build_order, build_where};
 use dirac_wms::state::{JobStatus, Update};
@@ -46,7 +47,7 @@ async fn force_now(db: &JobDb, id: u64, status: JobStatus) {
     let mut u = up(0, Some(status), "", "Test");
     u.time = dirac_core::time::now();
     updates.insert(id, vec![u]);
-    db.apply_updates(updates, true)
+    db.apply_updates(updates, Apply::Forced)
         .await
         .expect("forced status");
 }
@@ -204,7 +205,10 @@ async fn status_updates_follow_the_state_machine(db: JobDb) {
             up(2, Some(JobStatus::Matched), "Assigned", "Matcher"),
         ],
     );
-    let r = db.apply_updates(updates, false).await.expect("apply");
+    let r = db
+        .apply_updates(updates, Apply::Reported)
+        .await
+        .expect("apply");
     let state = r[&id].as_ref().expect("ok");
     assert_eq!(state.status, JobStatus::Running);
     assert_eq!(state.start_exec_time.as_deref(), Some(t(3).as_str()));
@@ -229,7 +233,9 @@ async fn status_updates_follow_the_state_machine(db: JobDb) {
             up(0, Some(JobStatus::Killed), "", "Late"),
         ],
     );
-    db.apply_updates(updates, false).await.expect("apply");
+    db.apply_updates(updates, Apply::Reported)
+        .await
+        .expect("apply");
     assert_eq!(status_of(&db, id).await, "Running");
     let h = &db.history(&[id]).await.expect("history")[&id];
     assert!(
@@ -242,7 +248,9 @@ async fn status_updates_follow_the_state_machine(db: JobDb) {
     // Forced, it applies.
     let mut updates = BTreeMap::new();
     updates.insert(id, vec![up(5, Some(JobStatus::Waiting), "", "Admin")]);
-    db.apply_updates(updates, true).await.expect("apply");
+    db.apply_updates(updates, Apply::Forced)
+        .await
+        .expect("apply");
     assert_eq!(status_of(&db, id).await, "Waiting");
 
     // Done sets EndExecTime; unknown jobs are NotFound.
@@ -256,7 +264,10 @@ async fn status_updates_follow_the_state_machine(db: JobDb) {
         ],
     );
     updates.insert(999_999, vec![up(6, Some(JobStatus::Running), "", "J")]);
-    let r = db.apply_updates(updates, false).await.expect("apply");
+    let r = db
+        .apply_updates(updates, Apply::Reported)
+        .await
+        .expect("apply");
     assert!(matches!(r[&999_999], Err(WmsError::NotFound(_))));
     let job = &db.jobs(&ids).await.expect("jobs")[0];
     assert_eq!(job.status, "Done");
@@ -281,7 +292,9 @@ async fn kill_commands_reach_the_heartbeat_once(db: JobDb) {
             ],
         );
     }
-    db.apply_updates(updates, false).await.expect("apply");
+    db.apply_updates(updates, Apply::Reported)
+        .await
+        .expect("apply");
     let mut kill = BTreeMap::new();
     kill.insert(
         ids[0],
@@ -292,7 +305,7 @@ async fn kill_commands_reach_the_heartbeat_once(db: JobDb) {
             "JobManager",
         )],
     );
-    db.apply_updates(kill, false).await.expect("kill");
+    db.apply_updates(kill, Apply::Reported).await.expect("kill");
     let beat = |id| Heartbeat {
         job_id: id,
         load_average: 1.5,
@@ -326,58 +339,76 @@ async fn kill_commands_reach_the_heartbeat_once(db: JobDb) {
 }
 
 async fn reschedule_counts_and_fails_past_the_limit(db: JobDb) {
-    let ids = submit(&db, &ALICE, &[JDL]).await;
-    let id = ids[0];
-    let ops = JobSchedulingOps {
-        max_rescheduling: 2,
-        reschedule_delays: vec![3600],
+    let ids = submit(&db, &ALICE, &[JDL, JDL]).await;
+    let (id, gone) = (ids[0], ids[1]);
+    let ops = Operations {
+        job_scheduling: JobSchedulingOps {
+            max_rescheduling: 2,
+            reschedule_delays: vec![3600],
+        },
+        ..Operations::default()
     };
-    db.set_parameters(&[JobParameter {
+    let param = |v: &str| JobParameter {
         job_id: id,
         name: "CPUNormalizationFactor".into(),
-        value: "10".into(),
-    }])
-    .await
-    .expect("param");
-    // Received cannot be rescheduled; Waiting can.
+        value: v.into(),
+    };
+    // Deleted jobs cannot come back.
+    force_now(&db, gone, JobStatus::Deleted).await;
     let r = db
-        .reschedule(&ids, &ops, false, "JobManager")
+        .reschedule(&[gone], &ops, false, "JobManager")
         .await
         .expect("reschedule");
-    assert!(matches!(r[&id], Err(WmsError::FailedPrecondition(_))));
-    for round in 1..=2 {
-        force_now(&db, id, JobStatus::Waiting).await;
+    assert!(matches!(r[&gone], Err(WmsError::FailedPrecondition(_))));
+    let mut expected_counter = 0;
+    for (round, reset) in [(1, false), (2, false), (3, true), (4, false), (5, false)] {
+        db.set_parameters(&[param(&round.to_string())])
+            .await
+            .expect("param");
+        force_now(&db, id, JobStatus::Running).await;
         let r = db
-            .reschedule(&ids, &ops, false, "JobManager")
+            .reschedule(&[id], &ops, reset, "JobManager")
             .await
             .expect("reschedule");
+        expected_counter = if reset { 0 } else { expected_counter + 1 };
         assert_eq!(
             r[&id].as_ref().ok(),
             Some(&JobStatus::Received),
             "round {round}"
         );
-        let job = &db.jobs(&ids).await.expect("jobs")[0];
-        assert_eq!(job.reschedule_counter, round);
-        assert_eq!(job.minor_status, "Job Rescheduled");
+        let job = &db.jobs(&[id]).await.expect("jobs")[0];
+        assert_eq!(job.reschedule_counter, expected_counter, "round {round}");
+        assert_eq!(
+            (job.status.as_str(), job.minor_status.as_str()),
+            ("Received", "Job Rescheduled")
+        );
         assert_eq!(job.site, "LCG.A.a");
         assert!(
-            db.parameters(&ids).await.expect("params").is_empty(),
+            db.parameters(&[id]).await.expect("params").is_empty(),
             "parameters move to the attic"
         );
-        // Held by the reschedule delay: the optimizer does not take it.
-        let (_, claimed) = db
-            .claim_received(10, &ops.reschedule_delays)
-            .await
-            .expect("claim");
-        assert!(claimed.is_empty());
+        if expected_counter > 0 {
+            // Held by the reschedule delay: the optimizer does not take it.
+            let (_, claimed) = db
+                .claim_received(10, &ops.job_scheduling.reschedule_delays)
+                .await
+                .expect("claim");
+            assert!(claimed.is_empty(), "round {round}");
+        }
         let (_, claimed) = db.claim_received(10, &[0]).await.expect("claim");
-        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed.len(), 1, "round {round}");
     }
-    force_now(&db, id, JobStatus::Waiting).await;
-    db.reschedule(&ids, &ops, false, "JobManager")
+    // Past MaxRescheduling the job fails, and the caller hears it.
+    force_now(&db, id, JobStatus::Running).await;
+    let r = db
+        .reschedule(&[id], &ops, false, "JobManager")
         .await
         .expect("reschedule");
-    let job = &db.jobs(&ids).await.expect("jobs")[0];
+    assert!(
+        matches!(&r[&id], Err(WmsError::FailedPrecondition(m)) if m.contains("maximum")),
+        "{r:?}"
+    );
+    let job = &db.jobs(&[id]).await.expect("jobs")[0];
     assert_eq!(
         (job.status.as_str(), job.minor_status.as_str()),
         ("Failed", "Maximum of reschedulings reached")

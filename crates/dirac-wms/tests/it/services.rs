@@ -582,16 +582,71 @@ async fn pilots_report_status_and_receive_kill_commands() {
         .commands;
     assert_eq!(commands.len(), 1);
     assert_eq!(commands[0].command, "Kill");
-    // Rescheduling a killed job is refused per item.
+    // A killed job can be rescheduled (as in DIRAC).
+    let reschedule = RescheduleJobsRequest {
+        job_ids: ids.clone(),
+        reset_counter: false,
+    };
     let r = sb
         .manager(Some(&alice))
         .await
-        .reschedule_jobs(RescheduleJobsRequest {
-            job_ids: ids.clone(),
-            reset_counter: false,
+        .reschedule_jobs(reschedule.clone())
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(r.succeeded, ids);
+    // Run it again, kill it, and reschedule before the pilot heard of the
+    // kill: that Kill is cancelled so it cannot reach the next payload.
+    dirac_wms::optimizer::optimize_once(&sb.wms, 10)
+        .await
+        .expect("optimize");
+    let matched = up
+        .set_job_status(SetJobStatusRequest {
+            updates: vec![status("Matched", "Assigned")],
+            force: false,
+        })
+        .await
+        .expect("matched")
+        .into_inner();
+    assert_eq!(matched.succeeded[&id].status, "Matched", "{matched:?}");
+    sb.manager(Some(&alice))
+        .await
+        .kill_jobs(Ids { ids: ids.clone() })
+        .await
+        .expect("kill");
+    let r = sb
+        .manager(Some(&alice))
+        .await
+        .reschedule_jobs(reschedule)
+        .await
+        .expect("call")
+        .into_inner();
+    assert_eq!(r.succeeded, ids);
+    let commands = up
+        .send_heartbeat(HeartbeatRequest {
+            heartbeats: vec![Heartbeat {
+                job_id: id,
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("beat")
+        .into_inner()
+        .commands;
+    assert!(commands.is_empty(), "{commands:?}");
+    // Reports from a clock in the future are refused per item.
+    let mut late = status("Running", "");
+    late.time = Some(prost_types::Timestamp {
+        seconds: 32_503_680_000,
+        nanos: 0,
+    });
+    let r = up
+        .set_job_status(SetJobStatusRequest {
+            updates: vec![late],
+            force: false,
         })
         .await
         .expect("call")
         .into_inner();
-    assert_eq!(r.failed[&id].code, "FailedPrecondition");
+    assert_eq!(r.failed[&id].code, "InvalidArgument");
 }
