@@ -479,6 +479,18 @@ impl DiracConfig {
                 return Err(invalid(format!("{jdk}.{key}"), "must be positive"));
             }
         }
+        if self
+            .operations
+            .job_scheduling
+            .reschedule_delays
+            .iter()
+            .any(|d| *d > 30 * 86_400)
+        {
+            return Err(invalid(
+                "Operations.JobScheduling.RescheduleDelays",
+                "a delay is longer than 30 days (2592000 s)",
+            ));
+        }
         if self.operations.job_scheduling.reschedule_delays.is_empty() {
             return Err(invalid(
                 "Operations.JobScheduling.RescheduleDelays",

@@ -11,10 +11,16 @@ pub fn now() -> String {
     format(Utc::now())
 }
 
-/// `now - seconds`, formatted.
+/// `now - seconds`, formatted (the earliest representable time if that is
+/// before it).
 pub fn ago(seconds: u64) -> String {
-    let delta = chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000_000));
-    format(Utc::now() - delta)
+    let delta = chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000_000))
+        .min(chrono::Duration::days(365 * 1000));
+    format(
+        Utc::now()
+            .checked_sub_signed(delta)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    )
 }
 
 /// A protobuf timestamp, if it is a representable time.
@@ -30,6 +36,12 @@ pub mod prost_types_compat {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ago_never_overflows() {
+        assert!(super::ago(u64::MAX) < super::now());
+        assert!(super::ago(0) <= super::now());
+    }
+
     #[test]
     fn fixed_width_and_ordered() {
         let a = super::format(chrono::DateTime::from_timestamp(1, 5_000).expect("t"));

@@ -83,8 +83,11 @@ fn owns(who: &Identity, job: &JobOwner) -> bool {
         || (who.has("JobSharing") && job.owner_group == who.group && job.vo == who.vo)
 }
 
-/// May `who` do `action` on `job`?
+/// May `who` do `action` on `job`? Every role acts within its own VO only.
 pub fn allowed(who: &Identity, action: Action, job: &JobOwner) -> bool {
+    if job.vo != who.vo {
+        return false;
+    }
     if who.has("JobAdministrator") || owns(who, job) {
         return true;
     }
@@ -98,7 +101,7 @@ pub fn allowed(who: &Identity, action: Action, job: &JobOwner) -> bool {
 /// The jobs a caller's searches and summaries cover.
 pub fn search_scope(who: &Identity) -> Scope<'_> {
     if who.has_any(&["JobAdministrator", "JobMonitor", "GenericPilot"]) {
-        Scope::All
+        Scope::Vo { vo: &who.vo }
     } else if who.has("JobSharing") {
         Scope::Group {
             group: &who.group,
@@ -153,6 +156,16 @@ mod tests {
         let mut other_vo = alice.clone();
         other_vo.vo = "lhcb".into();
         assert!(!allowed(&other_vo, Action::Read, &job));
+        for mut foreign in [admin.clone(), monitor.clone(), pilot.clone()] {
+            foreign.vo = "lhcb".into();
+            for action in [Action::Read, Action::Manage, Action::Report] {
+                assert!(
+                    !allowed(&foreign, action, &job),
+                    "{} of lhcb may not {action:?}",
+                    foreign.username
+                );
+            }
+        }
         assert_eq!(
             search_scope(&alice),
             Scope::Owner {
@@ -167,6 +180,6 @@ mod tests {
                 vo: "dteam"
             }
         );
-        assert_eq!(search_scope(&admin), Scope::All);
+        assert_eq!(search_scope(&admin), Scope::Vo { vo: "dteam" });
     }
 }

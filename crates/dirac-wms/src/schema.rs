@@ -79,7 +79,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     mysql: &[
         concat!(
             jobs_table!("MEDIUMTEXT"),
-            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
         ),
         INDEXES[0],
         INDEXES[1],
@@ -102,7 +102,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
          ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
         "CREATE TABLE SubmitRequests (RequestID VARCHAR(128) NOT NULL, Owner VARCHAR(64) NOT NULL, \
          VO VARCHAR(64) NOT NULL, FirstJobID BIGINT NOT NULL, JobsPerJdl MEDIUMTEXT NOT NULL, \
-         CreationTime VARCHAR(32) NOT NULL, PRIMARY KEY (RequestID, Owner, VO)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+         CreationTime VARCHAR(32) NOT NULL, PRIMARY KEY (RequestID, Owner, VO)) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
         "CREATE TABLE JobIdSequence (Name VARCHAR(32) NOT NULL PRIMARY KEY, NextID BIGINT NOT NULL) ENGINE=InnoDB",
         "INSERT INTO JobIdSequence (Name, NextID) VALUES ('Jobs', 1)",
     ],

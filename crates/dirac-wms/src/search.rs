@@ -51,6 +51,10 @@ pub struct Where {
     pub binds: Vec<Bind>,
 }
 
+/// Most values all filters of one search may carry (every backend's bind
+/// limit is above it).
+pub const MAX_BINDS: usize = 30_000;
+
 /// Most values one `in` filter may carry.
 pub const MAX_IN_VALUES: usize = 10_000;
 
@@ -83,6 +87,10 @@ fn bind(col: &str, ty: ColumnType, value: &str) -> Result<Bind, WmsError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
     All,
+    /// Every job of this VO.
+    Vo {
+        vo: &'a str,
+    },
     /// Jobs of this user in this VO.
     Owner {
         owner: &'a str,
@@ -101,6 +109,10 @@ pub fn build_where(filters: &[Filter], scope: Scope<'_>) -> Result<Where, WmsErr
     let mut binds = Vec::new();
     match scope {
         Scope::All => {}
+        Scope::Vo { vo } => {
+            parts.push("VO = ?".to_string());
+            binds.push(Bind::Text(vo.to_string()));
+        }
         Scope::Owner { owner, vo } => {
             parts.push("Owner = ? AND VO = ?".to_string());
             binds.push(Bind::Text(owner.to_string()));
@@ -171,6 +183,12 @@ pub fn build_where(filters: &[Filter], scope: Scope<'_>) -> Result<Where, WmsErr
                 )));
             }
         }
+    }
+    if binds.len() > MAX_BINDS {
+        return Err(WmsError::InvalidArgument(format!(
+            "the filters carry {} values; at most {MAX_BINDS} in one search",
+            binds.len()
+        )));
     }
     let sql = if parts.is_empty() {
         "1=1".to_string()
@@ -304,6 +322,23 @@ mod tests {
             f("Status; DROP TABLE Jobs", "eq", "x", &[]),
             Err("unknown job parameter"),
         );
+    }
+
+    #[test]
+    fn too_many_values_are_refused() {
+        let values: Vec<String> = (0..MAX_IN_VALUES).map(|i| i.to_string()).collect();
+        let filter = Filter {
+            parameter: "JobID".into(),
+            operator: "in".into(),
+            value: String::new(),
+            values,
+        };
+        let four = vec![filter.clone(), filter.clone(), filter.clone(), filter];
+        assert!(build_where(&four[..3], Scope::All).is_ok());
+        let err = build_where(&four, Scope::All)
+            .map(|_| ())
+            .expect_err("over the bind limit");
+        assert!(err.to_string().contains("at most 30000"), "{err}");
     }
 
     #[test]

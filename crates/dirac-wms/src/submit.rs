@@ -43,6 +43,10 @@ const FORBIDDEN: &[&str] = &["JobID", "Status", "MinorStatus", "JobRequirements"
 
 /// Longest value of a column that holds a JDL attribute.
 const NAME_WIDTH: usize = 128;
+/// Width of Jobs.JobType.
+const TYPE_WIDTH: usize = 32;
+/// Widths of Jobs.Owner and Jobs.VO (OwnerGroup is NAME_WIDTH).
+const OWNER_WIDTH: usize = 64;
 
 /// Check a parsed JDL's server-set attributes against the submitter.
 fn check_server_set(ad: &ClassAd, who: &Submitter<'_>) -> Result<(), String> {
@@ -78,20 +82,20 @@ pub fn site_column(desc: &JobDescription) -> String {
     }
 }
 
-fn check_width(attr: &str, value: &str) -> Result<(), String> {
-    if value.chars().count() > NAME_WIDTH {
-        return Err(format!("{attr}: longer than {NAME_WIDTH} characters"));
+fn check_width(attr: &str, value: &str, width: usize) -> Result<(), String> {
+    if value.chars().count() > width {
+        return Err(format!("{attr}: longer than {width} characters"));
     }
     Ok(())
 }
 
 fn new_job(index: u32, desc: &JobDescription, jdl: String) -> Result<NewJob, String> {
     let site = site_column(desc);
-    check_width("JobName", &desc.job_name)?;
+    check_width("JobName", &desc.job_name, NAME_WIDTH)?;
     let job_group = desc.job_group.clone().unwrap_or_default();
-    check_width("JobGroup", &job_group)?;
-    check_width("Site", &site)?;
-    check_width("JobType", &desc.job_type)?;
+    check_width("JobGroup", &job_group, NAME_WIDTH)?;
+    check_width("Site", &site, NAME_WIDTH)?;
+    check_width("JobType", &desc.job_type, TYPE_WIDTH)?;
     Ok(NewJob {
         jdl_index: index,
         job_name: desc.job_name.clone(),
@@ -115,6 +119,17 @@ pub fn prepare(
 ) -> Result<Vec<NewJob>, WmsError> {
     if jdls.is_empty() {
         return Err(WmsError::InvalidArgument("no JDL in the request".into()));
+    }
+    for (what, value, width) in [
+        ("user name", who.owner, OWNER_WIDTH),
+        ("VO", who.vo, OWNER_WIDTH),
+        ("group", who.owner_group, NAME_WIDTH),
+    ] {
+        if value.is_empty() || value.chars().count() > width {
+            return Err(WmsError::InvalidArgument(format!(
+                "the token's {what} must have 1 to {width} characters"
+            )));
+        }
     }
     if jdls.len() > ops.max_jobs_per_request {
         return Err(WmsError::ResourceExhausted(format!(
@@ -319,6 +334,18 @@ mod tests {
         )
         .expect_err("too many");
         assert!(matches!(err, WmsError::ResourceExhausted(_)), "{err}");
+    }
+
+    #[test]
+    fn identities_wider_than_the_columns_are_refused() {
+        let long = "u".repeat(65);
+        let who = Submitter {
+            owner: &long,
+            owner_group: "g",
+            vo: "dteam",
+        };
+        let err = prepare(&["[ Executable = \"a\"; ]".into()], &who, &ops()).expect_err("too long");
+        assert!(err.to_string().contains("user name"), "{err}");
     }
 
     #[test]

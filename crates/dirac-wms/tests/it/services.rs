@@ -161,7 +161,9 @@ async fn ownership_is_enforced_per_job() {
         .into_inner();
     assert!(got.jobs.is_empty());
     assert!(
-        got.failed.values().all(|e| e.code == "PermissionDenied"),
+        got.failed
+            .values()
+            .all(|e| e.code == "PermissionDenied" && !e.message.contains("alice")),
         "{:?}",
         got.failed
     );
