@@ -135,26 +135,59 @@ impl Db {
     }
 
     /// Apply the migrations of `component` that this database has not seen,
-    /// in version order. Each backend's statements run in sequence; the
-    /// version row is written after the statements succeed.
+    /// in version order. Concurrent starters wait on a database lock; on
+    /// SQLite and PostgreSQL each migration and its version row commit
+    /// together (MariaDB commits DDL implicitly).
     pub async fn migrate(
         &self,
         component: &str,
         migrations: &[Migration],
     ) -> Result<(), sqlx::Error> {
-        self.pool
-            .execute(
-                "CREATE TABLE IF NOT EXISTS dirac_schema_versions (\
-                 Component VARCHAR(64) NOT NULL, Version BIGINT NOT NULL, \
-                 Description VARCHAR(255) NOT NULL, PRIMARY KEY (Component, Version))",
-            )
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        match self.backend {
+            Backend::MySql => {
+                conn.execute("SELECT GET_LOCK('dirac_migrations', 120)")
+                    .await?;
+            }
+            Backend::Postgres => {
+                conn.execute("SELECT pg_advisory_lock(7217051101)").await?;
+            }
+            Backend::Sqlite => {}
+        }
+        let result = self.migrate_locked(&mut conn, component, migrations).await;
+        match self.backend {
+            Backend::MySql => {
+                conn.execute("SELECT RELEASE_LOCK('dirac_migrations')")
+                    .await?;
+            }
+            Backend::Postgres => {
+                conn.execute("SELECT pg_advisory_unlock(7217051101)")
+                    .await?;
+            }
+            Backend::Sqlite => {}
+        }
+        result
+    }
+
+    async fn migrate_locked(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        component: &str,
+        migrations: &[Migration],
+    ) -> Result<(), sqlx::Error> {
+        use sqlx::Connection as _;
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS dirac_schema_versions (\
+             Component VARCHAR(64) NOT NULL, Version BIGINT NOT NULL, \
+             Description VARCHAR(255) NOT NULL, PRIMARY KEY (Component, Version))",
+        )
+        .await?;
         let applied: Vec<i64> =
             sqlx::query_scalar(self.sql(
                 "SELECT Version FROM dirac_schema_versions WHERE Component = ? ORDER BY Version",
             ))
-            .bind(component)
-            .fetch_all(&self.pool)
+            .bind(component.to_string())
+            .fetch_all(&mut *conn)
             .await?;
         for m in migrations {
             if applied.contains(&m.version) {
@@ -171,17 +204,25 @@ impl Db {
                 Backend::MySql => m.mysql,
                 Backend::Postgres => m.postgres,
             };
-            for statement in statements {
-                self.pool.execute(*statement).await?;
-            }
-            sqlx::query(self.sql(
+            let record = sqlx::query(self.sql(
                 "INSERT INTO dirac_schema_versions (Component, Version, Description) VALUES (?, ?, ?)",
             ))
-            .bind(component)
+            .bind(component.to_string())
             .bind(m.version)
-            .bind(m.description)
-            .execute(&self.pool)
-            .await?;
+            .bind(m.description);
+            if self.backend == Backend::MySql {
+                for statement in statements {
+                    conn.execute(*statement).await?;
+                }
+                record.execute(&mut *conn).await?;
+            } else {
+                let mut tx = conn.begin().await?;
+                for statement in statements {
+                    tx.execute(*statement).await?;
+                }
+                record.execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
         }
         Ok(())
     }

@@ -51,12 +51,13 @@ where
     let Some(t) = TestDb::new(backend).await else {
         return;
     };
-    let db = JobDb::open(t.db.clone()).await.expect("migrate");
-    // Migrating twice is a no-op.
-    let db = JobDb::open(db.db().clone())
-        .await
-        .map(|_| db)
-        .expect("migrate again");
+    // Two replicas starting at once: one migrates, the other waits and
+    // finds nothing to do.
+    let (a, b) = tokio::join!(JobDb::open(t.db.clone()), JobDb::open(t.db.clone()));
+    let db = a.expect("migrate");
+    b.expect("concurrent migrate");
+    // Migrating again is a no-op.
+    JobDb::open(db.db().clone()).await.expect("migrate again");
     scenario(db).await;
     t.cleanup().await;
 }
