@@ -441,17 +441,33 @@ impl JobMonitoring for WmsService {
         } else {
             u64::from(r.limit)
         };
+        // In JobID order the stream walks by key (`JobID > last`), so a long
+        // stream costs one index range per page; other orders page by offset.
+        let by_key = order == "JobID ASC";
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let wms = self.0.clone();
         tokio::spawn(async move {
             const PAGE: u64 = 1000;
             let mut offset = r.offset;
+            let mut last: Option<u64> = None;
             let mut sent = 0u64;
             while sent < total_limit {
                 let page = PAGE.min(total_limit - sent);
-                match wms.db.search(&w, &order, page, offset).await {
+                let result = match last {
+                    Some(after) if by_key => {
+                        let mut keyed = w.clone();
+                        keyed.sql = format!("({}) AND JobID > ?", keyed.sql);
+                        keyed.binds.push(crate::search::Bind::Int(
+                            i64::try_from(after).unwrap_or(i64::MAX),
+                        ));
+                        wms.db.search(&keyed, &order, page, 0).await
+                    }
+                    _ => wms.db.search(&w, &order, page, offset).await,
+                };
+                match result {
                     Ok(jobs) => {
                         let n = jobs.len() as u64;
+                        last = jobs.last().map(|j| j.job_id);
                         for job in jobs {
                             if tx.send(Ok(job)).await.is_err() {
                                 return;
