@@ -14,6 +14,9 @@ use crate::search::Scope;
 pub const JOB_MANAGER: &str = "dirac.wms.v1.JobManager";
 pub const JOB_MONITORING: &str = "dirac.wms.v1.JobMonitoring";
 pub const JOB_STATE_UPDATE: &str = "dirac.wms.v1.JobStateUpdate";
+pub const MATCHER: &str = "dirac.wms.v1.Matcher";
+pub const SANDBOX_STORE: &str = "dirac.wms.v1.SandboxStore";
+pub const PILOT_MANAGER: &str = "dirac.wms.v1.PilotManager";
 
 const USERS: &[&str] = &["NormalUser", "JobAdministrator"];
 const READERS: &[&str] = &[
@@ -23,6 +26,13 @@ const READERS: &[&str] = &[
     "GenericPilot",
 ];
 const REPORTERS: &[&str] = &["GenericPilot", "JobAdministrator", "NormalUser"];
+const PILOTS: &[&str] = &["GenericPilot", "Pilot"];
+const PILOT_OPERATORS: &[&str] = &[
+    "GenericPilot",
+    "ServiceAdministrator",
+    "JobAdministrator",
+    "Operator",
+];
 
 /// Every WMS method with its access policy.
 pub fn register(table: &mut PolicyTable) {
@@ -48,6 +58,39 @@ pub fn register(table: &mut PolicyTable) {
             ("StreamJobs", Access::AnyOf(READERS)),
             ("Summary", Access::AnyOf(READERS)),
             ("GetJobParameters", Access::AnyOf(READERS)),
+        ],
+    );
+    table.add_service(
+        MATCHER,
+        &[
+            ("RequestJob", Access::AnyOf(PILOTS)),
+            ("ExplainMatch", Access::AnyOf(READERS)),
+        ],
+    );
+    table.add_service(
+        SANDBOX_STORE,
+        &[
+            ("UploadSandbox", Access::AnyOf(REPORTERS)),
+            ("DownloadSandbox", Access::AnyOf(READERS)),
+            ("AssignSandboxes", Access::AnyOf(REPORTERS)),
+            ("GetJobSandboxes", Access::AnyOf(READERS)),
+        ],
+    );
+    table.add_service(
+        PILOT_MANAGER,
+        &[
+            (
+                "RegisterPilots",
+                Access::AnyOf(&["GenericPilot", "ServiceAdministrator"]),
+            ),
+            (
+                "SetPilotStatus",
+                Access::AnyOf(&["GenericPilot", "ServiceAdministrator"]),
+            ),
+            ("GetPilots", Access::AnyOf(PILOT_OPERATORS)),
+            ("SearchPilots", Access::AnyOf(PILOT_OPERATORS)),
+            ("AppendPilotLog", Access::AnyOf(&["GenericPilot"])),
+            ("GetPilotLog", Access::AnyOf(PILOT_OPERATORS)),
         ],
     );
     table.add_service(
