@@ -315,8 +315,75 @@ pub struct Services {
     pub redis_url: Option<String>,
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
+    pub sandbox_store: SandboxStoreConfig,
+    pub agents: AgentsConfig,
     /// `json` (default) or `text`.
     pub log_format: String,
+}
+
+/// Settings of the agents (DIRAC's defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Seconds without any update before a Running/Completing job is Stalled
+    /// (DIRAC: watchdog cycle 1800 s × (StalledTimeHours 2 + 0.5)).
+    pub stalled_time_s: u64,
+    /// Seconds a job may stay Stalled before it is Failed (1800 × 6.5).
+    pub failed_time_s: u64,
+    /// Seconds a job may stay Matched before it is rescheduled.
+    pub matched_time_s: u64,
+    /// Sites whose stalled jobs are rescheduled rather than failed.
+    pub stalled_jobs_to_reschedule_sites: Vec<String>,
+    /// Days after which Done / Failed / Killed jobs are marked Deleted.
+    pub delete_done_after_days: u64,
+    pub delete_failed_after_days: u64,
+    pub delete_killed_after_days: u64,
+    /// Days after which Deleted jobs are removed from the database.
+    pub remove_deleted_after_days: u64,
+    /// Seconds between agent cycles.
+    pub polling_time_s: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            stalled_time_s: 4500,
+            failed_time_s: 11_700,
+            matched_time_s: 7200,
+            stalled_jobs_to_reschedule_sites: Vec::new(),
+            delete_done_after_days: 7,
+            delete_failed_after_days: 14,
+            delete_killed_after_days: 7,
+            remove_deleted_after_days: 1,
+            polling_time_s: 60,
+        }
+    }
+}
+
+/// Where sandboxes live and how large they may be.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct SandboxStoreConfig {
+    /// Logical storage element name in `SB:<SE>|<path>` references.
+    #[serde(rename = "SEName")]
+    pub se_name: String,
+    /// Directory of the local backend (default: DATA_DIR/sandboxes).
+    pub base_path: Option<PathBuf>,
+    #[serde(rename = "MaxSandboxSizeMiB")]
+    pub max_sandbox_size_mib: u64,
+    /// Days an unassigned sandbox is kept.
+    pub unassigned_grace_days: u64,
+}
+
+impl Default for SandboxStoreConfig {
+    fn default() -> Self {
+        Self {
+            se_name: "ProductionSandboxSE".into(),
+            base_path: None,
+            max_sandbox_size_mib: 100,
+            unassigned_grace_days: 7,
+        }
+    }
 }
 
 impl Default for Services {
@@ -328,6 +395,8 @@ impl Default for Services {
             redis_url: None,
             tls: None,
             auth: AuthConfig::default(),
+            sandbox_store: SandboxStoreConfig::default(),
+            agents: AgentsConfig::default(),
             log_format: "json".into(),
         }
     }
@@ -509,6 +578,26 @@ impl DiracConfig {
         if let Some(url) = &self.services.databases.job_db {
             crate::db::Backend::from_url(url)
                 .map_err(|e| invalid("Services.Databases.JobDB", e.to_string()))?;
+        }
+        let ag = &self.services.agents;
+        if ag.polling_time_s == 0 || ag.stalled_time_s == 0 || ag.failed_time_s == 0 {
+            return Err(invalid(
+                "Services.Agents",
+                "PollingTimeS, StalledTimeS and FailedTimeS must be positive",
+            ));
+        }
+        let sb = &self.services.sandbox_store;
+        if sb.max_sandbox_size_mib == 0 || sb.max_sandbox_size_mib > 100 * 1024 {
+            return Err(invalid(
+                "Services.SandboxStore.MaxSandboxSizeMiB",
+                "must lie within [1, 102400]",
+            ));
+        }
+        if sb.se_name.is_empty() || sb.se_name.contains('|') || sb.se_name.len() > 64 {
+            return Err(invalid(
+                "Services.SandboxStore.SEName",
+                "must have 1 to 64 characters and no '|'",
+            ));
         }
         if !matches!(self.services.log_format.as_str(), "json" | "text") {
             return Err(invalid("Services.LogFormat", "must be 'json' or 'text'"));

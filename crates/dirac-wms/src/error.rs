@@ -12,6 +12,8 @@ pub enum WmsError {
     #[error("{0}")]
     PermissionDenied(String),
     #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
@@ -27,6 +29,7 @@ impl ServiceError for WmsError {
             WmsError::InvalidArgument(_) => Category::InvalidArgument,
             WmsError::NotFound(_) => Category::NotFound,
             WmsError::PermissionDenied(_) => Category::PermissionDenied,
+            WmsError::AlreadyExists(_) => Category::AlreadyExists,
             WmsError::FailedPrecondition(_) => Category::FailedPrecondition,
             WmsError::ResourceExhausted(_) => Category::ResourceExhausted,
             WmsError::Db(e) => db_category(e),

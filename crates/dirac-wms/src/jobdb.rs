@@ -71,7 +71,7 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
-fn bind_all<'a>(
+pub(crate) fn bind_all<'a>(
     mut q: Query<'a, Any, AnyArguments>,
     binds: &[Bind],
 ) -> Query<'a, Any, AnyArguments> {
@@ -104,6 +104,7 @@ pub struct JobOwner {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub job_id: u64,
+    pub user_priority: f64,
     pub owner: String,
     pub owner_group: String,
     pub vo: String,
@@ -115,7 +116,8 @@ pub struct Claimed {
 /// The optimizer's verdict on one claimed job.
 #[derive(Debug, Clone)]
 pub enum Verdict {
-    Waiting,
+    /// To Waiting, in this task queue.
+    Waiting(Box<dirac_matcher::TqKey>),
     Failed(String),
 }
 
@@ -145,13 +147,17 @@ pub type ItemResult<T> = std::result::Result<T, WmsError>;
 #[derive(Clone, Debug)]
 pub struct JobDb {
     db: Db,
+    pub task_queues: crate::taskqueuedb::TaskQueueDb,
 }
 
 impl JobDb {
     /// Wrap a pool and bring its schema up to date.
     pub async fn open(db: Db) -> Result<Self> {
         db.migrate("JobDB", crate::schema::MIGRATIONS).await?;
-        Ok(JobDb { db })
+        Ok(JobDb {
+            task_queues: crate::taskqueuedb::TaskQueueDb::new(db.clone()),
+            db,
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -638,6 +644,7 @@ impl JobDb {
         tx: &mut sqlx::Transaction<'static, Any>,
         id: u64,
         s: &CurrentState,
+        was: JobStatus,
         heartbeat: bool,
     ) -> Result<()> {
         let now = time::now();
@@ -662,6 +669,10 @@ impl JobDb {
             q = q.bind(now);
         }
         q.bind(to_i64(id)).execute(&mut **tx).await?;
+        // A job leaving Waiting leaves its task queue in the same transaction.
+        if was == JobStatus::Waiting && s.status != JobStatus::Waiting {
+            self.task_queues.remove(tx, &[id]).await?;
+        }
         Ok(())
     }
 
@@ -702,7 +713,7 @@ impl JobDb {
             let heartbeat = ups
                 .iter()
                 .any(|u| u.source.starts_with("Job") || u.source == "Heartbeat");
-            self.write_state(&mut tx, id, &outcome.state, heartbeat)
+            self.write_state(&mut tx, id, &outcome.state, cur.status, heartbeat)
                 .await?;
             if outcome.status_changed
                 && matches!(outcome.state.status, JobStatus::Killed | JobStatus::Deleted)
@@ -774,7 +785,8 @@ impl JobDb {
                 failed.minor_status = "Maximum of reschedulings reached".into();
                 failed.status_time.clone_from(&now);
                 failed.end_exec_time.get_or_insert_with(|| now.clone());
-                self.write_state(&mut tx, *id, &failed, false).await?;
+                self.write_state(&mut tx, *id, &failed, cur.status, false)
+                    .await?;
                 history.push((
                     *id,
                     record(
@@ -807,6 +819,7 @@ impl JobDb {
             .bind(to_i64(*id))
             .execute(&mut *tx)
             .await?;
+            self.task_queues.remove(&mut tx, &[*id]).await?;
             sqlx::query(self.db.sql("DELETE FROM JobParameters WHERE JobID = ?"))
                 .bind(to_i64(*id))
                 .execute(&mut *tx)
@@ -1017,7 +1030,7 @@ impl JobDb {
             return Ok((lease, Vec::new()));
         }
         let rows = sqlx::query(self.db.sql(
-            "SELECT JobID, Owner, OwnerGroup, VO, RescheduleCounter, SubmissionTime, JDL FROM Jobs \
+            "SELECT JobID, Owner, OwnerGroup, VO, RescheduleCounter, SubmissionTime, JDL, UserPriority FROM Jobs \
              WHERE Status = 'Checking' AND Lease = ? ORDER BY JobID",
         ))
         .bind(lease.clone())
@@ -1033,6 +1046,7 @@ impl JobDb {
                 reschedule_counter: row.try_get(4)?,
                 submission_time: row.try_get(5)?,
                 jdl: row.try_get(6)?,
+                user_priority: row.try_get::<i64, _>(7)? as f64,
             });
         }
         Ok((lease, claimed))
@@ -1059,7 +1073,7 @@ impl JobDb {
         lease: &str,
         claim_time: &str,
         verdicts: &[(Claimed, Verdict)],
-    ) -> Result<()> {
+    ) -> Result<Vec<crate::taskqueuedb::Queued>> {
         let now = time::now();
         let mut tx = self.db.pool().begin().await?;
         // Lock what is still ours, in ascending order.
@@ -1076,7 +1090,7 @@ impl JobDb {
         let mut history = Vec::with_capacity(verdicts.len() * 3);
         let waiting: Vec<u64> = verdicts
             .iter()
-            .filter(|(c, v)| matches!(v, Verdict::Waiting) && held.contains(&c.job_id))
+            .filter(|(c, v)| matches!(v, Verdict::Waiting(_)) && held.contains(&c.job_id))
             .map(|(c, _)| c.job_id)
             .collect();
         for chunk in waiting.chunks(IN_CHUNK) {
@@ -1115,7 +1129,7 @@ impl JobDb {
                 ),
             ));
             match verdict {
-                Verdict::Waiting => {
+                Verdict::Waiting(_) => {
                     history.push((
                         c.job_id,
                         record(
@@ -1155,8 +1169,22 @@ impl JobDb {
             }
         }
         self.insert_history(&mut tx, &history).await?;
+        // Waiting jobs enter their task queues in the same transaction.
+        let queued: Vec<crate::taskqueuedb::Queued> = verdicts
+            .iter()
+            .filter(|(c, _)| held.contains(&c.job_id))
+            .filter_map(|(c, v)| match v {
+                Verdict::Waiting(key) => Some(crate::taskqueuedb::Queued {
+                    job_id: c.job_id,
+                    key: (**key).clone(),
+                    user_priority: c.user_priority,
+                }),
+                Verdict::Failed(_) => None,
+            })
+            .collect();
+        self.task_queues.insert(&mut tx, &queued).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(queued)
     }
 }
 
@@ -1187,7 +1215,7 @@ fn jobs_per_jdl(jobs: &[NewJob]) -> String {
         .join(",")
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
             d.is_unique_violation()
@@ -1195,5 +1223,130 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
                 || d.message().contains("UNIQUE constraint")
         }
         _ => false,
+    }
+}
+
+/// A job the matcher took for a pilot.
+#[derive(Debug, Clone)]
+pub struct MatchedJob {
+    pub job_id: u64,
+    pub jdl: String,
+    pub owner: String,
+    pub owner_group: String,
+    pub vo: String,
+}
+
+impl JobDb {
+    /// Hand `job_id` to a pilot at `site`: one transaction deletes its
+    /// task-queue row (the atomic claim: only one matcher can succeed),
+    /// checks the job still waits, moves it to Matched/Assigned and maps it
+    /// to the pilot. `None` when another matcher won or the job left Waiting.
+    pub async fn claim_for_pilot(
+        &self,
+        job_id: u64,
+        site: &str,
+        pilot_stamp: Option<&str>,
+        pilots: &crate::pilotdb::PilotDb,
+    ) -> Result<Option<MatchedJob>> {
+        let mut tx = self.db.pool().begin().await?;
+        if !self.task_queues.claim(&mut tx, job_id).await? {
+            return Ok(None);
+        }
+        let row = sqlx::query(self.db.sql_dynamic(format!(
+            "SELECT Status, Owner, OwnerGroup, VO, JDL, StartExecTime, EndExecTime FROM Jobs WHERE JobID = ?{}",
+            self.for_update()
+        )))
+        .bind(to_i64(job_id))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let status: String = row.try_get(0)?;
+        if status != "Waiting" {
+            // Stale queue entry: it is gone now; the pilot tries another.
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let now = time::now();
+        sqlx::query(self.db.sql(
+            "UPDATE Jobs SET Status = 'Matched', MinorStatus = 'Assigned', Site = ?, LastStatusTime = ?, \
+             LastUpdateTime = ? WHERE JobID = ?",
+        ))
+        .bind(clip(site, 128))
+        .bind(now.clone())
+        .bind(now.clone())
+        .bind(to_i64(job_id))
+        .execute(&mut *tx)
+        .await?;
+        self.insert_history(
+            &mut tx,
+            &[(
+                job_id,
+                record(JobStatus::Matched, "Assigned", "Unknown", &now, "Matcher"),
+            )],
+        )
+        .await?;
+        if let Some(stamp) = pilot_stamp {
+            pilots.map_job(&mut tx, stamp, job_id).await?;
+            self.upsert_parameters(
+                &mut tx,
+                &[JobParameter {
+                    job_id,
+                    name: "Pilot_Reference".into(),
+                    value: stamp.to_string(),
+                }],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(MatchedJob {
+            job_id,
+            owner: row.try_get(1)?,
+            owner_group: row.try_get(2)?,
+            vo: row.try_get(3)?,
+            jdl: row.try_get(4)?,
+        }))
+    }
+}
+
+impl JobDb {
+    /// Queue a command (e.g. Kill) for each job, delivered at its next heartbeat.
+    pub async fn queue_commands(&self, job_ids: &[u64], command: &str) -> Result<()> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.pool().begin().await?;
+        let cmds: Vec<(u64, &str)> = job_ids.iter().map(|id| (*id, command)).collect();
+        self.insert_commands(&mut tx, &cmds).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Remove jobs and everything recorded about them (JobCleaningAgent).
+    pub async fn remove_jobs(&self, job_ids: &[u64]) -> Result<()> {
+        for chunk in job_ids.chunks(IN_CHUNK) {
+            let mut tx = self.db.pool().begin().await?;
+            for table in [
+                "LoggingInfo",
+                "JobParameters",
+                "AtticJobParameters",
+                "HeartBeatLoggingInfo",
+                "JobCommands",
+                "tq_Jobs",
+                "Jobs",
+            ] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE JobID IN ({})",
+                    list_placeholders(chunk.len())
+                );
+                bind_ids(sqlx::query(self.db.sql_dynamic(sql)), chunk)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
     }
 }

@@ -7,15 +7,21 @@
 //! Received jobs through Checking to Waiting. Access rules live in
 //! [`policy`]: every method of the three services is registered there.
 
+pub mod agents;
 pub mod error;
 pub mod jobdb;
+pub mod matching;
 pub mod optimizer;
+pub mod pilot_service;
+pub mod pilotdb;
 pub mod policy;
+pub mod sandbox;
 pub mod schema;
 pub mod search;
 pub mod service;
 pub mod state;
 pub mod submit;
+pub mod taskqueuedb;
 
 use std::sync::Arc;
 
@@ -32,40 +38,59 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// Shared state of the WMS services and agents.
 pub struct Wms {
     pub db: JobDb,
+    pub pilots: pilotdb::PilotDb,
+    pub sandboxes: sandbox::SandboxDb,
+    pub sandbox_backend: Arc<dyn sandbox::SandboxBackend>,
+    pub matcher: matching::MatcherState,
     pub config: Arc<DiracConfig>,
     /// Wakes the optimizer when jobs arrive.
     pub optimizer_wake: Notify,
 }
 
 impl Wms {
-    pub fn new(db: JobDb, config: Arc<DiracConfig>) -> Arc<Self> {
+    pub fn new(
+        db: JobDb,
+        config: Arc<DiracConfig>,
+        sandbox_backend: Arc<dyn sandbox::SandboxBackend>,
+    ) -> Arc<Self> {
         Arc::new(Wms {
+            pilots: pilotdb::PilotDb::new(db.db().clone()),
+            sandboxes: sandbox::SandboxDb::new(db.db().clone()),
+            matcher: matching::MatcherState::new(&config),
+            sandbox_backend,
             db,
             config,
             optimizer_wake: Notify::new(),
         })
     }
 
-    /// Add the three WMS gRPC services to `set`.
+    /// Add the WMS gRPC services to `set`.
     pub fn register_services(self: &Arc<Self>, set: &mut ServiceSet) {
         use dirac_proto::wms::job_manager_server::JobManagerServer;
         use dirac_proto::wms::job_monitoring_server::JobMonitoringServer;
         use dirac_proto::wms::job_state_update_server::JobStateUpdateServer;
+        use dirac_proto::wms::matcher_server::MatcherServer;
+        use dirac_proto::wms::pilot_manager_server::PilotManagerServer;
+        use dirac_proto::wms::sandbox_store_server::SandboxStoreServer;
         let svc = service::WmsService(self.clone());
-        set.add(
-            JobManagerServer::new(svc.clone())
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        );
-        set.add(
-            JobMonitoringServer::new(svc.clone())
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        );
-        set.add(
-            JobStateUpdateServer::new(svc)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE),
-        );
+        macro_rules! sized {
+            ($server:expr) => {
+                $server
+                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
+            };
+        }
+        set.add(sized!(JobManagerServer::new(svc.clone())));
+        set.add(sized!(JobMonitoringServer::new(svc.clone())));
+        set.add(sized!(JobStateUpdateServer::new(svc)));
+        set.add(sized!(MatcherServer::new(matching::MatcherService(
+            self.clone()
+        ))));
+        set.add(sized!(PilotManagerServer::new(
+            pilot_service::PilotService(self.clone())
+        )));
+        set.add(sized!(SandboxStoreServer::new(
+            pilot_service::SandboxService(self.clone())
+        )));
     }
 }

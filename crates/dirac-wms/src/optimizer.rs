@@ -70,7 +70,13 @@ pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
             }
         }
     }
-    Verdict::Waiting
+    Verdict::Waiting(Box::new(crate::taskqueuedb::key_for(
+        &desc,
+        &job.owner,
+        &job.owner_group,
+        &job.vo,
+        dirac_matcher::DEFAULT_CPU_SEGMENTS,
+    )))
 }
 
 /// One round: claim, check, record. Returns how many jobs were handled.
@@ -92,9 +98,11 @@ pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
         .iter()
         .filter(|(_, v)| matches!(v, Verdict::Failed(_)))
         .count();
-    wms.db
+    let queued = wms
+        .db
         .finish_checking(&lease, &claim_time, &verdicts)
         .await?;
+    wms.matcher.enqueue(&queued);
     tracing::info!(jobs = verdicts.len(), failed, "jobs checked");
     Ok(verdicts.len())
 }

@@ -58,18 +58,59 @@ pub const MAX_BINDS: usize = 30_000;
 /// Most values one `in` filter may carry.
 pub const MAX_IN_VALUES: usize = 10_000;
 
+/// The searchable columns of one table.
+#[derive(Debug, Clone, Copy)]
+pub struct Catalogue {
+    /// What a row is, for messages ("job", "pilot").
+    pub what: &'static str,
+    pub columns: &'static [(&'static str, ColumnType)],
+}
+
+/// Jobs columns.
+pub const JOBS: Catalogue = Catalogue {
+    what: "job",
+    columns: COLUMNS,
+};
+
+/// PilotAgents columns.
+pub const PILOTS: Catalogue = Catalogue {
+    what: "pilot",
+    columns: &[
+        ("PilotID", ColumnType::Int),
+        ("PilotStamp", ColumnType::Text),
+        ("PilotJobReference", ColumnType::Text),
+        ("VO", ColumnType::Text),
+        ("GridSite", ColumnType::Text),
+        ("DestinationSite", ColumnType::Text),
+        ("Queue", ColumnType::Text),
+        ("GridType", ColumnType::Text),
+        ("Status", ColumnType::Text),
+        ("SubmissionTime", ColumnType::Text),
+        ("LastUpdateTime", ColumnType::Text),
+        ("CurrentJobID", ColumnType::Int),
+    ],
+};
+
+impl Catalogue {
+    pub fn column(&self, name: &str) -> Result<(&'static str, ColumnType), WmsError> {
+        self.columns
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(name))
+            .copied()
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.columns.iter().map(|(c, _)| *c).collect();
+                WmsError::InvalidArgument(format!(
+                    "unknown {} parameter '{name}' (known: {})",
+                    self.what,
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+/// A Jobs column by (case-insensitive) name.
 pub fn column(name: &str) -> Result<(&'static str, ColumnType), WmsError> {
-    COLUMNS
-        .iter()
-        .find(|(c, _)| c.eq_ignore_ascii_case(name))
-        .copied()
-        .ok_or_else(|| {
-            let known: Vec<&str> = COLUMNS.iter().map(|(c, _)| *c).collect();
-            WmsError::InvalidArgument(format!(
-                "unknown job parameter '{name}' (known: {})",
-                known.join(", ")
-            ))
-        })
+    JOBS.column(name)
 }
 
 fn bind(col: &str, ty: ColumnType, value: &str) -> Result<Bind, WmsError> {
@@ -105,6 +146,15 @@ pub enum Scope<'a> {
 
 /// AND of `filters` within the caller's scope.
 pub fn build_where(filters: &[Filter], scope: Scope<'_>) -> Result<Where, WmsError> {
+    build_where_in(&JOBS, filters, scope)
+}
+
+/// AND of `filters` over the columns of `catalogue`, within `scope`.
+pub fn build_where_in(
+    catalogue: &Catalogue,
+    filters: &[Filter],
+    scope: Scope<'_>,
+) -> Result<Where, WmsError> {
     let mut parts = Vec::new();
     let mut binds = Vec::new();
     match scope {
@@ -125,7 +175,7 @@ pub fn build_where(filters: &[Filter], scope: Scope<'_>) -> Result<Where, WmsErr
         }
     }
     for f in filters {
-        let (col, ty) = column(&f.parameter)?;
+        let (col, ty) = catalogue.column(&f.parameter)?;
         let op = f.operator.trim().to_ascii_lowercase();
         let scalar = |sql_op: &str,
                       parts: &mut Vec<String>,

@@ -9,6 +9,7 @@ use dirac_core::auth::{AuthLayer, Identity, PolicyTable, TokenIssuer, TokenVerif
 use dirac_core::config::{DiracConfig, ProcessEnv};
 use dirac_core::db::Db;
 use dirac_core::server::{ServiceSet, serve, shutdown_signal};
+use dirac_wms::sandbox::LocalBackend;
 use dirac_wms::{JobDb, Wms};
 
 /// The configuration written on first start of an embedded installation.
@@ -141,6 +142,44 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
+/// The local CE, with a GenericPilot token for its pilots, when the
+/// configuration has one and `dirac-pilot` sits next to this binary.
+fn local_pilots(
+    config: &DiracConfig,
+    data_dir: &Path,
+    issuer: &TokenIssuer,
+    url: &str,
+) -> anyhow::Result<Option<crate::local_ce::LocalCe>> {
+    let pilot_bin = std::env::current_exe()?.with_file_name("dirac-pilot");
+    if !pilot_bin.exists() {
+        anyhow::bail!(
+            "{} is missing (cargo build --workspace --bins)",
+            pilot_bin.display()
+        );
+    }
+    let Some((vo, user, group)) = config.registry.vos.iter().find_map(|(vo, voc)| {
+        voc.groups
+            .iter()
+            .find(|(_, g)| g.properties.iter().any(|p| p == "GenericPilot"))
+            .and_then(|(name, g)| {
+                g.users
+                    .first()
+                    .map(|u| (vo.clone(), u.clone(), name.clone()))
+            })
+    }) else {
+        anyhow::bail!("no user of any VO is in a group with the GenericPilot property");
+    };
+    let Some(ce) =
+        crate::local_ce::LocalCe::from_config(config, &vo, pilot_bin, url.to_string(), data_dir)
+    else {
+        return Ok(None);
+    };
+    let identity = identity_of(config, &user, Some(&vo), Some(&group))?;
+    let token = issuer.issue(&identity, config.services.auth.token_lifetime)?;
+    write_private(&ce.token_file, &token)?;
+    Ok(Some(ce))
+}
+
 /// The access policy of every method the installation serves.
 pub fn policy_table() -> PolicyTable {
     let mut policies = PolicyTable::new();
@@ -177,7 +216,19 @@ pub async fn run_all(
         .await
         .with_context(|| format!("connect to {}", dirac_core::db::redact(&url)))?;
     let jobdb = JobDb::open(db).await.context("migrate JobDB")?;
-    let wms = Wms::new(jobdb, config.clone());
+    let sandbox_root = config
+        .services
+        .sandbox_store
+        .base_path
+        .clone()
+        .unwrap_or_else(|| data_dir.join("sandboxes"));
+    let backend = LocalBackend::new(sandbox_root.clone())
+        .with_context(|| format!("sandbox store at {}", sandbox_root.display()))?;
+    let wms = Wms::new(jobdb, config.clone(), Arc::new(backend));
+    let queued = dirac_wms::matching::resync(&wms)
+        .await
+        .context("load task queues")?;
+    tracing::info!(queued, "matcher index loaded");
 
     let issuer = issuer(data_dir, &config)?;
     let verifier = match &config.services.auth.verification_keys {
@@ -210,7 +261,19 @@ pub async fn run_all(
     tracing::info!(%addr, user = %who.sub, client_config = %client_file.display(), "diracd all is serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let optimizer = tokio::spawn(dirac_wms::optimizer::run(wms.clone(), stop_rx));
+    let mut tasks = dirac_wms::agents::spawn_all(&wms, &stop_rx);
+    match local_pilots(&config, data_dir, &issuer, &public) {
+        Ok(Some(ce)) => {
+            tracing::info!(site = %ce.site, ce = %ce.ce, slots = ce.slots, "local computing element enabled");
+            tasks.push(tokio::spawn(crate::local_ce::run(
+                ce,
+                wms.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        Ok(None) => tracing::info!("no local computing element configured"),
+        Err(e) => tracing::warn!(error = %e, "local computing element disabled"),
+    }
     let served = serve(
         listener,
         services,
@@ -220,7 +283,9 @@ pub async fn run_all(
     )
     .await;
     let _ = stop_tx.send(true);
-    let _ = optimizer.await;
+    for task in tasks {
+        let _ = task.await;
+    }
     served?;
     Ok(())
 }

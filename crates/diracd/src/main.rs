@@ -4,6 +4,7 @@
 //! configuration file.
 
 mod embedded;
+mod local_ce;
 
 use std::path::PathBuf;
 

@@ -147,7 +147,7 @@ async fn submit_search_and_optimize(db: JobDb) {
     );
 
     // The optimizer moves them all to Waiting, recording the history.
-    let wms = Wms::new(db.clone(), config());
+    let wms = Wms::new(db.clone(), config(), crate::support::sandbox_backend());
     assert_eq!(optimize_once(&wms, 100).await.expect("optimize"), 5);
     assert_eq!(optimize_once(&wms, 100).await.expect("optimize"), 0);
     assert_eq!(status_of(&db, ids[0]).await, "Waiting");
@@ -173,7 +173,7 @@ async fn optimizer_fails_jobs_of_unknown_users(db: JobDb) {
         vo: "dteam",
     };
     let ids = submit(&db, &ghost, &[JDL]).await;
-    let wms = Wms::new(db.clone(), config());
+    let wms = Wms::new(db.clone(), config(), crate::support::sandbox_backend());
     optimize_once(&wms, 10).await.expect("optimize");
     let job = &db.jobs(&ids).await.expect("jobs")[0];
     assert_eq!(

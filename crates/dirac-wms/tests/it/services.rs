@@ -55,7 +55,7 @@ impl Sandbox {
     async fn start() -> Sandbox {
         let t = TestDb::new(Backend::Sqlite).await.expect("sqlite");
         let db = JobDb::open(t.db.clone()).await.expect("migrate");
-        let wms = Wms::new(db, config());
+        let wms = Wms::new(db, config(), crate::support::sandbox_backend());
         let dir = tempfile::tempdir().expect("tmp");
         let issuer = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test").expect("key");
         let mut policies = PolicyTable::new();

@@ -90,3 +90,9 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// A sandbox store in a fresh temporary directory (kept for the process).
+pub fn sandbox_backend() -> Arc<dyn dirac_wms::sandbox::SandboxBackend> {
+    let dir = tempfile::tempdir().expect("tmp").keep();
+    Arc::new(dirac_wms::sandbox::LocalBackend::new(dir).expect("sandbox store"))
+}

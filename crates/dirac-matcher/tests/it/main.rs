@@ -1,0 +1,3 @@
+//! Integration tests for `dirac-matcher`: property tests of the index against a plain model.
+
+mod properties;

@@ -1,0 +1,272 @@
+//! The Matcher: an in-memory task-queue index (`dirac-matcher`) in front of
+//! TaskQueueDB. The index only proposes; the database decides (see
+//! `JobDb::claim_for_pilot`), so replicas with stale indexes never hand out
+//! a job twice — a lost race only costs a retry.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dirac_core::auth::identity;
+use dirac_core::config::DiracConfig;
+use dirac_matcher::{Index, Resource, ResourceDescription, ShareConfig};
+use dirac_proto::wms::matcher_server::Matcher;
+use dirac_proto::wms::{
+    ExplainMatchRequest, ExplainMatchResponse, RequestJobRequest, RequestJobResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::Wms;
+use crate::error::WmsError;
+use crate::policy::{Action, allowed};
+use crate::taskqueuedb::Queued;
+
+/// Candidates tried per request before answering "no match".
+const MAX_TRIES: usize = 20;
+/// How long a pilot's description counts as "recent" for explanations.
+const RECENT: Duration = Duration::from_secs(600);
+const RECENT_MAX: usize = 500;
+
+/// Group shares of the registry, for priorities.
+pub fn shares(config: &DiracConfig) -> ShareConfig {
+    let mut shares = ShareConfig::default();
+    for (vo, voc) in &config.registry.vos {
+        for (group, g) in &voc.groups {
+            let share = dirac_matcher::GroupShare {
+                job_share: g.job_share as f64,
+                job_sharing: g.properties.iter().any(|p| p == "JobSharing"),
+            };
+            // Shares come from validated configuration: finite, non-negative.
+            let _ = shares.insert(vo, group, share);
+        }
+    }
+    shares
+}
+
+/// The matcher's in-memory state.
+pub struct MatcherState {
+    index: Mutex<Index>,
+    shares: ShareConfig,
+    recent: Mutex<VecDeque<(Instant, Resource)>>,
+}
+
+impl MatcherState {
+    pub fn new(config: &DiracConfig) -> Self {
+        MatcherState {
+            index: Mutex::new(Index::new()),
+            shares: shares(config),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Add newly Waiting jobs.
+    pub fn enqueue(&self, jobs: &[Queued]) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut index = self.lock();
+        for q in jobs {
+            index.insert(q.job_id, q.key.clone(), q.user_priority);
+        }
+        index.recompute_priorities(&self.shares);
+    }
+
+    /// Replace the index with the database's view.
+    pub fn rebuild(&self, jobs: Vec<Queued>) {
+        let mut fresh = Index::new();
+        for q in jobs {
+            fresh.insert(q.job_id, q.key, q.user_priority);
+        }
+        fresh.recompute_priorities(&self.shares);
+        *self.lock() = fresh;
+    }
+
+    pub fn queued(&self) -> usize {
+        self.lock().jobs()
+    }
+
+    fn remember(&self, resource: &Resource) {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        while recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RECENT)
+            || recent.len() >= RECENT_MAX
+        {
+            recent.pop_front();
+        }
+        recent.push_back((now, resource.clone()));
+    }
+
+    fn recent(&self) -> Vec<Resource> {
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent
+            .iter()
+            .filter(|(t, _)| t.elapsed() <= RECENT)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+/// Load TaskQueueDB into the index (at start and periodically).
+pub async fn resync(wms: &Wms) -> Result<usize, WmsError> {
+    let jobs = wms.db.task_queues.load().await?;
+    let n = jobs.len();
+    wms.matcher.rebuild(jobs);
+    Ok(n)
+}
+
+fn description(r: dirac_proto::wms::ResourceDescription) -> ResourceDescription {
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    ResourceDescription {
+        vo: r.vo,
+        owner: opt(r.owner),
+        owner_group: opt(r.owner_group),
+        site: opt(r.site),
+        grid_ce: opt(r.grid_ce),
+        platforms: r.platforms,
+        cpu_time: r.cpu_time,
+        number_of_processors: r.number_of_processors,
+        max_ram_mb: r.max_ram_mb,
+        whole_node: r.whole_node,
+        tags: r.tags,
+        required_tags: r.required_tags,
+        job_types: r.job_types,
+    }
+}
+
+#[derive(Clone)]
+pub struct MatcherService(pub Arc<Wms>);
+
+#[tonic::async_trait]
+impl Matcher for MatcherService {
+    async fn request_job(
+        &self,
+        req: Request<RequestJobRequest>,
+    ) -> Result<Response<RequestJobResponse>, Status> {
+        let who = identity(&req)?.clone();
+        let mut raw = req.into_inner().resource.ok_or_else(|| {
+            WmsError::InvalidArgument("a resource description is required".into())
+        })?;
+        if raw.vo.is_empty() {
+            raw.vo = who.vo.clone();
+        }
+        if raw.vo != who.vo {
+            return Err(WmsError::PermissionDenied(format!(
+                "a pilot of {} cannot take jobs of {}",
+                who.vo, raw.vo
+            ))
+            .into());
+        }
+        // A private pilot (no GenericPilot) only runs its own user's jobs.
+        if !who.has("GenericPilot") {
+            raw.owner = who.username.clone();
+            raw.owner_group = who.group.clone();
+        }
+        let stamp = (!raw.pilot_stamp.is_empty()).then(|| raw.pilot_stamp.clone());
+        if let Some(s) = &stamp {
+            crate::pilotdb::valid_stamp(s)?;
+        }
+        let site = raw.site.clone();
+        let resource = description(raw)
+            .into_resource()
+            .map_err(|e| WmsError::InvalidArgument(e.to_string()))?;
+        self.0.matcher.remember(&resource);
+        let excluded = BTreeSet::new();
+        for _ in 0..MAX_TRIES {
+            let candidate = {
+                let mut index = self.0.matcher.lock();
+                index.match_job(&resource, &excluded, &mut rand::rng())
+            };
+            let Some(m) = candidate else {
+                return Ok(Response::new(RequestJobResponse {
+                    matched: false,
+                    no_match_reason: "no waiting job fits this resource".into(),
+                    ..Default::default()
+                }));
+            };
+            if let Some(job) = self
+                .0
+                .db
+                .claim_for_pilot(m.job_id, &site, stamp.as_deref(), &self.0.pilots)
+                .await?
+            {
+                let jdl = crate::submit::full_jdl(
+                    &job.jdl,
+                    job.job_id,
+                    &job.owner,
+                    &job.owner_group,
+                    &job.vo,
+                    &self.0.config.operations.job_description,
+                );
+                tracing::info!(job = job.job_id, site = %site, pilot = ?stamp, "job matched");
+                return Ok(Response::new(RequestJobResponse {
+                    matched: true,
+                    job_id: job.job_id,
+                    jdl,
+                    owner: job.owner,
+                    owner_group: job.owner_group,
+                    vo: job.vo,
+                    no_match_reason: String::new(),
+                }));
+            }
+        }
+        Ok(Response::new(RequestJobResponse {
+            matched: false,
+            no_match_reason: "other pilots took the candidate jobs; try again".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn explain_match(
+        &self,
+        req: Request<ExplainMatchRequest>,
+    ) -> Result<Response<ExplainMatchResponse>, Status> {
+        let who = identity(&req)?.clone();
+        let job_id = req.into_inner().job_id;
+        let owners = self.0.db.owners(&[job_id]).await?;
+        let job = owners
+            .get(&job_id)
+            .ok_or_else(|| WmsError::NotFound(format!("job {job_id} does not exist")))?;
+        if !allowed(&who, Action::Read, job) {
+            return Err(
+                WmsError::PermissionDenied(format!("job {job_id} is not yours to read")).into(),
+            );
+        }
+        let recent = self.0.matcher.recent();
+        let explanation = self
+            .0
+            .matcher
+            .lock()
+            .explain(job_id, &recent, &BTreeSet::new());
+        let mut reasons = explanation.reasons;
+        if job.status != "Waiting" {
+            reasons.insert(
+                0,
+                format!(
+                    "the job is {}, not Waiting: only Waiting jobs are matched",
+                    job.status
+                ),
+            );
+        }
+        Ok(Response::new(ExplainMatchResponse {
+            job_id,
+            status: job.status.clone(),
+            in_queue: explanation.in_queue,
+            reasons,
+            recent_pilots: u32::try_from(recent.len()).unwrap_or(u32::MAX),
+        }))
+    }
+}
