@@ -95,7 +95,7 @@ pub async fn stalled_jobs_once(wms: &Wms) -> Result<(usize, usize, usize)> {
         wms,
         &[
             filter("Status", "eq", "Stalled", &[]),
-            filter("LastStatusTime", "lt", &time::ago(cfg.failed_time_s), &[]),
+            filter("LastUpdateTime", "lt", &time::ago(cfg.failed_time_s), &[]),
         ],
     )
     .await?

@@ -147,6 +147,36 @@ fn description(r: dirac_proto::wms::ResourceDescription) -> ResourceDescription 
     }
 }
 
+impl Wms {
+    /// Find and claim a job for a pilot offering `resource` at `site`: the
+    /// index proposes, the database's claim decides; a lost race (another
+    /// replica, a stale entry) just moves on to the next candidate.
+    pub async fn match_job(
+        &self,
+        resource: &Resource,
+        site: &str,
+        pilot_stamp: Option<&str>,
+    ) -> Result<Option<crate::jobdb::MatchedJob>, WmsError> {
+        self.matcher.remember(resource);
+        let excluded = BTreeSet::new();
+        for _ in 0..MAX_TRIES {
+            let candidate = self
+                .matcher
+                .lock()
+                .match_job(resource, &excluded, &mut rand::rng());
+            let Some(m) = candidate else { return Ok(None) };
+            if let Some(job) = self
+                .db
+                .claim_for_pilot(m.job_id, site, pilot_stamp, &self.pilots)
+                .await?
+            {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+}
+
 #[derive(Clone)]
 pub struct MatcherService(pub Arc<Wms>);
 
@@ -183,26 +213,8 @@ impl Matcher for MatcherService {
         let resource = description(raw)
             .into_resource()
             .map_err(|e| WmsError::InvalidArgument(e.to_string()))?;
-        self.0.matcher.remember(&resource);
-        let excluded = BTreeSet::new();
-        for _ in 0..MAX_TRIES {
-            let candidate = {
-                let mut index = self.0.matcher.lock();
-                index.match_job(&resource, &excluded, &mut rand::rng())
-            };
-            let Some(m) = candidate else {
-                return Ok(Response::new(RequestJobResponse {
-                    matched: false,
-                    no_match_reason: "no waiting job fits this resource".into(),
-                    ..Default::default()
-                }));
-            };
-            if let Some(job) = self
-                .0
-                .db
-                .claim_for_pilot(m.job_id, &site, stamp.as_deref(), &self.0.pilots)
-                .await?
-            {
+        match self.0.match_job(&resource, &site, stamp.as_deref()).await? {
+            Some(job) => {
                 let jdl = crate::submit::full_jdl(
                     &job.jdl,
                     job.job_id,
@@ -212,7 +224,7 @@ impl Matcher for MatcherService {
                     &self.0.config.operations.job_description,
                 );
                 tracing::info!(job = job.job_id, site = %site, pilot = ?stamp, "job matched");
-                return Ok(Response::new(RequestJobResponse {
+                Ok(Response::new(RequestJobResponse {
                     matched: true,
                     job_id: job.job_id,
                     jdl,
@@ -220,14 +232,14 @@ impl Matcher for MatcherService {
                     owner_group: job.owner_group,
                     vo: job.vo,
                     no_match_reason: String::new(),
-                }));
+                }))
             }
+            None => Ok(Response::new(RequestJobResponse {
+                matched: false,
+                no_match_reason: "no waiting job fits this resource".into(),
+                ..Default::default()
+            })),
         }
-        Ok(Response::new(RequestJobResponse {
-            matched: false,
-            no_match_reason: "other pilots took the candidate jobs; try again".into(),
-            ..Default::default()
-        }))
     }
 
     async fn explain_match(

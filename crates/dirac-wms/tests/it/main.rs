@@ -3,5 +3,6 @@
 //! loopback.
 
 mod jobdb;
+mod matching;
 mod services;
 mod support;

@@ -1,0 +1,211 @@
+//! Matching on every backend: replicas racing for the same jobs, task
+//! queues following status changes, stalled-job recovery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dirac_matcher::{Resource, ResourceDescription};
+use dirac_proto::wms::Pilot;
+use dirac_wms::agents::stalled_jobs_once;
+use dirac_wms::jobdb::Apply;
+use dirac_wms::optimizer::optimize_once;
+use dirac_wms::state::{JobStatus, Update};
+use dirac_wms::{JobDb, Wms};
+
+use crate::support::{ALICE, config, sandbox_backend, submit};
+
+const JDL: &str = r#"[ Executable = "/bin/true"; JobName = "m"; CPUTime = 600; ]"#;
+
+fn pilot_resource(site: &str) -> Resource {
+    ResourceDescription {
+        vo: "dteam".into(),
+        owner: None,
+        owner_group: None,
+        site: Some(site.into()),
+        grid_ce: Some("ce.local".into()),
+        platforms: vec![],
+        cpu_time: 86_400,
+        number_of_processors: 1,
+        max_ram_mb: 2048,
+        whole_node: false,
+        tags: vec![],
+        required_tags: vec![],
+        job_types: vec![],
+    }
+    .into_resource()
+    .expect("valid resource")
+}
+
+fn now(status: JobStatus, source: &str) -> Update {
+    Update {
+        time: dirac_core::time::now(),
+        status: Some(status),
+        minor_status: None,
+        application_status: None,
+        source: source.into(),
+    }
+}
+
+async fn replicas_never_hand_out_a_job_twice(db: JobDb) {
+    submit(&db, &ALICE, &vec![JDL; 60]).await;
+    let a = Wms::new(db.clone(), config(), sandbox_backend());
+    assert_eq!(optimize_once(&a, 1000).await.expect("optimize"), 60);
+    // A second replica with its own index, loaded from TaskQueueDB.
+    let b = Wms::new(
+        JobDb::open(db.db().clone()).await.expect("open"),
+        config(),
+        sandbox_backend(),
+    );
+    assert_eq!(dirac_wms::matching::resync(&b).await.expect("resync"), 60);
+    assert_eq!(a.matcher.queued(), 60);
+    let resource = pilot_resource("LCG.Test.ch");
+    let take = |w: Arc<Wms>, r: Resource| async move {
+        let mut got = Vec::new();
+        while let Some(job) = w.match_job(&r, "LCG.Test.ch", None).await.expect("match") {
+            got.push(job.job_id);
+        }
+        got
+    };
+    let (x, y) = tokio::join!(
+        take(a.clone(), resource.clone()),
+        take(b.clone(), resource.clone())
+    );
+    let mut all: Vec<u64> = x.iter().chain(y.iter()).copied().collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a job was handed out twice");
+    assert_eq!(n, 60, "every job was handed out once");
+    let jobs = db.jobs(&all).await.expect("jobs");
+    assert!(
+        jobs.iter()
+            .all(|j| j.status == "Matched" && j.site == "LCG.Test.ch")
+    );
+    assert!(db.task_queues.load().await.expect("load").is_empty());
+}
+
+async fn killed_jobs_leave_their_task_queue(db: JobDb) {
+    let ids = submit(&db, &ALICE, &[JDL, JDL]).await;
+    let w = Wms::new(db.clone(), config(), sandbox_backend());
+    optimize_once(&w, 10).await.expect("optimize");
+    assert_eq!(db.task_queues.load().await.expect("load").len(), 2);
+    let mut kill = BTreeMap::new();
+    kill.insert(ids[0], vec![now(JobStatus::Killed, "JobManager")]);
+    db.apply_updates(kill, Apply::Server).await.expect("kill");
+    let queued: Vec<u64> = db
+        .task_queues
+        .load()
+        .await
+        .expect("load")
+        .iter()
+        .map(|q| q.job_id)
+        .collect();
+    assert_eq!(queued, vec![ids[1]]);
+    // The stale index entry of the killed job is never handed out.
+    let resource = pilot_resource("LCG.Test.ch");
+    let first = w
+        .match_job(&resource, "LCG.Test.ch", None)
+        .await
+        .expect("match")
+        .expect("one job");
+    assert_eq!(first.job_id, ids[1]);
+    assert!(
+        w.match_job(&resource, "LCG.Test.ch", None)
+            .await
+            .expect("match")
+            .is_none()
+    );
+    // A pilot that asks for more than it has is refused by validation.
+    let bad = ResourceDescription {
+        vo: "dteam".into(),
+        cpu_time: -5,
+        number_of_processors: 1,
+        ..Default::default()
+    };
+    assert!(bad.into_resource().is_err());
+}
+
+async fn stalled_jobs_fail_when_their_pilot_is_gone(db: JobDb) {
+    let ids = submit(&db, &ALICE, &[JDL, JDL]).await;
+    let mut cfg = (*config()).clone();
+    cfg.services.agents.stalled_time_s = 1;
+    let w = Wms::new(db.clone(), Arc::new(cfg), sandbox_backend());
+    optimize_once(&w, 10).await.expect("optimize");
+    w.pilots
+        .register(&[
+            Pilot {
+                stamp: "deadpilot".into(),
+                vo: "dteam".into(),
+                status: "Running".into(),
+                ..Default::default()
+            },
+            Pilot {
+                stamp: "livepilot".into(),
+                vo: "dteam".into(),
+                status: "Running".into(),
+                ..Default::default()
+            },
+        ])
+        .await
+        .expect("register");
+    let resource = pilot_resource("LCG.Test.ch");
+    let a = w
+        .match_job(&resource, "LCG.Test.ch", Some("deadpilot"))
+        .await
+        .expect("match")
+        .expect("job");
+    let b = w
+        .match_job(&resource, "LCG.Test.ch", Some("livepilot"))
+        .await
+        .expect("match")
+        .expect("job");
+    let mut running = BTreeMap::new();
+    running.insert(a.job_id, vec![now(JobStatus::Running, "JobWrapper")]);
+    running.insert(b.job_id, vec![now(JobStatus::Running, "JobWrapper")]);
+    db.apply_updates(running, Apply::Reported)
+        .await
+        .expect("running");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // No heartbeat for longer than StalledTimeS: both Stalled.
+    let (stalled, failed, _) = stalled_jobs_once(&w).await.expect("cycle");
+    assert_eq!((stalled, failed), (2, 0));
+    // The pilot of the first job is gone: it fails at once, with a Kill.
+    w.pilots
+        .set_status("deadpilot", "Done", "gone")
+        .await
+        .expect("status");
+    let (_, failed, _) = stalled_jobs_once(&w).await.expect("cycle");
+    assert_eq!(failed, 1);
+    let jobs = db.jobs(&[a.job_id, b.job_id]).await.expect("jobs");
+    let by_id: BTreeMap<u64, (&str, &str)> = jobs
+        .iter()
+        .map(|j| (j.job_id, (j.status.as_str(), j.minor_status.as_str())))
+        .collect();
+    assert_eq!(
+        by_id[&a.job_id],
+        ("Failed", "Job stalled: pilot not running")
+    );
+    assert_eq!(by_id[&b.job_id].0, "Stalled");
+    // The live pilot's heartbeat brings its job back to Running.
+    let beat = dirac_proto::wms::Heartbeat {
+        job_id: b.job_id,
+        ..Default::default()
+    };
+    db.heartbeat(&[beat]).await.expect("beat");
+    let mut revive = BTreeMap::new();
+    revive.insert(b.job_id, vec![now(JobStatus::Running, "Heartbeat")]);
+    db.apply_updates(revive, Apply::Server)
+        .await
+        .expect("revive");
+    assert_eq!(
+        db.jobs(&[b.job_id]).await.expect("jobs")[0].status,
+        "Running"
+    );
+    let _ = ids;
+}
+
+crate::backend_tests!(
+    replicas_never_hand_out_a_job_twice,
+    killed_jobs_leave_their_task_queue,
+    stalled_jobs_fail_when_their_pilot_is_gone,
+);
