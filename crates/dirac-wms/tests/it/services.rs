@@ -652,3 +652,182 @@ async fn pilots_report_status_and_receive_kill_commands() {
         .into_inner();
     assert_eq!(r.failed[&id].code, "InvalidArgument");
 }
+
+mod sandboxes {
+    use dirac_proto::wms::sandbox_chunk::Kind;
+    use dirac_proto::wms::sandbox_store_client::SandboxStoreClient;
+    use dirac_proto::wms::{
+        AssignSandboxesRequest, DownloadSandboxRequest, JobSandboxesRequest, SandboxChunk,
+        SandboxHeader, SubmitJobsRequest,
+    };
+    use sha2::Digest as _;
+    use tonic::Code;
+
+    use super::{Sandbox, who};
+
+    fn chunks(header: SandboxHeader, data: &[u8]) -> Vec<SandboxChunk> {
+        let mut out = vec![SandboxChunk {
+            kind: Some(Kind::Header(header)),
+        }];
+        out.extend(data.chunks(1000).map(|c| SandboxChunk {
+            kind: Some(Kind::Data(c.to_vec())),
+        }));
+        out
+    }
+
+    fn header(data: &[u8]) -> SandboxHeader {
+        let sum: String = sha2::Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        SandboxHeader {
+            size: data.len() as u64,
+            checksum: sum,
+            format: "tar.gz".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sandboxes_round_trip_with_checksums() {
+        let sb = Sandbox::start().await;
+        let alice = who("alice", "dteam_user", &["NormalUser"]);
+        let bob = who("bob", "dteam_user", &["NormalUser"]);
+        let pilot = who("pilot", "dteam_pilot", &["GenericPilot"]);
+        let sb = &sb;
+        let client = |id: &dirac_core::auth::Identity| {
+            let auth = sb.auth(Some(id));
+            async move { SandboxStoreClient::with_interceptor(sb.channel().await, auth) }
+        };
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut store = client(&alice).await;
+        let up = store
+            .upload_sandbox(tokio_stream::iter(chunks(header(&data), &data)))
+            .await
+            .expect("upload")
+            .into_inner();
+        assert!(
+            up.pfn
+                .starts_with("SB:ProductionSandboxSE|/dteam/dteam_user/alice/"),
+            "{}",
+            up.pfn
+        );
+        assert!(!up.existed);
+        // Same content again: deduplicated, nothing re-sent is needed.
+        let again = store
+            .upload_sandbox(tokio_stream::iter(chunks(header(&data), &[])))
+            .await
+            .expect("dedup")
+            .into_inner();
+        assert_eq!((again.pfn.as_str(), again.existed), (up.pfn.as_str(), true));
+
+        // Download: the same bytes, the same checksum.
+        let mut stream = store
+            .download_sandbox(DownloadSandboxRequest {
+                pfn: up.pfn.clone(),
+            })
+            .await
+            .expect("download")
+            .into_inner();
+        let mut got = Vec::new();
+        let mut announced = None;
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            match chunk.kind {
+                Some(Kind::Header(h)) => announced = Some(h),
+                Some(Kind::Data(d)) => got.extend_from_slice(&d),
+                None => {}
+            }
+        }
+        assert_eq!(got, data);
+        assert_eq!(announced.expect("header").checksum, header(&data).checksum);
+
+        // Another user cannot read it; a pilot of the VO can.
+        let err = client(&bob)
+            .await
+            .download_sandbox(DownloadSandboxRequest {
+                pfn: up.pfn.clone(),
+            })
+            .await
+            .expect_err("bob");
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert!(
+            client(&pilot)
+                .await
+                .download_sandbox(DownloadSandboxRequest {
+                    pfn: up.pfn.clone()
+                })
+                .await
+                .is_ok()
+        );
+
+        // Corrupt, truncated and oversized uploads are refused; nothing is stored.
+        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+        let mut lying = header(&other);
+        lying.checksum = header(&data).checksum.replace('a', "b").replace('0', "1");
+        let err = store
+            .upload_sandbox(tokio_stream::iter(chunks(lying.clone(), &other)))
+            .await
+            .expect_err("corrupt");
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("checksum mismatch"),
+            "{}",
+            err.message()
+        );
+        let err = store
+            .upload_sandbox(tokio_stream::iter(chunks(header(&other), &other[..100])))
+            .await
+            .expect_err("short");
+        assert!(err.message().contains("truncated"), "{}", err.message());
+        let mut huge = header(&other);
+        huge.size = 101 * 1024 * 1024;
+        let err = store
+            .upload_sandbox(tokio_stream::iter(chunks(huge, &[])))
+            .await
+            .expect_err("huge");
+        assert!(
+            err.message().contains("over the limit"),
+            "{}",
+            err.message()
+        );
+        let unknown = format!("SB:ProductionSandboxSE|/dteam/dteam_user/alice/{}", "x");
+        let err = store
+            .download_sandbox(DownloadSandboxRequest { pfn: unknown })
+            .await
+            .expect_err("none");
+        assert_eq!(err.code(), Code::NotFound);
+
+        // Assigned to a job as its output; listed with the job.
+        let job = sb
+            .manager(Some(&alice))
+            .await
+            .submit_jobs(SubmitJobsRequest {
+                jdls: vec!["[ Executable = \"x\"; ]".into()],
+                request_id: String::new(),
+            })
+            .await
+            .expect("submit")
+            .into_inner()
+            .jobs[0]
+            .job_id;
+        store
+            .assign_sandboxes(AssignSandboxesRequest {
+                job_id: job,
+                kind: "Output".into(),
+                pfns: vec![up.pfn.clone()],
+            })
+            .await
+            .expect("assign");
+        let listed = store
+            .get_job_sandboxes(JobSandboxesRequest { job_id: job })
+            .await
+            .expect("list")
+            .into_inner();
+        assert_eq!(listed.output, vec![up.pfn.clone()]);
+        let err = client(&bob)
+            .await
+            .get_job_sandboxes(JobSandboxesRequest { job_id: job })
+            .await
+            .expect_err("bob");
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+}
