@@ -6,6 +6,9 @@ use dirac_proto::common::{BulkResult, Filter, Ids, Sort};
 use dirac_proto::wms::job_manager_client::JobManagerClient;
 use dirac_proto::wms::job_monitoring_client::JobMonitoringClient;
 use dirac_proto::wms::job_state_update_client::JobStateUpdateClient;
+use dirac_proto::wms::matcher_client::MatcherClient;
+use dirac_proto::wms::pilot_manager_client::PilotManagerClient;
+use dirac_proto::wms::sandbox_store_client::SandboxStoreClient;
 use dirac_proto::wms::{
     GetHistoryResponse, GetJdlRequest, GetJobsResponse, Job, RescheduleJobsRequest,
     SearchJobsRequest, SearchJobsResponse, SubmitJobsRequest, SubmitJobsResponse, SummaryRequest,
@@ -78,6 +81,12 @@ pub type JobManager = JobManagerClient<AuthChannel>;
 pub type JobMonitoring = JobMonitoringClient<AuthChannel>;
 /// Status reports from pilots and agents.
 pub type JobStateUpdate = JobStateUpdateClient<AuthChannel>;
+/// Hands waiting jobs to pilots.
+pub type Matcher = MatcherClient<AuthChannel>;
+/// Uploads, downloads and assigns sandboxes.
+pub type SandboxStore = SandboxStoreClient<AuthChannel>;
+/// Pilot registration, states and logs.
+pub type PilotManager = PilotManagerClient<AuthChannel>;
 
 /// A connection to one dirac-rs server. Cheap to clone; clones share the channel.
 #[derive(Clone, Debug)]
@@ -158,6 +167,27 @@ impl Client {
     /// The JobStateUpdate stub.
     pub fn job_state_update(&self) -> JobStateUpdate {
         JobStateUpdateClient::new(self.intercepted())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// The Matcher stub.
+    pub fn matcher(&self) -> Matcher {
+        MatcherClient::new(self.intercepted())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// The SandboxStore stub.
+    pub fn sandbox_store(&self) -> SandboxStore {
+        SandboxStoreClient::new(self.intercepted())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// The PilotManager stub.
+    pub fn pilot_manager(&self) -> PilotManager {
+        PilotManagerClient::new(self.intercepted())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }

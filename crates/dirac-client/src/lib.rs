@@ -4,7 +4,8 @@
 //! A newcomer starts with [`ClientConfig::resolve`] (where the server URL and
 //! token come from), then [`Client::connect`] (one channel, a bearer-token
 //! interceptor, one typed stub per service). [`parse_where`] and
-//! [`parse_sort`] turn the CLI's search syntax into proto messages.
+//! [`parse_sort`] turn the CLI's search syntax into proto messages;
+//! [`sandbox`] packs, checks and transfers sandbox archives.
 //!
 //! This crate depends on `dirac-proto` and tonic only: never on sqlx or a
 //! service crate.
@@ -13,10 +14,11 @@ mod client;
 mod config;
 mod error;
 mod query;
+pub mod sandbox;
 
 pub use client::{
     AuthChannel, AuthInterceptor, Client, JobManager, JobMonitoring, JobStateUpdate,
-    MAX_MESSAGE_SIZE,
+    MAX_MESSAGE_SIZE, Matcher, PilotManager, SandboxStore,
 };
 pub use config::{ClientConfig, Env, MapEnv, ProcessEnv, default_config_path};
 pub use error::ClientError;

@@ -139,7 +139,7 @@ fn matching(c: &mut Criterion) {
                 .collect();
             // put back at most an eighth of the jobs between refills
             let chunk = (jobs as usize / 8).clamp(1, 1_024);
-            let mut taken: Vec<(Match, f64)> = Vec::with_capacity(chunk);
+            let mut taken: Vec<Match> = Vec::with_capacity(chunk);
             let mut at = 0usize;
             group.bench_function(BenchmarkId::new(format!("{jobs}_jobs"), queues), |b| {
                 b.iter_custom(|iterations| {
@@ -152,12 +152,12 @@ fn matching(c: &mut Criterion) {
                             let pilot = &pilots[sequence[at % sequence.len()]];
                             at += 1;
                             if let Some(found) = index.match_job(pilot, &none, &mut rng) {
-                                taken.push((black_box(found), 1.0));
+                                taken.push(black_box(found));
                             }
                         }
                         elapsed += start.elapsed();
-                        for (found, priority) in taken.drain(..) {
-                            let priority = if found.job_id % 7 == 0 { 3.0 } else { priority };
+                        for found in taken.drain(..) {
+                            let priority = if found.job_id % 7 == 0 { 3.0 } else { 1.0 };
                             index.insert_into(found.job_id, found.tq, priority);
                         }
                         left -= n;

@@ -11,8 +11,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 fn subset(items: &'static [&'static str]) -> impl Strategy<Value = BTreeSet<String>> {
-    subsequence(items, 0..=items.len())
-        .prop_map(|v| v.into_iter().map(str::to_owned).collect())
+    subsequence(items, 0..=items.len()).prop_map(|v| v.into_iter().map(str::to_owned).collect())
 }
 
 /// Mostly empty, sometimes a few values: restrictions are the exception in real queues.
@@ -103,10 +102,21 @@ fn resource() -> impl Strategy<Value = Resource> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Insert { job: u64, key: usize, priority: f64 },
-    Remove { job: u64 },
-    Match { pilot: usize, excluded: BTreeSet<String> },
-    Peek { pilot: usize },
+    Insert {
+        job: u64,
+        key: usize,
+        priority: f64,
+    },
+    Remove {
+        job: u64,
+    },
+    Match {
+        pilot: usize,
+        excluded: BTreeSet<String>,
+    },
+    Peek {
+        pilot: usize,
+    },
     Recompute,
 }
 
