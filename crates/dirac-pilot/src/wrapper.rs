@@ -1,0 +1,750 @@
+//! The JobWrapper: runs one matched job from its JDL to its final status.
+//!
+//! Order of the reports (every status update has source `JobWrapper`):
+//!
+//! 1. parameters `Pilot_Reference`, `GridCE`, `CEQueue`, `PilotBenchmark`;
+//!    `Running` / `Job Initialization`
+//! 2. with `SB:` input sandboxes: `Running` / `Downloading InputSandbox`
+//! 3. `Running` / `Application`, then heartbeats while the payload runs
+//! 4. with an OutputSandbox: `Completing` / `Uploading Output Sandbox`, then
+//!    `Completing` / `Output Sandbox Uploaded` once assigned
+//! 5. parameters `CPUConsumed`, `WallClockTime`, `ExitCode`, then the final
+//!    status (see [`final_status`])
+//!
+//! A wrapper never panics and never gives up on the first server error: each
+//! report is retried, then logged and skipped.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dirac_client::sandbox;
+use dirac_proto::wms::Heartbeat;
+use rustix::process::{Pid, Signal};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::jobspec::{self, JobSpec};
+use crate::report::{Reporter, with_retry};
+use crate::watchdog::{self, Stop};
+
+/// How often the watchdog looks at the payload between heartbeats.
+const POLL: Duration = Duration::from_millis(100);
+/// Time between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Lines of standard output sent with each heartbeat.
+const STDOUT_TAIL_LINES: usize = 20;
+
+/// What every wrapper of this pilot shares.
+#[derive(Debug)]
+pub struct WrapperContext {
+    pub reporter: Reporter,
+    pub stamp: String,
+    pub site: String,
+    pub ce: String,
+    pub queue: String,
+    pub benchmark: f64,
+    /// Absolute; each job runs in `<work_dir>/<job_id>`.
+    pub work_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub keep_job_dirs: bool,
+    /// `PATH` given to payloads.
+    pub path_env: OsString,
+    /// Turns true when the pilot is being terminated.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How a job ended, as far as this pilot knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Failed,
+    /// The server killed it; its status was left to the server.
+    Killed,
+}
+
+/// The final report after the payload ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalStatus {
+    pub status: &'static str,
+    pub minor_status: &'static str,
+    pub application_status: String,
+}
+
+/// The final status of a payload that ran: `stop` is why the watchdog
+/// stopped it, if it did.
+pub fn final_status(exit_code: i32, stop: Option<Stop>, output_failed: bool) -> FinalStatus {
+    let application_status = if exit_code == 0 {
+        "Application Finished Successfully".to_owned()
+    } else {
+        format!("Exit code {exit_code}")
+    };
+    let (status, minor_status) = match stop {
+        Some(Stop::WallClock) => ("Failed", "Job has exceeded maximum wall clock time"),
+        Some(Stop::KillCommand) => ("", "Received Kill signal"),
+        Some(Stop::PilotShutdown) => ("Failed", "Received Kill signal"),
+        None if output_failed => ("Failed", "Failed Uploading Output Sandbox"),
+        None if exit_code == 0 => ("Done", "Execution Complete"),
+        None => ("Failed", "Application Finished With Errors"),
+    };
+    FinalStatus {
+        status,
+        minor_status,
+        application_status,
+    }
+}
+
+/// An exit code, with death by signal N as 128 + N like a shell.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+/// A relative path that stays below its root.
+pub fn contained(path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    let ok = p
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && p.components().any(|c| matches!(c, Component::Normal(_)));
+    ok.then(|| p.to_path_buf())
+}
+
+/// The payload's whole environment.
+pub fn payload_env(
+    job_id: u64,
+    site: &str,
+    processors: u32,
+    job_dir: &Path,
+    path: &OsString,
+    extra: &[(String, String)],
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("PATH".into(), path.clone()),
+        ("HOME".into(), job_dir.as_os_str().to_owned()),
+        ("TMPDIR".into(), job_dir.as_os_str().to_owned()),
+        ("DIRACJOBID".into(), job_id.to_string().into()),
+        ("JOBID".into(), job_id.to_string().into()),
+        ("DIRAC_SITE".into(), site.into()),
+        ("OMP_NUM_THREADS".into(), processors.to_string().into()),
+        ("NCPUS".into(), processors.to_string().into()),
+    ];
+    for (key, value) in extra {
+        let key = OsString::from(key);
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value.into()));
+    }
+    env
+}
+
+/// Where the executable is: a file of the job directory (made executable),
+/// a path relative to it, or a name looked up in `PATH`.
+pub fn resolve_executable(executable: &str, job_dir: &Path) -> PathBuf {
+    let path = Path::new(executable);
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let local = job_dir.join(path);
+    if local.is_file() {
+        if let Ok(meta) = std::fs::metadata(&local) {
+            let mut perms = meta.permissions();
+            if perms.mode() & 0o100 == 0 {
+                perms.set_mode(perms.mode() | 0o700);
+                let _ = std::fs::set_permissions(&local, perms);
+            }
+        }
+        return local;
+    }
+    if executable.contains('/') {
+        local
+    } else {
+        path.to_path_buf()
+    }
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pgid) {
+        // ESRCH (the group is gone) is fine.
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
+/// What the watchdog saw of a payload.
+struct Supervised {
+    status: std::io::Result<ExitStatus>,
+    stop: Option<Stop>,
+    cpu_secs: f64,
+    wall_secs: f64,
+}
+
+struct Job<'a> {
+    ctx: &'a WrapperContext,
+    job_id: u64,
+}
+
+impl Job<'_> {
+    async fn status(&self, status: &str, minor: &str, application: &str) {
+        tracing::info!(
+            job_id = self.job_id,
+            status,
+            minor_status = minor,
+            application_status = application,
+            "job status"
+        );
+        if let Err(e) = self
+            .ctx
+            .reporter
+            .set_job_status(self.job_id, status, minor, application)
+            .await
+        {
+            tracing::warn!(job_id = self.job_id, code = ?e.code(), error = e.message(), "cannot set job status");
+        }
+    }
+
+    async fn parameters(&self, parameters: &[(&str, String)]) {
+        if let Err(e) = self
+            .ctx
+            .reporter
+            .set_job_parameters(self.job_id, parameters)
+            .await
+        {
+            tracing::warn!(job_id = self.job_id, code = ?e.code(), error = e.message(), "cannot set job parameters");
+        }
+    }
+
+    async fn fail(&self, minor: &str, reason: &str) -> Outcome {
+        tracing::warn!(
+            job_id = self.job_id,
+            minor_status = minor,
+            reason,
+            "job failed"
+        );
+        self.status("Failed", minor, reason).await;
+        Outcome::Failed
+    }
+
+    async fn download_inputs(&self, spec: &JobSpec, job_dir: &Path) -> Result<(), String> {
+        for pfn in spec.sandbox_refs() {
+            let client = self.ctx.reporter.client();
+            let policy = self.ctx.reporter.policy();
+            let mut last = None;
+            let mut bytes = None;
+            for attempt in 0..policy.attempts {
+                match sandbox::download(client, pfn).await {
+                    Ok(b) => {
+                        bytes = Some(b);
+                        break;
+                    }
+                    Err(e) => {
+                        let transient = e
+                            .status()
+                            .is_some_and(|s| crate::report::is_transient(s.code()));
+                        last = Some(e.to_string());
+                        if !transient {
+                            break;
+                        }
+                        tokio::time::sleep(policy.delay(attempt)).await;
+                    }
+                }
+            }
+            let bytes = bytes.ok_or_else(|| {
+                format!(
+                    "cannot download {pfn}: {}",
+                    last.unwrap_or_else(|| "no attempt".to_owned())
+                )
+            })?;
+            let dest = job_dir.to_path_buf();
+            let size = bytes.len();
+            tokio::task::spawn_blocking(move || sandbox::unpack(&bytes, &dest))
+                .await
+                .map_err(|e| format!("unpacking {pfn} stopped: {e}"))?
+                .map_err(|e| format!("cannot unpack {pfn}: {e}"))?;
+            tracing::info!(
+                job_id = self.job_id,
+                pfn,
+                bytes = size,
+                "input sandbox unpacked"
+            );
+        }
+        for other in spec.input_sandbox.iter().filter(|e| !e.starts_with("SB:")) {
+            tracing::warn!(
+                job_id = self.job_id,
+                entry = other.as_str(),
+                "input sandbox entry not supported, skipped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Packs, uploads and assigns the output sandbox; `Ok(false)` when none
+    /// of its files exist.
+    async fn upload_outputs(&self, spec: &JobSpec, job_dir: &Path) -> Result<bool, String> {
+        let mut files = Vec::new();
+        for entry in &spec.output_sandbox {
+            match contained(entry) {
+                Some(rel) if job_dir.join(&rel).exists() => files.push(rel),
+                Some(_) => {
+                    tracing::warn!(
+                        job_id = self.job_id,
+                        file = entry.as_str(),
+                        "output sandbox file missing"
+                    );
+                }
+                None => {
+                    tracing::warn!(
+                        job_id = self.job_id,
+                        file = entry.as_str(),
+                        "output sandbox path refused"
+                    );
+                }
+            }
+        }
+        if files.is_empty() {
+            return Ok(false);
+        }
+        let base = job_dir.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || sandbox::pack(&files, &base))
+            .await
+            .map_err(|e| format!("packing stopped: {e}"))?
+            .map_err(|e| format!("cannot pack the output sandbox: {e}"))?;
+        let size = bytes.len();
+        let reporter = &self.ctx.reporter;
+        let pfn = with_retry(reporter.policy(), "UploadSandbox", || {
+            let bytes = bytes.clone();
+            async move {
+                sandbox::upload(reporter.client(), bytes)
+                    .await
+                    .map_err(|e| match e {
+                        sandbox::SandboxError::Rpc(status) => *status,
+                        other => tonic::Status::internal(other.to_string()),
+                    })
+            }
+        })
+        .await
+        .map_err(|s| format!("cannot upload the output sandbox: {}", s.message()))?;
+        reporter
+            .assign_output_sandbox(self.job_id, &pfn)
+            .await
+            .map_err(|s| format!("cannot assign the output sandbox: {}", s.message()))?;
+        tracing::info!(
+            job_id = self.job_id,
+            pfn,
+            bytes = size,
+            "output sandbox uploaded"
+        );
+        Ok(true)
+    }
+
+    /// Watches the payload until it exits: heartbeats, Kill commands,
+    /// wall-clock limit, pilot shutdown.
+    async fn supervise(
+        &self,
+        child: &mut Child,
+        pid: i32,
+        spec: &JobSpec,
+        job_dir: &Path,
+        stdout_path: &Path,
+    ) -> Supervised {
+        let start = Instant::now();
+        let limit = spec.wall_clock_limit_secs();
+        let period = self.ctx.heartbeat;
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut stop: Option<Stop> = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut cpu_secs: f64 = 0.0;
+
+        let terminate = |why: Stop, stop: &mut Option<Stop>, kill_at: &mut Option<Instant>| {
+            if stop.is_none() {
+                tracing::warn!(job_id = self.job_id, reason = ?why, "stopping the payload");
+                *stop = Some(why);
+                signal_group(pid, Signal::TERM);
+                *kill_at = Some(Instant::now() + KILL_GRACE);
+            }
+        };
+
+        loop {
+            tokio::select! {
+                _ = poll.tick() => {
+                    match watchdog::process_stat(pid) {
+                        Some(stat) if stat.state == 'Z' || stat.state == 'X' => {
+                            cpu_secs = cpu_secs.max(watchdog::ticks_to_secs(stat.cpu_ticks));
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                    if kill_at.is_some_and(|t| Instant::now() >= t) {
+                        signal_group(pid, Signal::KILL);
+                        kill_at = None;
+                    }
+                    if watchdog::wall_clock_exceeded(start.elapsed().as_secs_f64(), limit) {
+                        terminate(Stop::WallClock, &mut stop, &mut kill_at);
+                    }
+                }
+                _ = beats.tick() => {
+                    let usage = watchdog::group_usage(pid);
+                    cpu_secs = cpu_secs.max(usage.cpu_secs);
+                    let heartbeat = Heartbeat {
+                        job_id: self.job_id,
+                        load_average: watchdog::load_average(),
+                        memory_used: usage.rss_mb,
+                        vsize: usage.vsize_mb,
+                        available_disk_space: crate::node::free_disk_mb(job_dir).unwrap_or(0) as f64,
+                        cpu_consumed: cpu_secs,
+                        wall_clock_time: start.elapsed().as_secs_f64(),
+                        standard_output: watchdog::read_tail(stdout_path, STDOUT_TAIL_LINES, 64 * 1024),
+                    };
+                    let timeout = period.max(Duration::from_secs(10));
+                    match tokio::time::timeout(timeout, self.ctx.reporter.heartbeat(heartbeat)).await {
+                        Ok(Ok(commands)) => {
+                            for command in commands {
+                                tracing::info!(job_id = self.job_id, command = command.command, "job command received");
+                                if command.command.eq_ignore_ascii_case("Kill") {
+                                    terminate(Stop::KillCommand, &mut stop, &mut kill_at);
+                                }
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(job_id = self.job_id, code = ?e.code(), error = e.message(), "heartbeat failed");
+                        }
+                        Err(_) => tracing::warn!(job_id = self.job_id, "heartbeat timed out"),
+                    }
+                }
+                () = crate::agent::shutdown_requested(&mut shutdown), if stop.is_none() => {
+                    terminate(Stop::PilotShutdown, &mut stop, &mut kill_at);
+                }
+            }
+        }
+        // The leader exited: nothing of its group may outlive it.
+        signal_group(pid, Signal::KILL);
+        let status = child.wait().await;
+        Supervised {
+            status,
+            stop,
+            cpu_secs,
+            wall_secs: start.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Runs one job; reports everything and returns how it ended.
+pub async fn run_job(ctx: Arc<WrapperContext>, job_id: u64, jdl: String) -> Outcome {
+    let job = Job { ctx: &ctx, job_id };
+    job.parameters(&[
+        ("Pilot_Reference", ctx.stamp.clone()),
+        ("GridCE", ctx.ce.clone()),
+        ("CEQueue", ctx.queue.clone()),
+        ("PilotBenchmark", format!("{:.2}", ctx.benchmark)),
+    ])
+    .await;
+    job.status("Running", "Job Initialization", "").await;
+
+    let spec = match jobspec::parse(&jdl) {
+        Ok(spec) => spec,
+        Err(e) => return job.fail("Illegal Job JDL", &e).await,
+    };
+    let job_dir = ctx.work_dir.join(job_id.to_string());
+    if let Err(e) = tokio::fs::create_dir_all(&job_dir).await {
+        return job
+            .fail(
+                "Exception During Execution",
+                &format!("cannot create the job directory: {e}"),
+            )
+            .await;
+    }
+
+    if spec.sandbox_refs().next().is_some() {
+        job.status("Running", "Downloading InputSandbox", "").await;
+    }
+    if let Err(e) = job.download_inputs(&spec, &job_dir).await {
+        return job.fail("Failed Downloading InputSandbox", &e).await;
+    }
+
+    let stdout_name = contained(&spec.std_output).unwrap_or_else(|| PathBuf::from("std.out"));
+    let stderr_name = contained(&spec.std_error).unwrap_or_else(|| PathBuf::from("std.err"));
+    let stdout_path = job_dir.join(&stdout_name);
+    let stderr_path = job_dir.join(&stderr_name);
+    let files = std::fs::File::create(&stdout_path).and_then(|out| {
+        let err = if stderr_path == stdout_path {
+            out.try_clone()?
+        } else {
+            std::fs::File::create(&stderr_path)?
+        };
+        Ok((out, err))
+    });
+    let (out, err) = match files {
+        Ok(files) => files,
+        Err(e) => {
+            return job
+                .fail(
+                    "Exception During Execution",
+                    &format!("cannot create the output files: {e}"),
+                )
+                .await;
+        }
+    };
+
+    let executable = resolve_executable(&spec.executable, &job_dir);
+    let mut command = Command::new(&executable);
+    command
+        .args(&spec.arguments)
+        .current_dir(&job_dir)
+        .env_clear()
+        .envs(payload_env(
+            job_id,
+            &ctx.site,
+            spec.processors,
+            &job_dir,
+            &ctx.path_env,
+            &spec.environment,
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0)
+        .kill_on_drop(true);
+
+    job.status("Running", "Application", "").await;
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let minor = if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) {
+                "Application not found"
+            } else {
+                "Exception During Execution"
+            };
+            return job
+                .fail(minor, &format!("cannot start {}: {e}", spec.executable))
+                .await;
+        }
+    };
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        let _ = child.kill().await;
+        return job
+            .fail(
+                "Exception During Execution",
+                "the payload has no process id",
+            )
+            .await;
+    };
+    tracing::info!(job_id, pid, executable = %executable.display(), "payload started");
+
+    let run = job
+        .supervise(&mut child, pid, &spec, &job_dir, &stdout_path)
+        .await;
+    let code = match &run.status {
+        Ok(status) => exit_code(*status),
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "cannot read the payload exit status");
+            -1
+        }
+    };
+    tracing::info!(
+        job_id,
+        exit_code = code,
+        cpu_secs = run.cpu_secs,
+        wall_secs = run.wall_secs,
+        "payload ended"
+    );
+    let accounting = [
+        ("CPUConsumed", format!("{:.2}", run.cpu_secs)),
+        ("WallClockTime", format!("{:.2}", run.wall_secs)),
+        ("ExitCode", code.to_string()),
+    ];
+
+    if matches!(run.stop, Some(Stop::KillCommand | Stop::PilotShutdown)) {
+        job.parameters(&accounting).await;
+        let last = final_status(code, run.stop, false);
+        job.status(last.status, last.minor_status, "").await;
+        return if run.stop == Some(Stop::KillCommand) {
+            Outcome::Killed
+        } else {
+            Outcome::Failed
+        };
+    }
+
+    let mut output_failed = false;
+    if !spec.output_sandbox.is_empty() {
+        job.status("Completing", "Uploading Output Sandbox", "")
+            .await;
+        match job.upload_outputs(&spec, &job_dir).await {
+            Ok(true) => {
+                job.status("Completing", "Output Sandbox Uploaded", "")
+                    .await
+            }
+            Ok(false) => tracing::warn!(job_id, "no output sandbox file exists, nothing uploaded"),
+            Err(e) => {
+                tracing::warn!(job_id, error = e, "output sandbox failed");
+                output_failed = true;
+            }
+        }
+    }
+
+    job.parameters(&accounting).await;
+    let last = final_status(code, run.stop, output_failed);
+    let application = if run.stop.is_some() {
+        ""
+    } else {
+        last.application_status.as_str()
+    };
+    job.status(last.status, last.minor_status, application)
+        .await;
+
+    let outcome = if last.status == "Done" {
+        Outcome::Done
+    } else {
+        Outcome::Failed
+    };
+    if outcome == Outcome::Done
+        && !ctx.keep_job_dirs
+        && let Err(e) = tokio::fs::remove_dir_all(&job_dir).await
+    {
+        tracing::warn!(job_id, error = %e, "cannot remove the job directory");
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_statuses() {
+        let check = |code, stop, out_failed, want: (&str, &str, &str)| {
+            let got = final_status(code, stop, out_failed);
+            assert_eq!(
+                (
+                    got.status,
+                    got.minor_status,
+                    got.application_status.as_str()
+                ),
+                want,
+                "{code} {stop:?} {out_failed}"
+            );
+        };
+        check(
+            0,
+            None,
+            false,
+            (
+                "Done",
+                "Execution Complete",
+                "Application Finished Successfully",
+            ),
+        );
+        check(
+            3,
+            None,
+            false,
+            ("Failed", "Application Finished With Errors", "Exit code 3"),
+        );
+        check(
+            0,
+            None,
+            true,
+            (
+                "Failed",
+                "Failed Uploading Output Sandbox",
+                "Application Finished Successfully",
+            ),
+        );
+        check(
+            143,
+            Some(Stop::WallClock),
+            false,
+            (
+                "Failed",
+                "Job has exceeded maximum wall clock time",
+                "Exit code 143",
+            ),
+        );
+        check(
+            143,
+            Some(Stop::KillCommand),
+            false,
+            ("", "Received Kill signal", "Exit code 143"),
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
+    }
+
+    #[test]
+    fn contained_paths() {
+        assert_eq!(contained("a/b.txt"), Some(PathBuf::from("a/b.txt")));
+        assert_eq!(contained("./x"), Some(PathBuf::from("./x")));
+        for bad in ["/etc/passwd", "../x", "a/../../x", "", "."] {
+            assert_eq!(contained(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn environment_is_clean_and_complete() {
+        let env = payload_env(
+            42,
+            "DIRAC.Test.org",
+            4,
+            Path::new("/w/42"),
+            &OsString::from("/usr/bin:/bin"),
+            &[("OMP_NUM_THREADS".to_owned(), "2".to_owned())],
+        );
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+        };
+        assert_eq!(get("PATH").as_deref(), Some("/usr/bin:/bin"));
+        assert_eq!(get("HOME").as_deref(), Some("/w/42"));
+        assert_eq!(get("DIRACJOBID").as_deref(), Some("42"));
+        assert_eq!(get("DIRAC_SITE").as_deref(), Some("DIRAC.Test.org"));
+        assert_eq!(get("NCPUS").as_deref(), Some("4"));
+        assert_eq!(get("OMP_NUM_THREADS").as_deref(), Some("2"));
+        assert_eq!(
+            env.iter().filter(|(k, _)| k == "OMP_NUM_THREADS").count(),
+            1
+        );
+        assert!(get("DIRAC_PILOT_TOKEN").is_none());
+    }
+
+    #[test]
+    fn executables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("run.sh"), "#!/bin/sh\n").expect("write");
+        let local = resolve_executable("run.sh", dir.path());
+        assert_eq!(local, dir.path().join("run.sh"));
+        let mode = std::fs::metadata(&local)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_ne!(mode & 0o100, 0, "made executable");
+        assert_eq!(
+            resolve_executable("echo", dir.path()),
+            PathBuf::from("echo")
+        );
+        assert_eq!(
+            resolve_executable("./bin/x", dir.path()),
+            dir.path().join("./bin/x")
+        );
+        assert_eq!(
+            resolve_executable("/bin/sh", dir.path()),
+            PathBuf::from("/bin/sh")
+        );
+    }
+}
