@@ -549,18 +549,21 @@ fn set_weight(cache: &mut Cache, tq: &Tq, old: u64, new: u64) {
 }
 
 fn fingerprint(resource: &Resource, cpu_class: u64, excluded: &BTreeSet<String>) -> u64 {
+    // cheap fields only: pilots of one CE differ from other CEs' here already, and the full
+    // comparison in `same_offer` settles collisions; hashing ~25 capability tags per request
+    // would cost more than the rest of a match
     let mut h = FxBuild::default().build_hasher();
     resource.vo.hash(&mut h);
     resource.owner.hash(&mut h);
     resource.owner_group.hash(&mut h);
     resource.site.hash(&mut h);
     resource.grid_ce.hash(&mut h);
-    resource.platforms.hash(&mut h);
     cpu_class.hash(&mut h);
-    resource.tags.hash(&mut h);
-    resource.required_tags.hash(&mut h);
-    resource.job_types.hash(&mut h);
-    excluded.hash(&mut h);
+    resource.platforms.len().hash(&mut h);
+    resource.tags.len().hash(&mut h);
+    resource.required_tags.len().hash(&mut h);
+    resource.job_types.len().hash(&mut h);
+    excluded.len().hash(&mut h);
     h.finish()
 }
 
