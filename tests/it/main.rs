@@ -34,8 +34,12 @@ struct Diracd {
 }
 
 impl Diracd {
+    /// Services and agents only: no local pilots, so jobs wait.
     fn start() -> Diracd {
-        Self::start_with(tempfile::tempdir().expect("tmp"), &[])
+        Self::start_with(
+            tempfile::tempdir().expect("tmp"),
+            &[("DIRAC__RESOURCES__SITES", "{}".into())],
+        )
     }
 
     fn start_with(dir: tempfile::TempDir, env: &[(&str, String)]) -> Diracd {
@@ -415,5 +419,131 @@ fn tls_is_served_with_rustls_when_configured() {
         .output()
         .expect("dirac");
     assert!(!out.status.success());
+    d.stop();
+}
+
+/// Poll `dirac --json job status IDS` until every job is in a final state.
+fn wait_final(d: &Diracd, ids: &[u64], timeout: Duration) -> Vec<serde_json::Value> {
+    let args: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut a = vec!["job", "status"];
+        a.extend(args.iter().map(String::as_str));
+        let st = d.json(&a);
+        let jobs = st["jobs"].as_array().expect("jobs").clone();
+        if jobs
+            .iter()
+            .all(|j| matches!(j["status"].as_str(), Some("Done" | "Failed" | "Killed")))
+        {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not finish: {st}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn local_pilots_run_jobs_to_done() {
+    let d = Diracd::start_with(tempfile::tempdir().expect("tmp"), &[]);
+    let failing = d.dir.path().join("fail.jdl");
+    std::fs::write(&failing, "[ Executable = \"/bin/sh\"; Arguments = \"-c 'echo oops >&2; exit 3'\"; JobName = \"fails\"; ]")
+        .expect("write");
+    let hello = repo().join("examples/hello.jdl").display().to_string();
+    let param = repo().join("examples/parametric.jdl").display().to_string();
+    let submitted = d.json(&[
+        "job",
+        "submit",
+        &hello,
+        &param,
+        &failing.display().to_string(),
+    ]);
+    let jobs = ids(&submitted);
+    assert_eq!(jobs.len(), 5);
+    let done = wait_final(&d, &jobs, Duration::from_secs(90));
+    let by_id = |id: u64| {
+        done.iter()
+            .find(|j| j["job_id"] == id)
+            .expect("job")
+            .clone()
+    };
+    for id in &jobs[..4] {
+        let j = by_id(*id);
+        assert_eq!(j["status"], "Done", "{j}");
+        assert_eq!(j["site"], "LCG.Local.local", "{j}");
+    }
+    let failed = by_id(jobs[4]);
+    assert_eq!(failed["status"], "Failed", "{failed}");
+    assert_eq!(failed["application_status"], "Exit code 3", "{failed}");
+    let history = d.json(&["job", "history", &jobs[0].to_string()]);
+    let statuses: Vec<&str> = history["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["status"].as_str())
+        .collect();
+    for step in [
+        "Received",
+        "Checking",
+        "Waiting",
+        "Matched",
+        "Running",
+        "Completing",
+        "Done",
+    ] {
+        assert!(statuses.contains(&step), "{step} missing from {statuses:?}");
+    }
+    d.stop();
+}
+
+#[test]
+fn a_killed_pilot_leaves_no_job_running() {
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__SERVICES__AGENTS__STALLEDTIMES", "3".into()),
+            ("DIRAC__SERVICES__AGENTS__POLLINGTIMES", "1".into()),
+        ],
+    );
+    let jdl = d.dir.path().join("sleep.jdl");
+    std::fs::write(
+        &jdl,
+        "[ Executable = \"/bin/sleep\"; Arguments = \"20\"; JobName = \"sleeper\"; ]",
+    )
+    .expect("write");
+    let id = ids(&d.json(&["job", "submit", &jdl.display().to_string()]))[0];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = d.json(&["job", "status", &id.to_string()]);
+        if matches!(
+            st["jobs"][0]["status"].as_str(),
+            Some("Running" | "Stalled")
+        ) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job never ran: {st}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // kill -9 the pilot (its work directory is under this data dir).
+    let pattern = format!("{}/pilots/", d.dir.path().display());
+    let killed = Command::new("pkill")
+        .args(["-9", "-f", &pattern])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "no pilot process to kill");
+    let done = wait_final(&d, &[id], Duration::from_secs(60));
+    assert_eq!(done[0]["status"], "Failed", "{}", done[0]);
+    assert_eq!(
+        done[0]["minor_status"], "Job stalled: pilot not running",
+        "{}",
+        done[0]
+    );
     d.stop();
 }

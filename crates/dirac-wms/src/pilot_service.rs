@@ -181,14 +181,23 @@ pub struct SandboxService(pub Arc<Wms>);
 type ChunkStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<SandboxChunk, Status>> + Send>>;
 
 impl SandboxService {
-    fn may_read(&self, who: &dirac_core::auth::Identity, row: &crate::sandbox::SandboxRow) -> bool {
-        let owner = crate::jobdb::JobOwner {
+    /// The uploader reads its sandboxes (and its VO's pilots and
+    /// administrators do); anyone who may read a job reads the sandboxes
+    /// assigned to it — an output sandbox is uploaded by the pilot but
+    /// belongs to the job's owner.
+    async fn may_read(&self, who: &dirac_core::auth::Identity, row: &crate::sandbox::SandboxRow) -> Result<bool, WmsError> {
+        let uploader = crate::jobdb::JobOwner {
             owner: row.owner.clone(),
             owner_group: row.owner_group.clone(),
             vo: row.vo.clone(),
             status: String::new(),
         };
-        allowed(who, Action::Read, &owner)
+        if allowed(who, Action::Read, &uploader) {
+            return Ok(true);
+        }
+        let jobs = self.0.sandboxes.jobs_of(row.id).await?;
+        let owners = self.0.db.owners(&jobs).await?;
+        Ok(owners.values().any(|o| allowed(who, Action::Read, o)))
     }
 }
 
@@ -288,7 +297,7 @@ impl SandboxStore for SandboxService {
             .find(&pfn)
             .await?
             .ok_or_else(|| WmsError::NotFound(format!("no sandbox {pfn}")))?;
-        if !self.may_read(&who, &row) {
+        if !self.may_read(&who, &row).await? {
             return Err(
                 WmsError::PermissionDenied(format!("sandbox {pfn} is not yours to read")).into(),
             );
