@@ -19,16 +19,26 @@ for _ in $(seq 1 300); do
 done
 export DIRAC_CONFIG="$DATA/client.yaml"
 echo "== submitting examples/*.jdl"
-"$BIN/dirac" job submit examples/*.jdl
-sleep 1
-echo "== job states"
+"$BIN/dirac" --json job submit examples/*.jdl > "$DATA/submitted.json"
+ids=$(python3 -c 'import json,sys; print(" ".join(str(j["job_id"]) for j in json.load(open(sys.argv[1]))["jobs"]))' "$DATA/submitted.json")
+echo "submitted jobs: $ids"
+echo "== waiting for local pilots to run them"
+for _ in $(seq 1 120); do
+  pending=$("$BIN/dirac" --json job status $ids | python3 -c 'import json,sys; print(sum(j["status"] not in ("Done","Failed","Killed") for j in json.load(sys.stdin)["jobs"]))')
+  [ "$pending" = 0 ] && break
+  sleep 1
+done
 "$BIN/dirac" job search --sort JobID:asc
+echo "== output of the first job"
+first=${ids%% *}
+"$BIN/dirac" job output "$first" --dir "$DATA/output" >/dev/null && cat "$DATA/output/$first/std.out"
 cat <<MSG
 
 diracd is serving on $LISTEN. Try, in another terminal:
   export DIRAC_CONFIG=$PWD/$DATA/client.yaml
   $BIN/dirac job search --where Status=Waiting
   $BIN/dirac job history 1
+  $BIN/dirac job submit examples/hello.jdl; $BIN/dirac pilot list
 Press Ctrl-C to stop.
 MSG
 wait "$pid"

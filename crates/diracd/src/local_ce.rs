@@ -27,6 +27,8 @@ pub struct LocalCe {
     pub queue: String,
     pub slots: usize,
     pub cpu_time: u64,
+    /// Cores each pilot offers (the queue's NumberOfProcessors).
+    pub cores: u64,
 }
 
 impl LocalCe {
@@ -59,6 +61,7 @@ impl LocalCe {
                     } else {
                         qc.max_cpu_time
                     },
+                    cores: qc.number_of_processors.max(1),
                 });
             }
         }
@@ -85,7 +88,7 @@ impl LocalCe {
                 "--stamp",
                 stamp,
                 "--cores",
-                "1",
+                &self.cores.to_string(),
                 "--cpu-time",
                 &self.cpu_time.to_string(),
             ])
