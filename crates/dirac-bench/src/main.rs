@@ -4,6 +4,8 @@
 //! sends them with a fixed number of calls in flight and reports throughput
 //! and the latency distribution of the calls.
 
+mod matching;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,8 @@ struct Cli {
 enum Command {
     /// Submit many small jobs and report throughput and call latency.
     Submit(SubmitArgs),
+    /// Fill the queue, then let many concurrent fake pilots match jobs.
+    Match(matching::MatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +237,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Submit(args) => submit(args).await,
+        Command::Match(args) => matching::run(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -34,11 +34,18 @@ pub enum Command {
     /// Submit, inspect and manage jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Inspect pilots.
+    #[command(subcommand)]
+    Pilot(PilotCommand),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Submit JDL files (parametric ones expand on the server) in one call.
+    ///
+    /// Local files named in a JDL's InputSandbox (relative to the JDL's
+    /// directory) are packed into one archive per JDL and uploaded first; the
+    /// JDL then refers to the archive instead. SB: and LFN: entries stay.
     Submit {
         /// JDL files; - reads standard input.
         #[arg(required = true, value_name = "FILE")]
@@ -99,6 +106,36 @@ pub enum JobCommand {
         #[arg(long)]
         reset: bool,
     },
+    /// Download and unpack the output sandboxes of jobs into DIR/<job id>/.
+    Output {
+        #[command(flatten)]
+        ids: IdList,
+        /// Directory under which each job gets its own directory.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Explain why a job is not running yet.
+    Explain {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PilotCommand {
+    /// Search pilots.
+    List {
+        #[command(flatten)]
+        filters: PilotFilters,
+        /// Page size.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Print the log of one pilot.
+    Logs {
+        #[arg(value_name = "STAMP")]
+        stamp: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +149,16 @@ pub struct IdList {
 pub struct Filters {
     /// Filter, e.g. Status=Waiting, JobID>10, JobName~bench_%,
     /// "Site in A,B", "Status not in Done,Failed" (repeatable, ANDed).
+    #[arg(long = "where", value_name = "EXPR", value_parser = parse_where, allow_hyphen_values = true)]
+    pub filters: Vec<Filter>,
+}
+
+#[derive(Debug, Args)]
+pub struct PilotFilters {
+    /// Filter on pilot attributes (PilotStamp, PilotJobReference, VO,
+    /// GridSite, DestinationSite, Queue, GridType, Status, SubmissionTime,
+    /// LastUpdateTime), e.g. Status=Running, "GridSite in A,B"
+    /// (repeatable, ANDed).
     #[arg(long = "where", value_name = "EXPR", value_parser = parse_where, allow_hyphen_values = true)]
     pub filters: Vec<Filter>,
 }
@@ -177,10 +224,52 @@ mod tests {
             &["job", "status"],
             &["job", "kill", "abc"],
             &["job", "submit"],
+            &["job", "output"],
+            &["job", "explain"],
+            &["job", "explain", "1", "2"],
+            &["pilot", "list", "--limit", "0"],
+            &["pilot", "list", "--where", "Status"],
+            &["pilot", "logs"],
         ] {
             let err = parse(args).expect_err(&format!("{args:?}"));
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn output_defaults_to_the_current_directory() {
+        let cli = parse(&["job", "output", "3", "4"]).expect("parse");
+        let Command::Job(JobCommand::Output { ids, dir }) = cli.command else {
+            panic!("not an output");
+        };
+        assert_eq!(ids.ids, [3, 4]);
+        assert_eq!(dir, PathBuf::from("."));
+        let cli = parse(&["job", "output", "3", "--dir", "out"]).expect("parse");
+        let Command::Job(JobCommand::Output { dir, .. }) = cli.command else {
+            panic!("not an output");
+        };
+        assert_eq!(dir, PathBuf::from("out"));
+    }
+
+    #[test]
+    fn pilot_list_flags() {
+        let cli = parse(&[
+            "pilot",
+            "list",
+            "--where",
+            "Status=Running",
+            "--where",
+            "GridSite in A,B",
+            "--limit",
+            "7",
+        ])
+        .expect("parse");
+        let Command::Pilot(PilotCommand::List { filters, limit }) = cli.command else {
+            panic!("not a pilot list");
+        };
+        assert_eq!(filters.filters.len(), 2);
+        assert_eq!(filters.filters[0].parameter, "Status");
+        assert_eq!(limit, 7);
     }
 
     #[test]

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 
 use dirac_proto::common::{BulkResult, ItemError};
 use dirac_proto::wms::{
-    GetJobsResponse, HistoryEntry, Job, JobHistory, SubmitJobsResponse, SubmittedJob,
-    SummaryResponse,
+    ExplainMatchResponse, GetJobsResponse, HistoryEntry, Job, JobHistory, Pilot, PilotLogResponse,
+    SubmitJobsResponse, SubmittedJob, SummaryResponse,
 };
 use serde_json::{Map, Value, json};
+
+use crate::sandboxes::JobOutput;
 
 pub fn job(j: &Job) -> Value {
     json!({
@@ -111,6 +113,58 @@ pub fn summary(response: &SummaryResponse) -> Value {
 
 pub fn jdl(job_id: u64, text: &str) -> Value {
     json!({ "job_id": job_id, "jdl": text })
+}
+
+fn job_output(o: &JobOutput) -> Value {
+    json!({
+        "job_id": o.job_id,
+        "dir": o.dir.display().to_string(),
+        "files": o.files,
+    })
+}
+
+/// `{"jobs": [{"job_id", "dir", "files"}], "failed": {...}}`.
+pub fn outputs(list: &[JobOutput], failures: &HashMap<u64, ItemError>) -> Value {
+    json!({
+        "jobs": list.iter().map(job_output).collect::<Vec<_>>(),
+        "failed": failed(failures),
+    })
+}
+
+pub fn explain(r: &ExplainMatchResponse) -> Value {
+    json!({
+        "job_id": r.job_id,
+        "status": r.status,
+        "in_queue": r.in_queue,
+        "reasons": r.reasons,
+        "recent_pilots": r.recent_pilots,
+    })
+}
+
+pub fn pilot(p: &Pilot) -> Value {
+    json!({
+        "stamp": p.stamp,
+        "reference": p.reference,
+        "vo": p.vo,
+        "site": p.site,
+        "ce": p.ce,
+        "queue": p.queue,
+        "grid_type": p.grid_type,
+        "status": p.status,
+        "status_reason": p.status_reason,
+        "submission_time": p.submission_time,
+        "last_update_time": p.last_update_time,
+        "benchmark": p.benchmark,
+        "job_ids": p.job_ids,
+    })
+}
+
+pub fn pilots(list: &[Pilot], total: u64) -> Value {
+    json!({ "pilots": list.iter().map(pilot).collect::<Vec<_>>(), "total": total })
+}
+
+pub fn pilot_log(r: &PilotLogResponse) -> Value {
+    json!({ "stamp": r.stamp, "text": r.text })
 }
 
 /// Pretty-printed, newline-terminated.
@@ -259,6 +313,85 @@ mod tests {
         check(
             jdl(4, "[ Executable = \"/bin/true\"; ]"),
             r#"{"job_id":4,"jdl":"[ Executable = \"/bin/true\"; ]"}"#,
+        );
+    }
+
+    #[test]
+    fn job_outputs_and_failures() {
+        let list = [JobOutput {
+            job_id: 1,
+            dir: "out/1".into(),
+            files: vec!["std.out".to_owned(), "sub/result.txt".to_owned()],
+        }];
+        let failures = HashMap::from([(
+            2,
+            ItemError {
+                code: "NotFound".to_owned(),
+                message: "no output sandbox (yet)".to_owned(),
+            },
+        )]);
+        check(
+            outputs(&list, &failures),
+            r#"{"jobs":[{"job_id":1,"dir":"out/1","files":["std.out","sub/result.txt"]}],
+                "failed":{"2":{"code":"NotFound","message":"no output sandbox (yet)"}}}"#,
+        );
+        check(outputs(&[], &HashMap::new()), r#"{"jobs":[],"failed":{}}"#);
+    }
+
+    #[test]
+    fn explain_response() {
+        let response = ExplainMatchResponse {
+            job_id: 5,
+            status: "Waiting".to_owned(),
+            in_queue: true,
+            reasons: vec!["no recent pilot offers platform EL9".to_owned()],
+            recent_pilots: 3,
+        };
+        check(
+            explain(&response),
+            r#"{"job_id":5,"status":"Waiting","in_queue":true,
+                "reasons":["no recent pilot offers platform EL9"],"recent_pilots":3}"#,
+        );
+    }
+
+    #[test]
+    fn pilot_has_every_proto_field() {
+        let p = Pilot {
+            stamp: "abc123".to_owned(),
+            reference: "htcondorce://ce1/42".to_owned(),
+            vo: "lhcb".to_owned(),
+            site: "LCG.CERN.cern".to_owned(),
+            ce: "ce1.cern.ch".to_owned(),
+            queue: "long".to_owned(),
+            grid_type: "HTCondorCE".to_owned(),
+            status: "Running".to_owned(),
+            status_reason: "".to_owned(),
+            submission_time: "2025-01-02T03:04:05Z".to_owned(),
+            last_update_time: "2025-01-02T04:04:05Z".to_owned(),
+            benchmark: 12.5,
+            job_ids: vec![7, 8],
+        };
+        check(
+            pilots(&[p], 9),
+            r#"{"pilots":[{"stamp":"abc123","reference":"htcondorce://ce1/42","vo":"lhcb",
+                "site":"LCG.CERN.cern","ce":"ce1.cern.ch","queue":"long",
+                "grid_type":"HTCondorCE","status":"Running","status_reason":"",
+                "submission_time":"2025-01-02T03:04:05Z",
+                "last_update_time":"2025-01-02T04:04:05Z","benchmark":12.5,
+                "job_ids":[7,8]}],"total":9}"#,
+        );
+        check(pilots(&[], 0), r#"{"pilots":[],"total":0}"#);
+    }
+
+    #[test]
+    fn pilot_log_text() {
+        let response = PilotLogResponse {
+            stamp: "abc".to_owned(),
+            text: "line 1\nline 2\n".to_owned(),
+        };
+        check(
+            pilot_log(&response),
+            r#"{"stamp":"abc","text":"line 1\nline 2\n"}"#,
         );
     }
 

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod json;
 mod report;
+mod sandboxes;
 mod table;
 
 use std::process::ExitCode;

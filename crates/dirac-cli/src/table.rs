@@ -1,7 +1,9 @@
 //! Human-readable tables (no colours).
 
 use comfy_table::{Table, presets};
-use dirac_proto::wms::{Job, JobHistory, SummaryResponse};
+use dirac_proto::wms::{Job, JobHistory, Pilot, SummaryResponse};
+
+use crate::sandboxes::JobOutput;
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -83,6 +85,41 @@ pub fn submitted(rows: &[(u64, String, String, String)]) -> Table {
     t
 }
 
+/// JobID | Files, one file per line.
+pub fn outputs(list: &[JobOutput]) -> Table {
+    let mut t = table(&["JobID", "Files"]);
+    for o in list {
+        t.add_row(vec![o.job_id.to_string(), o.files.join("\n")]);
+    }
+    t
+}
+
+/// Stamp | Status | Site | CE | Queue | Jobs | LastUpdate.
+pub fn pilots(list: &[Pilot]) -> Table {
+    let mut t = table(&[
+        "Stamp",
+        "Status",
+        "Site",
+        "CE",
+        "Queue",
+        "Jobs",
+        "LastUpdate",
+    ]);
+    for p in list {
+        let jobs: Vec<String> = p.job_ids.iter().map(u64::to_string).collect();
+        t.add_row(vec![
+            p.stamp.clone(),
+            p.status.clone(),
+            p.site.clone(),
+            p.ce.clone(),
+            p.queue.clone(),
+            jobs.join(" "),
+            p.last_update_time.clone(),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use dirac_proto::wms::SummaryRow;
@@ -102,6 +139,41 @@ mod tests {
         for word in ["Site", "Status", "Count", "LCG.CERN.cern", "Running", "12"] {
             assert!(text.contains(word), "{word} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn pilots_table_lists_jobs() {
+        let list = [Pilot {
+            stamp: "abc123".to_owned(),
+            status: "Running".to_owned(),
+            ce: "ce1.cern.ch".to_owned(),
+            job_ids: vec![7, 8],
+            ..Pilot::default()
+        }];
+        let text = pilots(&list).to_string();
+        for word in [
+            "Stamp",
+            "CE",
+            "Jobs",
+            "abc123",
+            "Running",
+            "ce1.cern.ch",
+            "7 8",
+        ] {
+            assert!(text.contains(word), "{word} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn outputs_table_has_one_file_per_line() {
+        let list = [JobOutput {
+            job_id: 4,
+            dir: "4".into(),
+            files: vec!["std.out".to_owned(), "std.err".to_owned()],
+        }];
+        let text = outputs(&list).to_string();
+        assert!(text.contains("JobID") && text.contains("Files"));
+        assert_eq!(text.lines().filter(|l| l.contains("std.")).count(), 2);
     }
 
     #[test]

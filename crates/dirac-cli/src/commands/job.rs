@@ -1,25 +1,32 @@
 //! `dirac job ...`: each command fetches, then a pure `*_report` function
 //! turns the reply into a [`Report`].
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use dirac_client::Client;
+use dirac_client::sandbox::{self, SandboxError};
+use dirac_jdl::ClassAd;
 use dirac_proto::common::{BulkResult, ItemError};
 use dirac_proto::wms::{
-    GetHistoryResponse, GetJobsResponse, Job, SubmitJobsResponse, SummaryResponse,
+    ExplainMatchRequest, ExplainMatchResponse, GetHistoryResponse, GetJobsResponse, Job,
+    JobSandboxesRequest, SubmitJobsResponse, SummaryResponse,
 };
 
-use super::{code_words, rpc_error};
+use super::{Progress, code_words, describe_status, human_bytes, item_error, rpc_error};
 use crate::cli::JobCommand;
 use crate::report::Report;
+use crate::sandboxes::{JobOutput, LocalInputs, local_inputs};
 use crate::{json, table};
 
 pub async fn run(client: &Client, command: JobCommand, as_json: bool) -> anyhow::Result<Report> {
     match command {
         JobCommand::Submit { files, request_id } => {
-            let (names, jdls) = read_jdls(&files)?;
+            let (names, texts) = read_jdls(&files)?;
+            let prepared = prepare_jdls(&files, &names, texts)?;
+            let jdls = upload_inputs(client, prepared, Progress::new(as_json)).await?;
             let response = client
                 .submit_jdls(jdls, request_id)
                 .await
@@ -83,7 +90,227 @@ pub async fn run(client: &Client, command: JobCommand, as_json: bool) -> anyhow:
                 .map_err(rpc_error)?;
             Ok(bulk_report("rescheduled", &result, as_json))
         }
+        JobCommand::Output { ids, dir } => {
+            let (outputs, failed) =
+                fetch_outputs(client, ids.ids, &dir, Progress::new(as_json)).await?;
+            Ok(output_report(&outputs, &failed, as_json))
+        }
+        JobCommand::Explain { id } => {
+            let response = client
+                .matcher()
+                .explain_match(ExplainMatchRequest { job_id: id })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            Ok(explain_report(&response, as_json))
+        }
     }
+}
+
+/// One JDL ready to submit, or to submit once its local inputs are uploaded.
+#[derive(Debug)]
+enum Prepared {
+    /// No local input: sent byte for byte as read.
+    AsWritten(String),
+    WithInputs {
+        name: String,
+        ad: ClassAd,
+        inputs: LocalInputs,
+        /// The local inputs packed as a `tar.gz`.
+        archive: Vec<u8>,
+    },
+}
+
+/// Parses every JDL and packs its local inputs: a missing file fails the
+/// whole submission before anything is uploaded or submitted.
+fn prepare_jdls(
+    files: &[PathBuf],
+    names: &[String],
+    texts: Vec<String>,
+) -> anyhow::Result<Vec<Prepared>> {
+    files
+        .iter()
+        .zip(names)
+        .zip(texts)
+        .map(|((path, name), text)| prepare_jdl(path, name, text))
+        .collect()
+}
+
+fn prepare_jdl(path: &Path, name: &str, text: String) -> anyhow::Result<Prepared> {
+    let ad = ClassAd::parse(&text).with_context(|| format!("parse jdl file {name}"))?;
+    let dir = jdl_dir(path)?;
+    let Some(inputs) = local_inputs(&ad, &dir) else {
+        return Ok(Prepared::AsWritten(text));
+    };
+    for file in &inputs.files {
+        match std::fs::metadata(file) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "input sandbox file {} of jdl file {name} does not exist",
+                file.display()
+            ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "read input sandbox file {} of jdl file {name}",
+                    file.display()
+                )));
+            }
+        }
+    }
+    let archive = sandbox::pack(&inputs.files, &dir)
+        .with_context(|| format!("pack the input sandbox of jdl file {name}"))?;
+    Ok(Prepared::WithInputs {
+        name: name.to_owned(),
+        ad,
+        inputs,
+        archive,
+    })
+}
+
+/// The absolute directory relative input files are taken from: the JDL's,
+/// or the current one for standard input.
+fn jdl_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    let dir = if path == Path::new("-") {
+        Path::new(".")
+    } else {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    };
+    std::fs::canonicalize(dir).with_context(|| format!("resolve directory {}", dir.display()))
+}
+
+/// Uploads the packed inputs, one archive per JDL, and returns the texts to
+/// submit: rewritten to refer to their archive, or as written.
+async fn upload_inputs(
+    client: &Client,
+    prepared: Vec<Prepared>,
+    progress: Progress,
+) -> anyhow::Result<Vec<String>> {
+    let mut jdls = Vec::with_capacity(prepared.len());
+    for jdl in prepared {
+        match jdl {
+            Prepared::AsWritten(text) => jdls.push(text),
+            Prepared::WithInputs {
+                name,
+                ad,
+                inputs,
+                archive,
+            } => {
+                progress.line(format_args!(
+                    "uploading the input sandbox of {name} ({})…",
+                    human_bytes(archive.len())
+                ));
+                let pfn = sandbox::upload(client, archive)
+                    .await
+                    .map_err(sandbox_error)
+                    .with_context(|| format!("upload the input sandbox of jdl file {name}"))?;
+                jdls.push(inputs.rewrite(ad, &pfn).to_jdl());
+            }
+        }
+    }
+    Ok(jdls)
+}
+
+/// A failed transfer as a command error, worded like a failed call.
+fn sandbox_error(e: SandboxError) -> anyhow::Error {
+    match e.status() {
+        Some(status) => anyhow!(describe_status(status)),
+        None => anyhow::Error::new(e),
+    }
+}
+
+/// A failed transfer for one job, or `Err` when the command should stop.
+fn sandbox_item_error(e: SandboxError) -> anyhow::Result<ItemError> {
+    match e.status() {
+        Some(status) => item_error(status).ok_or_else(|| anyhow!(describe_status(status))),
+        None => Ok(ItemError {
+            code: String::new(),
+            message: format!("{:#}", anyhow::Error::new(e)),
+        }),
+    }
+}
+
+/// Downloads and unpacks the output sandboxes of each job (once per id)
+/// into `dir/<job_id>`.
+async fn fetch_outputs(
+    client: &Client,
+    ids: Vec<u64>,
+    dir: &Path,
+    progress: Progress,
+) -> anyhow::Result<(Vec<JobOutput>, HashMap<u64, ItemError>)> {
+    let mut outputs = Vec::new();
+    let mut failed = HashMap::new();
+    let mut seen = HashSet::new();
+    for job_id in ids {
+        if !seen.insert(job_id) {
+            continue;
+        }
+        match fetch_output(client, job_id, dir, progress).await? {
+            Ok(output) => outputs.push(output),
+            Err(e) => {
+                failed.insert(job_id, e);
+            }
+        }
+    }
+    Ok((outputs, failed))
+}
+
+/// The outer error stops the command (server unreachable, token refused);
+/// the inner one is this job's failure.
+async fn fetch_output(
+    client: &Client,
+    job_id: u64,
+    dir: &Path,
+    progress: Progress,
+) -> anyhow::Result<Result<JobOutput, ItemError>> {
+    let response = match client
+        .sandbox_store()
+        .get_job_sandboxes(JobSandboxesRequest { job_id })
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            return item_error(&status)
+                .map(Err)
+                .ok_or_else(|| rpc_error(status));
+        }
+    };
+    if response.output.is_empty() {
+        return Ok(Err(ItemError {
+            code: "NotFound".to_owned(),
+            message: "no output sandbox (yet)".to_owned(),
+        }));
+    }
+    let dest = dir.join(job_id.to_string());
+    let mut files: Vec<String> = Vec::new();
+    for pfn in &response.output {
+        progress.line(format_args!(
+            "downloading the output sandbox of job {job_id}…"
+        ));
+        let written = match sandbox::download(client, pfn).await {
+            Ok(bytes) => sandbox::unpack(&bytes, &dest),
+            Err(e) => Err(e),
+        };
+        let names = match written {
+            Ok(names) => names,
+            Err(e) => return sandbox_item_error(e).map(Err),
+        };
+        for name in names {
+            if dest.join(&name).is_dir() {
+                continue;
+            }
+            let name = name.to_string_lossy().into_owned();
+            if !files.contains(&name) {
+                files.push(name);
+            }
+        }
+    }
+    Ok(Ok(JobOutput {
+        job_id,
+        dir: dest,
+        files,
+    }))
 }
 
 /// Reads every JDL file (`-` is standard input); returns display names and texts.
@@ -221,6 +448,48 @@ fn bulk_report(verb: &str, result: &BulkResult, as_json: bool) -> Report {
     report
 }
 
+fn output_report(outputs: &[JobOutput], failed: &HashMap<u64, ItemError>, as_json: bool) -> Report {
+    if as_json {
+        let mut report = Report::out(json::render(&json::outputs(outputs, failed)));
+        report.failed = !failed.is_empty();
+        return report;
+    }
+    let mut report = Report::default();
+    if !outputs.is_empty() {
+        report.println(table::outputs(outputs).to_string());
+    }
+    report_failed(&mut report, failed);
+    report
+}
+
+fn explain_report(response: &ExplainMatchResponse, as_json: bool) -> Report {
+    if as_json {
+        return Report::out(json::render(&json::explain(response)));
+    }
+    let mut report = Report::out(format!("job {}: {}", response.job_id, response.status));
+    report.println(format!(
+        "in a task queue: {}",
+        if response.in_queue { "yes" } else { "no" }
+    ));
+    report.println(format!(
+        "recent pilots considered: {}",
+        response.recent_pilots
+    ));
+    if response.reasons.is_empty() {
+        report.println(if response.recent_pilots == 0 {
+            "no obstacle found: but no pilot asked for work recently, the job waits for one"
+        } else {
+            "no obstacle found: a recent pilot could run the job, it should start at a next match"
+        });
+    } else {
+        report.println("reasons:");
+        for reason in &response.reasons {
+            report.println(format!("  {reason}"));
+        }
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -349,6 +618,160 @@ mod tests {
     #[test]
     fn jdl_text_gets_a_newline() {
         assert_eq!(jdl_report(1, "[ A = 1; ]", false).stdout, "[ A = 1; ]\n");
+    }
+
+    fn prepare(path: &Path, text: &str) -> anyhow::Result<Prepared> {
+        prepare_jdl(path, &path.display().to_string(), text.to_owned())
+    }
+
+    #[test]
+    fn jdls_without_local_inputs_are_sent_byte_for_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.jdl");
+        for text in [
+            "[Executable=\"/bin/true\";  ]\n",
+            "[ InputSandbox = { \"LFN:/vo/x\", \"SB:se|/y\" }; ]",
+        ] {
+            match prepare(&path, text).expect("prepare") {
+                Prepared::AsWritten(sent) => assert_eq!(sent, text),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn local_inputs_are_packed_relative_to_the_jdl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir_all(jobs.join("data")).expect("mkdir");
+        std::fs::write(jobs.join("run.sh"), "#!/bin/sh\n").expect("write");
+        std::fs::write(jobs.join("data/cfg.json"), "{}").expect("write");
+        let path = jobs.join("a.jdl");
+        let text = r#"[ Executable = "run.sh";
+            InputSandbox = { "run.sh", "LFN:/vo/in.root", "data/cfg.json" }; ]"#;
+        let Prepared::WithInputs {
+            ad,
+            inputs,
+            archive,
+            name,
+        } = prepare(&path, text).expect("prepare")
+        else {
+            panic!("nothing to upload");
+        };
+        assert_eq!(name, path.display().to_string());
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut names = sandbox::unpack(&archive, out.path()).expect("unpack");
+        names.sort();
+        assert_eq!(
+            names,
+            [PathBuf::from("data/cfg.json"), PathBuf::from("run.sh")]
+        );
+        let jdl = inputs.rewrite(ad, "SB:se|/sb.tar.gz").to_jdl();
+        let back = ClassAd::parse(&jdl).expect("rewritten jdl parses");
+        assert_eq!(
+            back.get("InputSandbox").map(dirac_jdl::Value::to_strings),
+            Some(vec![
+                "LFN:/vo/in.root".to_owned(),
+                "SB:se|/sb.tar.gz".to_owned()
+            ])
+        );
+        assert_eq!(
+            back.get("Executable").and_then(dirac_jdl::Value::as_str),
+            Some("run.sh")
+        );
+    }
+
+    #[test]
+    fn a_missing_input_names_the_file_and_the_jdl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("here.txt"), "x").expect("write");
+        let path = dir.path().join("b.jdl");
+        let err = prepare(&path, r#"[ InputSandbox = { "here.txt", "gone.txt" }; ]"#)
+            .expect_err("missing input");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("gone.txt") && text.contains("b.jdl"),
+            "{text}"
+        );
+        assert!(text.contains("does not exist"), "{text}");
+
+        let err = prepare(&path, "[ Executable = ").expect_err("bad jdl");
+        assert!(format!("{err:#}").starts_with("parse jdl file"), "{err:#}");
+    }
+
+    #[test]
+    fn inputs_outside_the_jdl_directory_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir_all(&jobs).expect("mkdir");
+        std::fs::write(dir.path().join("outside.txt"), "x").expect("write");
+        let err = prepare(
+            &jobs.join("c.jdl"),
+            r#"[ InputSandbox = "../outside.txt"; ]"#,
+        )
+        .expect_err("outside");
+        let text = format!("{err:#}");
+        assert!(text.contains("c.jdl") && text.contains("outside"), "{text}");
+    }
+
+    #[test]
+    fn outputs_list_files_and_failures() {
+        let outputs = [JobOutput {
+            job_id: 1,
+            dir: PathBuf::from("out/1"),
+            files: vec!["std.out".to_owned()],
+        }];
+        let failed = HashMap::from([(
+            2,
+            ItemError {
+                code: "NotFound".to_owned(),
+                message: "no output sandbox (yet)".to_owned(),
+            },
+        )]);
+        let report = output_report(&outputs, &failed, false);
+        assert!(report.stdout.contains("std.out"), "{}", report.stdout);
+        assert_eq!(report.stderr, "job 2: not found: no output sandbox (yet)\n");
+        assert!(report.failed);
+
+        let report = output_report(&outputs, &failed, true);
+        assert!(report.failed && report.stderr.is_empty());
+        let value: serde_json::Value = serde_json::from_str(&report.stdout).expect("json");
+        assert_eq!(value["jobs"][0]["dir"], "out/1");
+        assert_eq!(value["failed"]["2"]["message"], "no output sandbox (yet)");
+
+        let ok = output_report(&outputs, &HashMap::new(), false);
+        assert!(!ok.failed);
+    }
+
+    #[test]
+    fn explain_prints_one_reason_per_line() {
+        let mut response = ExplainMatchResponse {
+            job_id: 5,
+            status: "Waiting".to_owned(),
+            in_queue: true,
+            reasons: vec![
+                "no recent pilot offers platform EL9".to_owned(),
+                "site banned: LCG.X.x".to_owned(),
+            ],
+            recent_pilots: 3,
+        };
+        let report = explain_report(&response, false);
+        assert_eq!(
+            report.stdout,
+            "job 5: Waiting\nin a task queue: yes\nrecent pilots considered: 3\nreasons:\n  \
+             no recent pilot offers platform EL9\n  site banned: LCG.X.x\n"
+        );
+        response.reasons.clear();
+        let report = explain_report(&response, false);
+        assert!(
+            report.stdout.contains("no obstacle found: "),
+            "{}",
+            report.stdout
+        );
+        let report = explain_report(&response, true);
+        let value: serde_json::Value = serde_json::from_str(&report.stdout).expect("json");
+        assert_eq!(value["in_queue"], true);
+        assert_eq!(value["recent_pilots"], 3);
     }
 
     #[test]

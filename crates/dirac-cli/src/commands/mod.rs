@@ -1,10 +1,15 @@
 //! Runs a parsed command line against the server.
 
 mod job;
+mod pilot;
+
+use std::io::IsTerminal;
 
 use anyhow::anyhow;
 use dirac_client::{Client, ClientConfig, Env};
 use tonic::{Code, Status};
+
+use dirac_proto::common::ItemError;
 
 use crate::cli::{Cli, Command};
 use crate::report::Report;
@@ -16,6 +21,61 @@ pub async fn run(cli: Cli, env: &dyn Env) -> anyhow::Result<Report> {
     let client = Client::connect(&config)?;
     match cli.command {
         Command::Job(command) => job::run(&client, command, cli.json).await,
+        Command::Pilot(command) => pilot::run(&client, command, cli.json).await,
+    }
+}
+
+/// Transient progress lines on stderr, only for a person watching a
+/// terminal: never in `--json` mode, never into a pipe or a file.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    enabled: bool,
+}
+
+impl Progress {
+    pub fn new(as_json: bool) -> Self {
+        Self {
+            enabled: !as_json && std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn line(self, text: impl std::fmt::Display) {
+        if self.enabled {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// `1.5 MiB`.
+pub fn human_bytes(n: usize) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A failed call for one item of a multi-item command: `None` when the
+/// failure is not about the item (the server is unreachable, the token is
+/// refused...) and the whole command should stop.
+pub fn item_error(status: &Status) -> Option<ItemError> {
+    match status.code() {
+        Code::NotFound
+        | Code::PermissionDenied
+        | Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::DataLoss
+        | Code::OutOfRange => Some(ItemError {
+            code: format!("{:?}", status.code()),
+            message: status.message().to_owned(),
+        }),
+        _ => None,
     }
 }
 
@@ -82,6 +142,23 @@ mod tests {
             Status::unauthenticated("token expired"),
             "unauthenticated: token expired (check --token, DIRAC_TOKEN or token: in the config file)",
         );
+    }
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn only_item_failures_are_per_item() {
+        let e = item_error(&Status::not_found("job 3 does not exist")).expect("per item");
+        assert_eq!(e.code, "NotFound");
+        assert_eq!(e.message, "job 3 does not exist");
+        assert!(item_error(&Status::unavailable("down")).is_none());
+        assert!(item_error(&Status::unauthenticated("expired")).is_none());
     }
 
     #[test]
