@@ -17,6 +17,8 @@ pub enum WmsError {
     FailedPrecondition(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("{0}")]
@@ -32,6 +34,7 @@ impl ServiceError for WmsError {
             WmsError::AlreadyExists(_) => Category::AlreadyExists,
             WmsError::FailedPrecondition(_) => Category::FailedPrecondition,
             WmsError::ResourceExhausted(_) => Category::ResourceExhausted,
+            WmsError::Unavailable(_) => Category::Unavailable,
             WmsError::Db(e) => db_category(e),
             WmsError::Internal(_) => Category::Internal,
         }

@@ -1350,3 +1350,124 @@ impl JobDb {
         Ok(())
     }
 }
+
+/// One pilot's claim in a batch: the proposed job, the pilot's site and stamp.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub job_id: u64,
+    pub site: String,
+    pub pilot_stamp: Option<String>,
+}
+
+impl JobDb {
+    /// Claim many proposed jobs for many pilots in one transaction (the
+    /// matcher's batch). Task-queue rows are locked with SKIP LOCKED and
+    /// deleted, so a job another replica holds is skipped, never shared;
+    /// jobs still Waiting become Matched at their pilot's site. Returns the
+    /// jobs this transaction took.
+    pub async fn claim_many(
+        &self,
+        wanted: &[ClaimRequest],
+        pilots: &crate::pilotdb::PilotDb,
+    ) -> Result<HashMap<u64, MatchedJob>> {
+        let mut out = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        let mut ids: Vec<u64> = wanted.iter().map(|w| w.job_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let skip = match self.db.backend() {
+            Backend::Sqlite => "",
+            _ => " FOR UPDATE SKIP LOCKED",
+        };
+        let mut tx = self.db.pool().begin().await?;
+        let mut queued = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT JobID FROM tq_Jobs WHERE JobID IN ({}) ORDER BY JobID{skip}",
+                list_placeholders(chunk.len())
+            );
+            for row in bind_ids(sqlx::query(self.db.sql_dynamic(sql)), chunk)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                queued.push(to_u64(row.try_get::<i64, _>(0)?));
+            }
+        }
+        if queued.is_empty() {
+            tx.commit().await?;
+            return Ok(out);
+        }
+        self.task_queues.remove(&mut tx, &queued).await?;
+        let mut rows = Vec::with_capacity(queued.len());
+        for chunk in queued.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT JobID, Status, Owner, OwnerGroup, VO, JDL FROM Jobs WHERE JobID IN ({}) ORDER BY JobID{}",
+                list_placeholders(chunk.len()),
+                self.for_update()
+            );
+            rows.extend(
+                bind_ids(sqlx::query(self.db.sql_dynamic(sql)), chunk)
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
+        let by_job: HashMap<u64, &ClaimRequest> = wanted.iter().map(|w| (w.job_id, w)).collect();
+        let now = time::now();
+        let mut by_site: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut history = Vec::new();
+        let mut params = Vec::new();
+        let mut mapping: Vec<(String, u64)> = Vec::new();
+        for row in rows {
+            let id = to_u64(row.try_get::<i64, _>(0)?);
+            let status: String = row.try_get(1)?;
+            let Some(req) = by_job.get(&id) else { continue };
+            if status != "Waiting" {
+                continue; // a stale queue entry, now gone
+            }
+            by_site.entry(clip(&req.site, 128)).or_default().push(id);
+            history.push((
+                id,
+                record(JobStatus::Matched, "Assigned", "Unknown", &now, "Matcher"),
+            ));
+            if let Some(stamp) = &req.pilot_stamp {
+                params.push(JobParameter {
+                    job_id: id,
+                    name: "Pilot_Reference".into(),
+                    value: stamp.clone(),
+                });
+                mapping.push((stamp.clone(), id));
+            }
+            out.insert(
+                id,
+                MatchedJob {
+                    job_id: id,
+                    owner: row.try_get(2)?,
+                    owner_group: row.try_get(3)?,
+                    vo: row.try_get(4)?,
+                    jdl: row.try_get(5)?,
+                },
+            );
+        }
+        for (site, jobs) in &by_site {
+            for chunk in jobs.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "UPDATE Jobs SET Status = 'Matched', MinorStatus = 'Assigned', Site = ?, LastStatusTime = ?, \
+                     LastUpdateTime = ? WHERE JobID IN ({})",
+                    list_placeholders(chunk.len())
+                );
+                let q = sqlx::query(self.db.sql_dynamic(sql))
+                    .bind(site.clone())
+                    .bind(now.clone())
+                    .bind(now.clone());
+                bind_ids(q, chunk).execute(&mut *tx).await?;
+            }
+        }
+        self.insert_history(&mut tx, &history).await?;
+        self.upsert_parameters(&mut tx, &params).await?;
+        pilots.map_jobs(&mut tx, &mapping).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}

@@ -4,7 +4,7 @@
 //! a job twice — a lost race only costs a retry.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use dirac_core::auth::identity;
@@ -14,10 +14,12 @@ use dirac_proto::wms::matcher_server::Matcher;
 use dirac_proto::wms::{
     ExplainMatchRequest, ExplainMatchResponse, RequestJobRequest, RequestJobResponse,
 };
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
 use crate::Wms;
 use crate::error::WmsError;
+use crate::jobdb::{ClaimRequest, MatchedJob};
 use crate::policy::{Action, allowed};
 use crate::taskqueuedb::Queued;
 
@@ -46,6 +48,7 @@ pub fn shares(config: &DiracConfig) -> ShareConfig {
 /// The matcher's in-memory state.
 pub struct MatcherState {
     index: Mutex<Index>,
+    batcher: OnceLock<mpsc::Sender<MatchRequest>>,
     shares: ShareConfig,
     recent: Mutex<VecDeque<(Instant, Resource)>>,
 }
@@ -54,6 +57,7 @@ impl MatcherState {
     pub fn new(config: &DiracConfig) -> Self {
         MatcherState {
             index: Mutex::new(Index::new()),
+            batcher: OnceLock::new(),
             shares: shares(config),
             recent: Mutex::new(VecDeque::new()),
         }
@@ -147,33 +151,124 @@ fn description(r: dirac_proto::wms::ResourceDescription) -> ResourceDescription 
     }
 }
 
+/// Requests one matcher transaction serves at most.
+const MAX_BATCH: usize = 512;
+
+/// A pilot waiting for the batcher's answer.
+struct MatchRequest {
+    resource: Resource,
+    site: String,
+    stamp: Option<String>,
+    reply: oneshot::Sender<Result<Option<MatchedJob>, WmsError>>,
+}
+
 impl Wms {
-    /// Find and claim a job for a pilot offering `resource` at `site`: the
-    /// index proposes, the database's claim decides; a lost race (another
-    /// replica, a stale entry) just moves on to the next candidate.
+    /// Find and claim a job for a pilot offering `resource` at `site`.
+    /// Concurrent requests are served in batches: the index proposes a job
+    /// for each, one transaction claims them all (ADR 0004), and pilots
+    /// whose proposal was lost (another replica, a stale entry) get a new
+    /// proposal in the next round.
     pub async fn match_job(
-        &self,
+        self: &Arc<Self>,
         resource: &Resource,
         site: &str,
         pilot_stamp: Option<&str>,
-    ) -> Result<Option<crate::jobdb::MatchedJob>, WmsError> {
+    ) -> Result<Option<MatchedJob>, WmsError> {
         self.matcher.remember(resource);
-        let excluded = BTreeSet::new();
-        for _ in 0..MAX_TRIES {
-            let candidate = self
-                .matcher
-                .lock()
-                .match_job(resource, &excluded, &mut rand::rng());
-            let Some(m) = candidate else { return Ok(None) };
-            if let Some(job) = self
-                .db
-                .claim_for_pilot(m.job_id, site, pilot_stamp, &self.pilots)
-                .await?
-            {
-                return Ok(Some(job));
+        let batcher = self
+            .matcher
+            .batcher
+            .get_or_init(|| spawn_batcher(Arc::downgrade(self)));
+        let (reply, answer) = oneshot::channel();
+        let request = MatchRequest {
+            resource: resource.clone(),
+            site: site.to_string(),
+            stamp: pilot_stamp.map(str::to_string),
+            reply,
+        };
+        batcher
+            .send(request)
+            .await
+            .map_err(|_| WmsError::Internal("the matcher has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| WmsError::Internal("the matcher dropped a request".into()))?
+    }
+}
+
+fn spawn_batcher(wms: Weak<Wms>) -> mpsc::Sender<MatchRequest> {
+    let (tx, mut rx) = mpsc::channel::<MatchRequest>(4 * MAX_BATCH);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let Some(wms) = wms.upgrade() else { return };
+            serve_batch(&wms, std::mem::take(&mut batch)).await;
+        }
+    });
+    tx
+}
+
+async fn serve_batch(wms: &Wms, mut pending: Vec<MatchRequest>) {
+    let excluded = BTreeSet::new();
+    for _ in 0..MAX_TRIES {
+        if pending.is_empty() {
+            return;
+        }
+        let mut proposals = Vec::with_capacity(pending.len());
+        {
+            let mut index = wms.matcher.lock();
+            let mut rng = rand::rng();
+            for req in pending.drain(..) {
+                match index.match_job(&req.resource, &excluded, &mut rng) {
+                    Some(m) => proposals.push((m.job_id, req)),
+                    None => {
+                        let _ = req.reply.send(Ok(None));
+                    }
+                }
             }
         }
-        Ok(None)
+        if proposals.is_empty() {
+            return;
+        }
+        let claims: Vec<ClaimRequest> = proposals
+            .iter()
+            .map(|(id, r)| ClaimRequest {
+                job_id: *id,
+                site: r.site.clone(),
+                pilot_stamp: r.stamp.clone(),
+            })
+            .collect();
+        match wms.db.claim_many(&claims, &wms.pilots).await {
+            Ok(mut won) => {
+                for (id, req) in proposals {
+                    match won.remove(&id) {
+                        Some(job) => {
+                            let _ = req.reply.send(Ok(Some(job)));
+                        }
+                        None => pending.push(req),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = proposals.len(), "matcher claim failed");
+                for (_, req) in proposals {
+                    let _ = req
+                        .reply
+                        .send(Err(WmsError::Unavailable(format!("matching failed: {e}"))));
+                }
+                return;
+            }
+        }
+    }
+    for req in pending {
+        let _ = req.reply.send(Ok(None));
     }
 }
 

@@ -185,7 +185,11 @@ impl SandboxService {
     /// administrators do); anyone who may read a job reads the sandboxes
     /// assigned to it — an output sandbox is uploaded by the pilot but
     /// belongs to the job's owner.
-    async fn may_read(&self, who: &dirac_core::auth::Identity, row: &crate::sandbox::SandboxRow) -> Result<bool, WmsError> {
+    async fn may_read(
+        &self,
+        who: &dirac_core::auth::Identity,
+        row: &crate::sandbox::SandboxRow,
+    ) -> Result<bool, WmsError> {
         let uploader = crate::jobdb::JobOwner {
             owner: row.owner.clone(),
             owner_group: row.owner_group.clone(),

@@ -372,3 +372,68 @@ impl PilotDb {
         Ok(out)
     }
 }
+
+impl PilotDb {
+    /// Record many (pilot stamp, job) pairs inside the matcher's transaction.
+    pub async fn map_jobs(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        pairs: &[(String, u64)],
+    ) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut stamps: Vec<&str> = pairs.iter().map(|(s, _)| s.as_str()).collect();
+        stamps.sort_unstable();
+        stamps.dedup();
+        let mut ids: HashMap<String, i64> = HashMap::new();
+        for chunk in stamps.chunks(1000) {
+            let sql = format!(
+                "SELECT PilotStamp, PilotID FROM PilotAgents WHERE PilotStamp IN ({})",
+                list_placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(self.db.sql_dynamic(sql));
+            for s in chunk {
+                q = q.bind(s.to_string());
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                ids.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        let now = time::now();
+        let known: Vec<(i64, i64)> = pairs
+            .iter()
+            .filter_map(|(s, job)| {
+                ids.get(s)
+                    .map(|id| (*id, i64::try_from(*job).unwrap_or(i64::MAX)))
+            })
+            .collect();
+        for (pilot, job) in &known {
+            sqlx::query(self.db.sql(
+                "UPDATE PilotAgents SET CurrentJobID = ?, Status = 'Running', LastUpdateTime = ? WHERE PilotID = ?",
+            ))
+            .bind(*job)
+            .bind(now.clone())
+            .bind(*pilot)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for chunk in known.chunks(1000) {
+            let values = dirac_core::db::values_placeholders(3, chunk.len());
+            let sql = match self.db.backend() {
+                Backend::MySql => format!(
+                    "INSERT IGNORE INTO JobToPilotMapping (PilotID, JobID, StartTime) VALUES {values}"
+                ),
+                _ => format!(
+                    "INSERT INTO JobToPilotMapping (PilotID, JobID, StartTime) VALUES {values} ON CONFLICT DO NOTHING"
+                ),
+            };
+            let mut q = sqlx::query(self.db.sql_dynamic(sql));
+            for (pilot, job) in chunk {
+                q = q.bind(*pilot).bind(*job).bind(now.clone());
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}

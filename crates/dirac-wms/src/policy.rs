@@ -33,6 +33,15 @@ const PILOT_OPERATORS: &[&str] = &[
     "JobAdministrator",
     "Operator",
 ];
+/// Users see their VO's pilots (DIRAC's pilot monitor); logs stay with operators.
+const PILOT_READERS: &[&str] = &[
+    "GenericPilot",
+    "ServiceAdministrator",
+    "JobAdministrator",
+    "Operator",
+    "NormalUser",
+    "JobMonitor",
+];
 
 /// Every WMS method with its access policy.
 pub fn register(table: &mut PolicyTable) {

@@ -355,11 +355,16 @@ impl SandboxDb {
 
     /// The jobs a sandbox is assigned to.
     pub async fn jobs_of(&self, id: i64) -> Result<Vec<u64>> {
-        let rows = sqlx::query(self.db.sql("SELECT JobID FROM sb_EntityMapping WHERE SBId = ? ORDER BY JobID"))
-            .bind(id)
-            .fetch_all(self.db.pool())
-            .await?;
-        rows.iter().map(|r| Ok(u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0))).collect()
+        let rows = sqlx::query(
+            self.db
+                .sql("SELECT JobID FROM sb_EntityMapping WHERE SBId = ? ORDER BY JobID"),
+        )
+        .bind(id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0)))
+            .collect()
     }
 
     /// (Input, Output) references of a job.
