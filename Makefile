@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/dirac-rs/target
 export CARGO_TARGET_DIR
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: all build run test lint test-tools bench bench-jdl clean-data
+.PHONY: all build run test lint test-tools bench bench-jdl bench-matcher bench-match bench-e2e clean-data
 
 all: build
 
@@ -35,6 +35,19 @@ bench:
 
 bench-jdl:
 	cargo bench -p dirac-jdl --bench parse
+
+bench-matcher:
+	cargo bench -p dirac-matcher --bench matching -- --warm-up-time 1 --measurement-time 2
+
+## Matcher service with 500 concurrent fake pilots (see docs/benchmarks.md).
+bench-match:
+	cargo build --release -p diracd -p dirac-bench
+	scripts/bench-match.sh
+
+## 1000 /bin/true jobs through local pilots, submission to all Done.
+bench-e2e:
+	cargo build --release -p diracd -p dirac-cli -p dirac-pilot
+	scripts/bench-e2e.sh
 
 clean-data:
 	rm -rf .dirac

@@ -245,7 +245,10 @@ async fn serve_batch(wms: &Wms, mut pending: Vec<MatchRequest>) {
                 pilot_stamp: r.stamp.clone(),
             })
             .collect();
-        match wms.db.claim_many(&claims, &wms.pilots).await {
+        let started = Instant::now();
+        let result = wms.db.claim_many(&claims, &wms.pilots).await;
+        tracing::debug!(proposals = claims.len(), elapsed_us = started.elapsed().as_micros() as u64, "claim batch");
+        match result {
             Ok(mut won) => {
                 for (id, req) in proposals {
                     match won.remove(&id) {
