@@ -46,37 +46,63 @@ pub struct MatchArgs {
 }
 
 fn jdl(i: u64) -> String {
-    format!("[ Executable = \"/bin/true\"; JobName = \"match_{i}\"; JobGroup = \"bench\"; CPUTime = 3600; ]")
+    format!(
+        "[ Executable = \"/bin/true\"; JobName = \"match_{i}\"; JobGroup = \"bench\"; CPUTime = 3600; ]"
+    )
 }
 
 async fn waiting(client: &Client) -> anyhow::Result<u64> {
     let rows = client
         .job_monitoring()
-        .summary(SummaryRequest { grouping: vec!["Status".into()], filters: vec![] })
+        .summary(SummaryRequest {
+            grouping: vec!["Status".into()],
+            filters: vec![],
+        })
         .await?
         .into_inner()
         .rows;
-    Ok(rows.iter().filter(|r| r.values.first().is_some_and(|v| v == "Waiting")).map(|r| r.count).sum())
+    Ok(rows
+        .iter()
+        .filter(|r| r.values.first().is_some_and(|v| v == "Waiting"))
+        .map(|r| r.count)
+        .sum())
 }
 
 pub async fn run(args: MatchArgs) -> anyhow::Result<bool> {
-    let user = ClientConfig::resolve(args.config.as_deref(), &ProcessEnv, args.url.clone(), args.token.clone())?;
+    let user = ClientConfig::resolve(
+        args.config.as_deref(),
+        &ProcessEnv,
+        args.url.clone(),
+        args.token.clone(),
+    )?;
     let client = Client::connect_now(&user).await?;
     let before = waiting(&client).await?;
     for start in (0..args.jobs).step_by(1000) {
         let jdls = (start..(start + 1000).min(args.jobs)).map(jdl).collect();
-        client.job_manager().submit_jobs(SubmitJobsRequest { jdls, request_id: String::new() }).await?;
+        client
+            .job_manager()
+            .submit_jobs(SubmitJobsRequest {
+                jdls,
+                request_id: String::new(),
+            })
+            .await?;
     }
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     while waiting(&client).await? < before + args.jobs {
         if Instant::now() > deadline {
-            bail!("the jobs did not become Waiting within {} s", args.wait_secs);
+            bail!(
+                "the jobs did not become Waiting within {} s",
+                args.wait_secs
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let token = std::fs::read_to_string(&args.pilot_token_file)
         .with_context(|| format!("read {}", args.pilot_token_file.display()))?;
-    let pilot_cfg = ClientConfig { token: Some(token.trim().to_string()), ..user.clone() };
+    let pilot_cfg = ClientConfig {
+        token: Some(token.trim().to_string()),
+        ..user.clone()
+    };
     let mut clients = Vec::new();
     for _ in 0..args.connections {
         clients.push(Client::connect_now(&pilot_cfg).await?);

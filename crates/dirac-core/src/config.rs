@@ -291,6 +291,12 @@ pub struct JobSchedulingOps {
     pub max_rescheduling: u32,
     /// Seconds a rescheduled job is held, indexed by its reschedule count.
     pub reschedule_delays: Vec<u64>,
+    /// `RunningLimit.<Site>.JobType.<Value>: N`: at most N Running, Matched or
+    /// Stalled jobs of that type at the site.
+    pub running_limit: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
+    /// `MatchingDelay.<Site>.JobType.<Value>: seconds` between two matches of
+    /// that type at the site.
+    pub matching_delay: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
 }
 
 impl Default for JobSchedulingOps {
@@ -298,6 +304,8 @@ impl Default for JobSchedulingOps {
         Self {
             max_rescheduling: 3,
             reschedule_delays: vec![60, 180, 300, 600],
+            running_limit: BTreeMap::new(),
+            matching_delay: BTreeMap::new(),
         }
     }
 }
@@ -578,6 +586,27 @@ impl DiracConfig {
         if let Some(url) = &self.services.databases.job_db {
             crate::db::Backend::from_url(url)
                 .map_err(|e| invalid("Services.Databases.JobDB", e.to_string()))?;
+        }
+        for (name, table) in [
+            (
+                "RunningLimit",
+                &self.operations.job_scheduling.running_limit,
+            ),
+            (
+                "MatchingDelay",
+                &self.operations.job_scheduling.matching_delay,
+            ),
+        ] {
+            for (site, attrs) in table {
+                for attr in attrs.keys() {
+                    if attr != "JobType" {
+                        return Err(invalid(
+                            format!("Operations.JobScheduling.{name}.{site}.{attr}"),
+                            "only JobType limits are supported",
+                        ));
+                    }
+                }
+            }
         }
         let ag = &self.services.agents;
         if ag.polling_time_s == 0 || ag.stalled_time_s == 0 || ag.failed_time_s == 0 {

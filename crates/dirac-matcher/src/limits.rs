@@ -65,6 +65,11 @@ impl SiteLimits {
         Ok(())
     }
 
+    /// Whether any limit or delay is set for `site`.
+    pub fn has_site(&self, site: &str) -> bool {
+        self.running.contains_key(site) || self.delays.contains_key(site)
+    }
+
     pub fn running_limit(&self, site: &str, job_type: &str) -> Option<u64> {
         self.running.get(site)?.get(job_type).copied()
     }

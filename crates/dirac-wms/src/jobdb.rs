@@ -1230,85 +1230,11 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[derive(Debug, Clone)]
 pub struct MatchedJob {
     pub job_id: u64,
+    pub job_type: String,
     pub jdl: String,
     pub owner: String,
     pub owner_group: String,
     pub vo: String,
-}
-
-impl JobDb {
-    /// Hand `job_id` to a pilot at `site`: one transaction deletes its
-    /// task-queue row (the atomic claim: only one matcher can succeed),
-    /// checks the job still waits, moves it to Matched/Assigned and maps it
-    /// to the pilot. `None` when another matcher won or the job left Waiting.
-    pub async fn claim_for_pilot(
-        &self,
-        job_id: u64,
-        site: &str,
-        pilot_stamp: Option<&str>,
-        pilots: &crate::pilotdb::PilotDb,
-    ) -> Result<Option<MatchedJob>> {
-        let mut tx = self.db.pool().begin().await?;
-        if !self.task_queues.claim(&mut tx, job_id).await? {
-            return Ok(None);
-        }
-        let row = sqlx::query(self.db.sql_dynamic(format!(
-            "SELECT Status, Owner, OwnerGroup, VO, JDL, StartExecTime, EndExecTime FROM Jobs WHERE JobID = ?{}",
-            self.for_update()
-        )))
-        .bind(to_i64(job_id))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let status: String = row.try_get(0)?;
-        if status != "Waiting" {
-            // Stale queue entry: it is gone now; the pilot tries another.
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let now = time::now();
-        sqlx::query(self.db.sql(
-            "UPDATE Jobs SET Status = 'Matched', MinorStatus = 'Assigned', Site = ?, LastStatusTime = ?, \
-             LastUpdateTime = ? WHERE JobID = ?",
-        ))
-        .bind(clip(site, 128))
-        .bind(now.clone())
-        .bind(now.clone())
-        .bind(to_i64(job_id))
-        .execute(&mut *tx)
-        .await?;
-        self.insert_history(
-            &mut tx,
-            &[(
-                job_id,
-                record(JobStatus::Matched, "Assigned", "Unknown", &now, "Matcher"),
-            )],
-        )
-        .await?;
-        if let Some(stamp) = pilot_stamp {
-            pilots.map_job(&mut tx, stamp, job_id).await?;
-            self.upsert_parameters(
-                &mut tx,
-                &[JobParameter {
-                    job_id,
-                    name: "Pilot_Reference".into(),
-                    value: stamp.to_string(),
-                }],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(Some(MatchedJob {
-            job_id,
-            owner: row.try_get(1)?,
-            owner_group: row.try_get(2)?,
-            vo: row.try_get(3)?,
-            jdl: row.try_get(4)?,
-        }))
-    }
 }
 
 impl JobDb {
@@ -1403,7 +1329,7 @@ impl JobDb {
         let mut rows = Vec::with_capacity(queued.len());
         for chunk in queued.chunks(IN_CHUNK) {
             let sql = format!(
-                "SELECT JobID, Status, Owner, OwnerGroup, VO, JDL FROM Jobs WHERE JobID IN ({}) ORDER BY JobID{}",
+                "SELECT JobID, Status, Owner, OwnerGroup, VO, JDL, JobType FROM Jobs WHERE JobID IN ({}) ORDER BY JobID{}",
                 list_placeholders(chunk.len()),
                 self.for_update()
             );
@@ -1447,6 +1373,7 @@ impl JobDb {
                     owner_group: row.try_get(3)?,
                     vo: row.try_get(4)?,
                     jdl: row.try_get(5)?,
+                    job_type: row.try_get(6)?,
                 },
             );
         }
@@ -1468,6 +1395,24 @@ impl JobDb {
         self.upsert_parameters(&mut tx, &params).await?;
         pilots.map_jobs(&mut tx, &mapping).await?;
         tx.commit().await?;
+        Ok(out)
+    }
+}
+
+impl JobDb {
+    /// Running, Matched and Stalled jobs at `site` by job type (the Limiter).
+    pub async fn running_by_job_type(&self, site: &str) -> Result<HashMap<String, u64>> {
+        let rows = sqlx::query(self.db.sql(
+            "SELECT JobType, COUNT(*) FROM Jobs WHERE Site = ? AND Status IN ('Running', 'Matched', 'Stalled') \
+             GROUP BY JobType",
+        ))
+        .bind(site.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut out = HashMap::new();
+        for r in rows {
+            out.insert(r.try_get::<String, _>(0)?, to_u64(r.try_get::<i64, _>(1)?));
+        }
         Ok(out)
     }
 }

@@ -1,6 +1,6 @@
 //! The Matcher: an in-memory task-queue index (`dirac-matcher`) in front of
 //! TaskQueueDB. The index only proposes; the database decides (see
-//! `JobDb::claim_for_pilot`), so replicas with stale indexes never hand out
+//! `JobDb::claim_many`), so replicas with stale indexes never hand out
 //! a job twice — a lost race only costs a retry.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use dirac_core::auth::identity;
 use dirac_core::config::DiracConfig;
+use std::collections::HashMap;
+
+use dirac_matcher::limits::{DelayState, SiteLimits, excluded_job_types};
 use dirac_matcher::{Index, Resource, ResourceDescription, ShareConfig};
 use dirac_proto::wms::matcher_server::Matcher;
 use dirac_proto::wms::{
@@ -51,6 +54,43 @@ pub struct MatcherState {
     batcher: OnceLock<mpsc::Sender<MatchRequest>>,
     shares: ShareConfig,
     recent: Mutex<VecDeque<(Instant, Resource)>>,
+    limits: SiteLimits,
+    limiter: Mutex<Limiter>,
+}
+
+/// Site limit state: matching delays, and running counts cached for
+/// `RUNNING_CACHE` (DIRAC's Limiter caches them for 10 s; a match within the
+/// window counts at once, so a limit is not overshot).
+#[derive(Default)]
+struct Limiter {
+    delays: DelayState,
+    running: HashMap<String, (Instant, HashMap<String, u64>)>,
+}
+
+const RUNNING_CACHE: Duration = Duration::from_secs(10);
+
+/// `RunningLimit` and `MatchingDelay` of the configuration.
+pub fn site_limits(config: &DiracConfig) -> SiteLimits {
+    let mut limits = SiteLimits::new();
+    let js = &config.operations.job_scheduling;
+    for (site, attrs) in &js.running_limit {
+        for (value, n) in attrs.get("JobType").into_iter().flatten() {
+            limits.set_running_limit(site, value, *n);
+        }
+    }
+    for (site, attrs) in &js.matching_delay {
+        for (value, s) in attrs.get("JobType").into_iter().flatten() {
+            limits.set_matching_delay(site, value, *s);
+        }
+    }
+    limits
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl MatcherState {
@@ -60,6 +100,8 @@ impl MatcherState {
             batcher: OnceLock::new(),
             shares: shares(config),
             recent: Mutex::new(VecDeque::new()),
+            limits: site_limits(config),
+            limiter: Mutex::new(Limiter::default()),
         }
     }
 
@@ -215,18 +257,100 @@ fn spawn_batcher(wms: Weak<Wms>) -> mpsc::Sender<MatchRequest> {
     tx
 }
 
+/// Job types each site must not receive now (RunningLimit, MatchingDelay).
+async fn excluded_by_site(
+    wms: &Wms,
+    sites: &BTreeSet<String>,
+) -> HashMap<String, BTreeSet<String>> {
+    let mut out = HashMap::new();
+    for site in sites {
+        if !wms.matcher.limits.has_site(site) {
+            continue;
+        }
+        let cached = {
+            let limiter = wms
+                .matcher
+                .limiter
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            limiter
+                .running
+                .get(site)
+                .filter(|(t, _)| t.elapsed() < RUNNING_CACHE)
+                .map(|(_, r)| r.clone())
+        };
+        let running = match cached {
+            Some(r) => r,
+            None => match wms.db.running_by_job_type(site).await {
+                Ok(r) => {
+                    let mut limiter = wms
+                        .matcher
+                        .limiter
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    limiter
+                        .running
+                        .insert(site.clone(), (Instant::now(), r.clone()));
+                    r
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, site = %site, "cannot count running jobs; site limits not applied");
+                    continue;
+                }
+            },
+        };
+        let limiter = wms
+            .matcher
+            .limiter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.insert(
+            site.clone(),
+            excluded_job_types(
+                site,
+                &running,
+                &wms.matcher.limits,
+                &limiter.delays,
+                now_s(),
+            ),
+        );
+    }
+    out
+}
+
+/// Count a match against its site's limits at once.
+fn record_match(wms: &Wms, site: &str, job_type: &str) {
+    if !wms.matcher.limits.has_site(site) {
+        return;
+    }
+    let mut limiter = wms
+        .matcher
+        .limiter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    limiter
+        .delays
+        .record_match(site, job_type, now_s(), &wms.matcher.limits);
+    if let Some((_, running)) = limiter.running.get_mut(site) {
+        *running.entry(job_type.to_string()).or_default() += 1;
+    }
+}
+
 async fn serve_batch(wms: &Wms, mut pending: Vec<MatchRequest>) {
-    let excluded = BTreeSet::new();
+    let none = BTreeSet::new();
     for _ in 0..MAX_TRIES {
         if pending.is_empty() {
             return;
         }
+        let sites: BTreeSet<String> = pending.iter().map(|r| r.site.clone()).collect();
+        let excluded = excluded_by_site(wms, &sites).await;
         let mut proposals = Vec::with_capacity(pending.len());
         {
             let mut index = wms.matcher.lock();
             let mut rng = rand::rng();
             for req in pending.drain(..) {
-                match index.match_job(&req.resource, &excluded, &mut rng) {
+                let excluded = excluded.get(&req.site).unwrap_or(&none);
+                match index.match_job(&req.resource, excluded, &mut rng) {
                     Some(m) => proposals.push((m.job_id, req)),
                     None => {
                         let _ = req.reply.send(Ok(None));
@@ -247,12 +371,17 @@ async fn serve_batch(wms: &Wms, mut pending: Vec<MatchRequest>) {
             .collect();
         let started = Instant::now();
         let result = wms.db.claim_many(&claims, &wms.pilots).await;
-        tracing::debug!(proposals = claims.len(), elapsed_us = started.elapsed().as_micros() as u64, "claim batch");
+        tracing::debug!(
+            proposals = claims.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "claim batch"
+        );
         match result {
             Ok(mut won) => {
                 for (id, req) in proposals {
                     match won.remove(&id) {
                         Some(job) => {
+                            record_match(wms, &req.site, &job.job_type);
                             let _ = req.reply.send(Ok(Some(job)));
                         }
                         None => pending.push(req),

@@ -70,6 +70,21 @@ pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
             }
         }
     }
+    // JobScheduling: a job restricted to sites must have a configured one
+    // left after its banned sites.
+    if !desc.sites.is_empty() && !config.resources.sites.is_empty() {
+        let candidates: Vec<&String> = desc
+            .sites
+            .iter()
+            .filter(|s| config.resources.sites.contains_key(*s) && !desc.banned_sites.contains(s))
+            .collect();
+        if candidates.is_empty() {
+            return Verdict::Failed(format!(
+                "No candidate sites available: none of {} is a configured site",
+                desc.sites.join(", ")
+            ));
+        }
+    }
     Verdict::Waiting(Box::new(crate::taskqueuedb::key_for(
         &desc,
         &job.owner,
@@ -87,13 +102,14 @@ pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
     if claimed.is_empty() {
         return Ok(0);
     }
-    let verdicts: Vec<(Claimed, Verdict)> = claimed
+    let mut verdicts: Vec<(Claimed, Verdict)> = claimed
         .into_iter()
         .map(|c| {
             let v = sanity(&c, &wms.config);
             (c, v)
         })
         .collect();
+    assign_input_sandboxes(wms, &mut verdicts).await?;
     let failed = verdicts
         .iter()
         .filter(|(_, v)| matches!(v, Verdict::Failed(_)))
@@ -105,6 +121,62 @@ pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
     wms.matcher.enqueue(&queued);
     tracing::info!(jobs = verdicts.len(), failed, "jobs checked");
     Ok(verdicts.len())
+}
+
+/// JobSanity's sandbox step: every `SB:` input of a job must be a stored
+/// sandbox of its owner's VO (and owner, or group with JobSharing); it is
+/// then assigned to the job as Input. A missing one fails the job.
+async fn assign_input_sandboxes(wms: &Wms, verdicts: &mut [(Claimed, Verdict)]) -> Result<()> {
+    for (job, verdict) in verdicts.iter_mut() {
+        if !matches!(verdict, Verdict::Waiting(_)) {
+            continue;
+        }
+        let Ok(ad) = dirac_jdl::ClassAd::parse(&job.jdl) else {
+            continue;
+        };
+        let refs: Vec<String> = ad
+            .get("InputSandbox")
+            .map(dirac_jdl::Value::to_strings)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.starts_with("SB:"))
+            .collect();
+        if refs.is_empty() {
+            continue;
+        }
+        let sharing = wms
+            .config
+            .registry
+            .vos
+            .get(&job.vo)
+            .and_then(|v| v.groups.get(&job.owner_group))
+            .is_some_and(|g| g.properties.iter().any(|p| p == "JobSharing"));
+        let mut ids = Vec::with_capacity(refs.len());
+        for pfn in &refs {
+            match wms.sandboxes.find(pfn).await? {
+                Some(row)
+                    if row.vo == job.vo
+                        && (row.owner == job.owner
+                            || (sharing && row.owner_group == job.owner_group)) =>
+                {
+                    ids.push(row.id);
+                }
+                Some(_) => {
+                    *verdict =
+                        Verdict::Failed(format!("InputSandbox: {pfn} belongs to another user"));
+                    break;
+                }
+                None => {
+                    *verdict = Verdict::Failed(format!("InputSandbox: no sandbox {pfn}"));
+                    break;
+                }
+            }
+        }
+        if matches!(verdict, Verdict::Waiting(_)) {
+            wms.sandboxes.assign(job.job_id, "Input", &ids).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Run until `shutdown` turns true.

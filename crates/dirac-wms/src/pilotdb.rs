@@ -236,47 +236,6 @@ impl PilotDb {
             .ok_or_else(|| WmsError::NotFound(format!("pilot {stamp} is not registered")))
     }
 
-    /// Record that `stamp` took `job_id` (inside the matcher's transaction).
-    pub async fn map_job(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        stamp: &str,
-        job_id: u64,
-    ) -> Result<()> {
-        let id: Option<i64> = sqlx::query_scalar(
-            self.db
-                .sql("SELECT PilotID FROM PilotAgents WHERE PilotStamp = ?"),
-        )
-        .bind(stamp.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(id) = id else { return Ok(()) };
-        let job = i64::try_from(job_id).unwrap_or(i64::MAX);
-        sqlx::query(self.db.sql(
-            "UPDATE PilotAgents SET CurrentJobID = ?, Status = 'Running', LastUpdateTime = ? WHERE PilotID = ?",
-        ))
-        .bind(job)
-        .bind(time::now())
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-        let ignore = match self.db.backend() {
-            Backend::MySql => {
-                "INSERT IGNORE INTO JobToPilotMapping (PilotID, JobID, StartTime) VALUES (?, ?, ?)"
-            }
-            _ => {
-                "INSERT INTO JobToPilotMapping (PilotID, JobID, StartTime) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
-            }
-        };
-        sqlx::query(self.db.sql(ignore))
-            .bind(id)
-            .bind(job)
-            .bind(time::now())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
-
     /// Append to a pilot's log, keeping the last `MAX_LOG_BYTES`.
     pub async fn append_log(&self, stamp: &str, text: &str) -> Result<()> {
         valid_stamp(stamp)?;

@@ -345,6 +345,7 @@ async fn reschedule_counts_and_fails_past_the_limit(db: JobDb) {
         job_scheduling: JobSchedulingOps {
             max_rescheduling: 2,
             reschedule_delays: vec![3600],
+            ..JobSchedulingOps::default()
         },
         ..Operations::default()
     };

@@ -204,7 +204,102 @@ async fn stalled_jobs_fail_when_their_pilot_is_gone(db: JobDb) {
     let _ = ids;
 }
 
+async fn running_limits_hold_jobs_back_at_a_site(db: JobDb) {
+    submit(&db, &ALICE, &[JDL, JDL, JDL]).await;
+    let mut cfg = (*config()).clone();
+    let mut per_type = BTreeMap::new();
+    per_type.insert("User".to_string(), 1u64);
+    let mut attrs = BTreeMap::new();
+    attrs.insert("JobType".to_string(), per_type);
+    cfg.operations
+        .job_scheduling
+        .running_limit
+        .insert("LCG.Full.ch".into(), attrs);
+    let w = Wms::new(db.clone(), Arc::new(cfg), sandbox_backend());
+    optimize_once(&w, 10).await.expect("optimize");
+    let full = pilot_resource("LCG.Full.ch");
+    assert!(
+        w.match_job(&full, "LCG.Full.ch", None)
+            .await
+            .expect("match")
+            .is_some()
+    );
+    // One User job runs there: the limit of 1 is reached.
+    assert!(
+        w.match_job(&full, "LCG.Full.ch", None)
+            .await
+            .expect("match")
+            .is_none()
+    );
+    // Another site still gets work.
+    assert!(
+        w.match_job(&pilot_resource("LCG.Free.ch"), "LCG.Free.ch", None)
+            .await
+            .expect("match")
+            .is_some()
+    );
+}
+
+async fn input_sandboxes_are_checked_and_assigned(db: JobDb) {
+    let w = Wms::new(db.clone(), config(), sandbox_backend());
+    let alice = dirac_core::auth::Identity {
+        sub: "dteam:alice".into(),
+        username: "alice".into(),
+        vo: "dteam".into(),
+        group: "dteam_user".into(),
+        properties: vec!["NormalUser".into()],
+    };
+    let pfn = "SB:ProductionSandboxSE|/dteam/dteam_user/alice/ab/abcd.tar.gz";
+    w.sandboxes
+        .insert(
+            &alice,
+            "ProductionSandboxSE",
+            pfn,
+            10,
+            &"a".repeat(64),
+            "tar.gz",
+        )
+        .await
+        .expect("insert");
+    let good = format!("[ Executable = \"x\"; InputSandbox = {{ \"{pfn}\", \"LFN:/dteam/f\" }}; ]");
+    let missing = "[ Executable = \"x\"; InputSandbox = { \"SB:ProductionSandboxSE|/dteam/dteam_user/alice/00/none.tar.gz\" }; ]";
+    let nowhere = "[ Executable = \"x\"; Site = \"LCG.Nowhere.xx\"; ]";
+    let ids = submit(&db, &ALICE, &[&good, missing]).await;
+    optimize_once(&w, 10).await.expect("optimize");
+    let jobs = db.jobs(&ids).await.expect("jobs");
+    assert_eq!(jobs[0].status, "Waiting", "{:?}", jobs[0]);
+    assert_eq!(
+        (jobs[1].status.as_str(), jobs[1].minor_status.as_str()),
+        ("Failed", "Illegal Job JDL")
+    );
+    assert!(
+        jobs[1].application_status.contains("no sandbox"),
+        "{}",
+        jobs[1].application_status
+    );
+    let (input, output) = w.sandboxes.of_job(ids[0]).await.expect("sandboxes");
+    assert_eq!((input, output.len()), (vec![pfn.to_string()], 0));
+    // A site that is not configured: no candidate (when sites are configured).
+    let mut cfg = (*config()).clone();
+    cfg.resources
+        .sites
+        .insert("LCG.Real.ch".into(), Default::default());
+    let w = Wms::new(db.clone(), Arc::new(cfg), sandbox_backend());
+    let id = submit(&db, &ALICE, &[nowhere]).await[0];
+    optimize_once(&w, 10).await.expect("optimize");
+    let job = &db.jobs(&[id]).await.expect("jobs")[0];
+    assert_eq!(job.status, "Failed");
+    assert!(
+        job.application_status
+            .starts_with("No candidate sites available"),
+        "{}",
+        job.application_status
+    );
+}
+
 crate::backend_tests!(
+    running_limits_hold_jobs_back_at_a_site,
+    input_sandboxes_are_checked_and_assigned,
     replicas_never_hand_out_a_job_twice,
     killed_jobs_leave_their_task_queue,
     stalled_jobs_fail_when_their_pilot_is_gone,
