@@ -547,3 +547,34 @@ fn a_killed_pilot_leaves_no_job_running() {
     );
     d.stop();
 }
+
+#[test]
+fn agents_run_on_their_own() {
+    let d = Diracd::start();
+    let out = Command::new(bin("diracd"))
+        .args(["agent", "nonsense", "--data-dir"])
+        .arg(d.dir.path())
+        .output()
+        .expect("diracd agent");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown agent 'nonsense'"));
+    let mut agent = Command::new(bin("diracd"))
+        .args(["agent", "stalled-jobs", "--data-dir"])
+        .arg(d.dir.path())
+        .env("DIRAC__RESOURCES__SITES", "{}")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agent");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        agent.try_wait().expect("wait").is_none(),
+        "the agent exited early"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status();
+    let status = agent.wait().expect("wait");
+    assert!(status.success(), "agent exit: {status}");
+    d.stop();
+}

@@ -226,67 +226,74 @@ pub async fn run_loop<F, Fut>(
     .await;
 }
 
-/// Start every WMS agent in this process.
-pub fn spawn_all(
+/// The agents `diracd agent NAME` runs on their own.
+pub const AGENTS: &[&str] = &["optimizer", "stalled-jobs", "job-cleaning", "task-queues"];
+
+/// Start one agent by name (see [`AGENTS`]).
+pub fn spawn(
+    name: &str,
     wms: &Arc<Wms>,
     shutdown: &watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> Option<tokio::task::JoinHandle<()>> {
     let every = Duration::from_secs(wms.config.services.agents.polling_time_s);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(crate::optimizer::run(
-        wms.clone(),
-        shutdown.clone(),
-    )));
     let w = wms.clone();
-    tasks.push(tokio::spawn(run_loop(
-        "StalledJobAgent",
-        every,
-        shutdown.clone(),
-        move || {
+    let shutdown = shutdown.clone();
+    Some(match name {
+        "optimizer" => tokio::spawn(crate::optimizer::run(w, shutdown)),
+        "stalled-jobs" => tokio::spawn(run_loop("StalledJobAgent", every, shutdown, move || {
             let w = w.clone();
             async move {
                 match stalled_jobs_once(&w).await {
                     Ok((0, 0, 0)) => {}
                     Ok((stalled, failed, rescheduled)) => {
-                        tracing::info!(stalled, failed, rescheduled, "stalled jobs handled")
+                        tracing::info!(stalled, failed, rescheduled, "stalled jobs handled");
                     }
                     Err(e) => tracing::warn!(error = %e, "stalled job cycle failed"),
                 }
             }
-        },
-    )));
-    let w = wms.clone();
-    tasks.push(tokio::spawn(run_loop(
-        "JobCleaningAgent",
-        every * 10,
-        shutdown.clone(),
-        move || {
-            let w = w.clone();
-            async move {
-                match clean_jobs_once(&w).await {
-                    Ok((0, 0, 0)) => {}
-                    Ok((deleted, removed, sandboxes)) => {
-                        tracing::info!(deleted, removed, sandboxes, "jobs cleaned")
+        })),
+        "job-cleaning" => tokio::spawn(run_loop(
+            "JobCleaningAgent",
+            every * 10,
+            shutdown,
+            move || {
+                let w = w.clone();
+                async move {
+                    match clean_jobs_once(&w).await {
+                        Ok((0, 0, 0)) => {}
+                        Ok((deleted, removed, sandboxes)) => {
+                            tracing::info!(deleted, removed, sandboxes, "jobs cleaned")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cleaning cycle failed"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "cleaning cycle failed"),
                 }
-            }
-        },
-    )));
-    let w = wms.clone();
-    tasks.push(tokio::spawn(run_loop(
-        "TaskQueues",
-        Duration::from_secs(30),
-        shutdown.clone(),
-        move || {
-            let w = w.clone();
-            async move {
-                match crate::matching::resync(&w).await {
-                    Ok(n) => tracing::debug!(queued = n, "matcher index rebuilt"),
-                    Err(e) => tracing::warn!(error = %e, "matcher index rebuild failed"),
+            },
+        )),
+        "task-queues" => tokio::spawn(run_loop(
+            "TaskQueues",
+            Duration::from_secs(30),
+            shutdown,
+            move || {
+                let w = w.clone();
+                async move {
+                    match crate::matching::resync(&w).await {
+                        Ok(n) => tracing::debug!(queued = n, "matcher index rebuilt"),
+                        Err(e) => tracing::warn!(error = %e, "matcher index rebuild failed"),
+                    }
                 }
-            }
-        },
-    )));
-    tasks
+            },
+        )),
+        _ => return None,
+    })
+}
+
+/// Start every WMS agent in this process.
+pub fn spawn_all(
+    wms: &Arc<Wms>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    AGENTS
+        .iter()
+        .filter_map(|name| spawn(name, wms, shutdown))
+        .collect()
 }

@@ -180,6 +180,60 @@ fn local_pilots(
     Ok(Some(ce))
 }
 
+/// The WMS over the configured database (SQLite in the data directory by
+/// default), its task queues loaded.
+async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<Arc<Wms>> {
+    let url = config
+        .services
+        .databases
+        .job_db
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("jobdb.sqlite").display()));
+    let db = Db::connect(&url, DB_CONNECTIONS)
+        .await
+        .with_context(|| format!("connect to {}", dirac_core::db::redact(&url)))?;
+    let jobdb = JobDb::open(db).await.context("migrate JobDB")?;
+    let sandbox_root = config
+        .services
+        .sandbox_store
+        .base_path
+        .clone()
+        .unwrap_or_else(|| data_dir.join("sandboxes"));
+    let backend = LocalBackend::new(sandbox_root.clone())
+        .with_context(|| format!("sandbox store at {}", sandbox_root.display()))?;
+    let wms = Wms::new(jobdb, config.clone(), Arc::new(backend));
+    let queued = dirac_wms::matching::resync(&wms)
+        .await
+        .context("load task queues")?;
+    tracing::info!(queued, "matcher index loaded");
+
+    Ok(wms)
+}
+
+/// `diracd agent NAME`: one agent until SIGTERM.
+pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
+    if !dirac_wms::agents::AGENTS.contains(&name) {
+        bail!(
+            "unknown agent '{name}' (one of {})",
+            dirac_wms::agents::AGENTS.join(", ")
+        );
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    let config = Arc::new(load_config(data_dir, config)?);
+    dirac_core::telemetry::init(
+        &config.services.log_format,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    let wms = open_wms(&config, data_dir).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = dirac_wms::agents::spawn(name, &wms, &stop_rx).context("spawn agent")?;
+    tracing::info!(agent = name, "agent running");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    Ok(())
+}
+
 /// The access policy of every method the installation serves.
 pub fn policy_table() -> PolicyTable {
     let mut policies = PolicyTable::new();
@@ -206,30 +260,7 @@ pub async fn run_all(
     );
     let config = Arc::new(config);
 
-    let url = config
-        .services
-        .databases
-        .job_db
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("jobdb.sqlite").display()));
-    let db = Db::connect(&url, DB_CONNECTIONS)
-        .await
-        .with_context(|| format!("connect to {}", dirac_core::db::redact(&url)))?;
-    let jobdb = JobDb::open(db).await.context("migrate JobDB")?;
-    let sandbox_root = config
-        .services
-        .sandbox_store
-        .base_path
-        .clone()
-        .unwrap_or_else(|| data_dir.join("sandboxes"));
-    let backend = LocalBackend::new(sandbox_root.clone())
-        .with_context(|| format!("sandbox store at {}", sandbox_root.display()))?;
-    let wms = Wms::new(jobdb, config.clone(), Arc::new(backend));
-    let queued = dirac_wms::matching::resync(&wms)
-        .await
-        .context("load task queues")?;
-    tracing::info!(queued, "matcher index loaded");
-
+    let wms = open_wms(&config, data_dir).await?;
     let issuer = issuer(data_dir, &config)?;
     let verifier = match &config.services.auth.verification_keys {
         Some(path) => TokenVerifier::from_file(path, &config.services.auth.issuer)?,

@@ -50,6 +50,15 @@ enum Command {
         #[arg(long)]
         lifetime: Option<u64>,
     },
+    /// Run one agent on its own (optimizer, stalled-jobs, job-cleaning,
+    /// task-queues); several replicas may run at once.
+    Agent {
+        name: String,
+        #[arg(long, default_value = ".dirac")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
         #[arg(long)]
@@ -87,6 +96,11 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Agent {
+            name,
+            data_dir,
+            config,
+        } => runtime.block_on(embedded::run_agent(&name, &data_dir, config)),
         Command::CheckConfig { config } => {
             let c = dirac_core::config::DiracConfig::load(
                 Some(&config),
