@@ -6,6 +6,8 @@ use dirac_jdl::{ClassAd, Value};
 pub const DEFAULT_CPU_TIME: i64 = 86_400;
 /// Wall clock allowed per second of CPU time asked for.
 pub const WALL_CLOCK_FACTOR: f64 = 1.2;
+/// CPUTime plus the 20 % margin before the payload is stopped.
+pub const CPU_LIMIT_FACTOR: f64 = 1.2;
 
 /// The parts of a JDL the job wrapper uses, with defaults applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,11 +21,19 @@ pub struct JobSpec {
     pub std_error: String,
     pub cpu_time: i64,
     pub processors: u32,
+    /// `MaxRAM` in MB: the payload is stopped above it.
+    pub max_ram_mb: Option<i64>,
     /// `ExecutionEnvironment = {"A=1", "B=2"}`.
     pub environment: Vec<(String, String)>,
 }
 
 impl JobSpec {
+    /// CPU limit in seconds: CPUTime plus DIRAC's 20 % margin
+    /// (`JobCPULimitMargin`).
+    pub fn cpu_limit_secs(&self) -> f64 {
+        self.cpu_time as f64 * CPU_LIMIT_FACTOR
+    }
+
     /// Wall-clock limit in seconds: CPUTime × 1.2.
     pub fn wall_clock_limit_secs(&self) -> f64 {
         self.cpu_time as f64 * WALL_CLOCK_FACTOR
@@ -123,6 +133,7 @@ pub fn parse(jdl: &str) -> Result<JobSpec, String> {
         std_error: string(&ad, "StdError").unwrap_or_else(|| "std.err".to_owned()),
         cpu_time,
         processors: processors(&ad)?,
+        max_ram_mb: ad.get("MaxRAM").and_then(|v| v.as_int()).filter(|m| *m > 0),
         environment,
     })
 }

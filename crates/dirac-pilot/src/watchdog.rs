@@ -140,8 +140,28 @@ pub enum Stop {
     KillCommand,
     /// The wall clock went past CPUTime × 1.2.
     WallClock,
+    /// The CPU consumed went past CPUTime plus its margin.
+    CpuLimit,
+    /// The resident memory went past the job's MaxRAM.
+    Memory,
     /// The pilot itself is being terminated.
     PilotShutdown,
+}
+
+/// Which resource limit, if any, the payload broke.
+pub fn limit_broken(
+    cpu_secs: f64,
+    cpu_limit_secs: f64,
+    rss_mb: f64,
+    max_ram_mb: Option<i64>,
+) -> Option<Stop> {
+    if cpu_secs > cpu_limit_secs {
+        return Some(Stop::CpuLimit);
+    }
+    match max_ram_mb {
+        Some(max) if rss_mb > max as f64 => Some(Stop::Memory),
+        _ => None,
+    }
 }
 
 /// Whether the payload has run out of wall-clock time.
@@ -199,6 +219,20 @@ mod tests {
         assert!(cut.starts_with("line 9"), "{cut}");
         assert!(cut.ends_with("line 99"));
         assert_eq!(read_tail(&dir.path().join("missing"), 3, 10), "");
+    }
+
+    #[test]
+    fn cpu_and_memory_limits() {
+        assert_eq!(limit_broken(10.0, 12.0, 100.0, Some(200)), None);
+        assert_eq!(
+            limit_broken(12.5, 12.0, 100.0, Some(200)),
+            Some(Stop::CpuLimit)
+        );
+        assert_eq!(
+            limit_broken(1.0, 12.0, 250.0, Some(200)),
+            Some(Stop::Memory)
+        );
+        assert_eq!(limit_broken(1.0, 12.0, 250_000.0, None), None);
     }
 
     #[test]

@@ -34,6 +34,8 @@ use crate::watchdog::{self, Stop};
 
 /// How often the watchdog looks at the payload between heartbeats.
 const POLL: Duration = Duration::from_millis(100);
+/// CPU and memory are read from /proc every this many polls (1 s).
+const LIMIT_CHECK_EVERY: u64 = 10;
 /// Time between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Lines of standard output sent with each heartbeat.
@@ -85,6 +87,8 @@ pub fn final_status(exit_code: i32, stop: Option<Stop>, output_failed: bool) -> 
     };
     let (status, minor_status) = match stop {
         Some(Stop::WallClock) => ("Failed", "Job has exceeded maximum wall clock time"),
+        Some(Stop::CpuLimit) => ("Failed", "Job has reached the CPU limit of the queue"),
+        Some(Stop::Memory) => ("Failed", "Job has exceeded its memory limit (MaxRAM)"),
         Some(Stop::KillCommand) => ("", "Received Kill signal"),
         Some(Stop::PilotShutdown) => ("Failed", "Received Kill signal"),
         None if output_failed => ("Failed", "Failed Uploading Output Sandbox"),
@@ -362,6 +366,7 @@ impl Job<'_> {
         let mut stop: Option<Stop> = None;
         let mut kill_at: Option<Instant> = None;
         let mut cpu_secs: f64 = 0.0;
+        let mut polls: u64 = 0;
 
         let terminate = |why: Stop, stop: &mut Option<Stop>, kill_at: &mut Option<Instant>| {
             if stop.is_none() {
@@ -389,6 +394,16 @@ impl Job<'_> {
                     }
                     if watchdog::wall_clock_exceeded(start.elapsed().as_secs_f64(), limit) {
                         terminate(Stop::WallClock, &mut stop, &mut kill_at);
+                    }
+                    polls += 1;
+                    if polls % LIMIT_CHECK_EVERY == 0 {
+                        let usage = watchdog::group_usage(pid);
+                        cpu_secs = cpu_secs.max(usage.cpu_secs);
+                        if let Some(why) =
+                            watchdog::limit_broken(cpu_secs, spec.cpu_limit_secs(), usage.rss_mb, spec.max_ram_mb)
+                        {
+                            terminate(why, &mut stop, &mut kill_at);
+                        }
                     }
                 }
                 _ = beats.tick() => {

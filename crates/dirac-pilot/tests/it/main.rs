@@ -387,6 +387,11 @@ async fn pilot_runs_jobs_end_to_end() {
             r#"[ Executable = "/bin/sh"; Arguments = "-c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'"; ]"#
                 .to_owned(),
         ));
+        state.queue.push_back((
+            6,
+            r#"[ Executable = "/bin/sh"; Arguments = "-c 'x=$(yes | head -c 20000000); sleep 30'"; MaxRAM = 4; ]"#
+                .to_owned(),
+        ));
         state.to_kill.insert(3);
     }
 
@@ -427,7 +432,7 @@ async fn pilot_runs_jobs_end_to_end() {
             (
                 "teststamp".to_owned(),
                 "Done".to_owned(),
-                "ran 5 jobs".to_owned()
+                "ran 6 jobs".to_owned()
             ),
         ]
     );
@@ -522,6 +527,16 @@ async fn pilot_runs_jobs_end_to_end() {
         Some(&triple(
             "Failed",
             "Job has exceeded maximum wall clock time",
+            ""
+        ))
+    );
+
+    // Job 6 holds 20 MB with MaxRAM = 4 MB: stopped by the memory limit.
+    assert_eq!(
+        statuses_of(&state, 6).last(),
+        Some(&triple(
+            "Failed",
+            "Job has exceeded its memory limit (MaxRAM)",
             ""
         ))
     );
