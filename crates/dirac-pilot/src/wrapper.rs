@@ -396,7 +396,7 @@ impl Job<'_> {
                         terminate(Stop::WallClock, &mut stop, &mut kill_at);
                     }
                     polls += 1;
-                    if polls % LIMIT_CHECK_EVERY == 0 {
+                    if polls.is_multiple_of(LIMIT_CHECK_EVERY) {
                         let usage = watchdog::group_usage(pid);
                         cpu_secs = cpu_secs.max(usage.cpu_secs);
                         if let Some(why) =
