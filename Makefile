@@ -46,7 +46,7 @@ bench-match:
 
 ## 1000 /bin/true jobs through local pilots, submission to all Done.
 bench-e2e:
-	cargo build --release -p diracd -p dirac-cli -p dirac-pilot
+	cargo build --release -p diracd -p dirac-bench -p dirac-pilot
 	scripts/bench-e2e.sh
 
 clean-data:

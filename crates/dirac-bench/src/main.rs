@@ -4,6 +4,7 @@
 //! sends them with a fixed number of calls in flight and reports throughput
 //! and the latency distribution of the calls.
 
+mod e2e;
 mod matching;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
     Submit(SubmitArgs),
     /// Fill the queue, then let many concurrent fake pilots match jobs.
     Match(matching::MatchArgs),
+    /// Submit short jobs and time them to all final (pilots must be running).
+    E2e(e2e::E2eArgs),
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +241,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Submit(args) => submit(args).await,
         Command::Match(args) => matching::run(args).await,
+        Command::E2e(args) => e2e::run(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
