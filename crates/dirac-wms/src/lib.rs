@@ -64,6 +64,26 @@ impl Wms {
         })
     }
 
+    /// One job `who` may act on, or the error saying why not.
+    pub async fn authorize_job(
+        &self,
+        who: &dirac_core::auth::Identity,
+        id: u64,
+        action: policy::Action,
+    ) -> Result<jobdb::JobOwner, WmsError> {
+        let owners = self.db.owners(&[id]).await?;
+        let owner = owners
+            .get(&id)
+            .ok_or_else(|| WmsError::NotFound(format!("job {id} does not exist")))?;
+        if !policy::allowed(who, action, owner) {
+            return Err(WmsError::PermissionDenied(format!(
+                "job {id} is not yours to {}",
+                action.verb()
+            )));
+        }
+        Ok(owner.clone())
+    }
+
     /// Add the WMS gRPC services to `set`.
     pub fn register_services(self: &Arc<Self>, set: &mut ServiceSet) {
         use dirac_proto::wms::job_manager_server::JobManagerServer;

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::Wms;
 use crate::error::WmsError;
 use crate::jobdb::{ClaimRequest, MatchedJob};
-use crate::policy::{Action, allowed};
+use crate::policy::Action;
 use crate::taskqueuedb::Queued;
 
 /// Candidates tried per request before answering "no match".
@@ -475,15 +475,7 @@ impl Matcher for MatcherService {
     ) -> Result<Response<ExplainMatchResponse>, Status> {
         let who = identity(&req)?.clone();
         let job_id = req.into_inner().job_id;
-        let owners = self.0.db.owners(&[job_id]).await?;
-        let job = owners
-            .get(&job_id)
-            .ok_or_else(|| WmsError::NotFound(format!("job {job_id} does not exist")))?;
-        if !allowed(&who, Action::Read, job) {
-            return Err(
-                WmsError::PermissionDenied(format!("job {job_id} is not yours to read")).into(),
-            );
-        }
+        let job = self.0.authorize_job(&who, job_id, Action::Read).await?;
         let recent = self.0.matcher.recent();
         let explanation = self
             .0

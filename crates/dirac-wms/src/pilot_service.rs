@@ -342,15 +342,7 @@ impl SandboxStore for SandboxService {
             ))
             .into());
         }
-        let owners = self.0.db.owners(&[r.job_id]).await?;
-        let job = owners
-            .get(&r.job_id)
-            .ok_or_else(|| WmsError::NotFound(format!("job {} does not exist", r.job_id)))?;
-        if !allowed(&who, Action::Report, job) {
-            return Err(
-                WmsError::PermissionDenied(format!("job {} is not yours", r.job_id)).into(),
-            );
-        }
+        let job = self.0.authorize_job(&who, r.job_id, Action::Report).await?;
         let mut ids = Vec::new();
         for pfn in &r.pfns {
             let row = self
@@ -379,13 +371,7 @@ impl SandboxStore for SandboxService {
     ) -> Result<Response<JobSandboxesResponse>, Status> {
         let who = identity(&req)?.clone();
         let job_id = req.into_inner().job_id;
-        let owners = self.0.db.owners(&[job_id]).await?;
-        let job = owners
-            .get(&job_id)
-            .ok_or_else(|| WmsError::NotFound(format!("job {job_id} does not exist")))?;
-        if !allowed(&who, Action::Read, job) {
-            return Err(WmsError::PermissionDenied(format!("job {job_id} is not yours")).into());
-        }
+        self.0.authorize_job(&who, job_id, Action::Read).await?;
         let (input, output) = self.0.sandboxes.of_job(job_id).await?;
         Ok(Response::new(JobSandboxesResponse { input, output }))
     }

@@ -90,25 +90,6 @@ impl WmsService {
         Ok((ok, failed, owners))
     }
 
-    /// One job `who` may act on, or the status saying why not.
-    async fn authorize_one(
-        &self,
-        who: &Identity,
-        id: u64,
-        action: Action,
-    ) -> Result<JobOwner, WmsError> {
-        let owners = self.0.db.owners(&[id]).await?;
-        let o = owners
-            .get(&id)
-            .ok_or_else(|| WmsError::NotFound(format!("job {id} does not exist")))?;
-        if !allowed(who, action, o) {
-            return Err(WmsError::PermissionDenied(format!(
-                "job {id} belongs to another user"
-            )));
-        }
-        Ok(o.clone())
-    }
-
     /// Move jobs to `target` through the state machine; what could not move
     /// is a per-item FailedPrecondition.
     async fn change_status(
@@ -361,7 +342,7 @@ impl JobMonitoring for WmsService {
     ) -> Result<Response<GetJdlResponse>, Status> {
         let who = identity(&req)?.clone();
         let GetJdlRequest { job_id, original } = req.into_inner();
-        let owner = self.authorize_one(&who, job_id, Action::Read).await?;
+        let owner = self.0.authorize_job(&who, job_id, Action::Read).await?;
         let jdl = self
             .0
             .db
