@@ -29,7 +29,11 @@ pub struct Claims {
     pub dirac_properties: Vec<String>,
     pub preferred_username: String,
     pub iss: String,
+    /// Who the token is for: the installation's audience.
+    pub aud: String,
     pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub exp: i64,
     pub jti: String,
 }
@@ -80,6 +84,7 @@ pub enum KeyError {
 /// Ed25519 signing key of the installation (embedded mode), kept as PKCS#8.
 pub struct TokenIssuer {
     issuer: String,
+    audience: String,
     kid: String,
     key: EncodingKey,
     public: [u8; 32],
@@ -91,7 +96,7 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
 
 impl TokenIssuer {
     /// Load the key at `path`, creating it (mode 0600) when missing.
-    pub fn load_or_create(path: &Path, issuer: &str) -> Result<Self, KeyError> {
+    pub fn load_or_create(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: path.display().to_string(),
             source,
@@ -125,6 +130,7 @@ impl TokenIssuer {
         let kid = URL_SAFE_NO_PAD.encode(&public[..8]);
         Ok(TokenIssuer {
             issuer: issuer.to_string(),
+            audience: audience.to_string(),
             kid,
             key: EncodingKey::from_ed_der(&der),
             public,
@@ -134,21 +140,35 @@ impl TokenIssuer {
     /// A signed access token for `identity`, valid for `lifetime_s` seconds.
     pub fn issue(&self, identity: &Identity, lifetime_s: u64) -> Result<String, KeyError> {
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
+        self.sign(&Claims {
             sub: identity.sub.clone(),
             vo: identity.vo.clone(),
             dirac_group: identity.group.clone(),
             dirac_properties: identity.properties.clone(),
             preferred_username: identity.username.clone(),
             iss: self.issuer.clone(),
+            aud: self.audience.clone(),
             iat: now,
+            nbf: Some(now),
             exp: now.saturating_add(i64::try_from(lifetime_s).unwrap_or(i64::MAX / 2)),
             jti: format!("{:032x}", rand::random::<u128>()),
-        };
+        })
+    }
+
+    /// Sign arbitrary claims with the current key.
+    pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key)
+        jsonwebtoken::encode(&header, claims, &self.key)
             .map_err(|e| KeyError::Invalid(e.to_string()))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     /// The public half as a JWKS document.
@@ -160,7 +180,11 @@ impl TokenIssuer {
     }
 
     pub fn verifier(&self) -> TokenVerifier {
-        TokenVerifier::from_keys(&self.issuer, vec![(Some(self.kid.clone()), self.public)])
+        TokenVerifier::from_keys(
+            &self.issuer,
+            &self.audience,
+            vec![(Some(self.kid.clone()), self.public)],
+        )
     }
 }
 
@@ -177,8 +201,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[derive(Clone)]
 pub struct TokenVerifier {
     issuer: String,
-    keys: Arc<Vec<(Option<String>, DecodingKey)>>,
+    audience: String,
+    keys: Arc<std::sync::RwLock<Arc<KeySet>>>,
+    /// The JWKS file keys came from: re-read when a token names an unknown
+    /// key id (rotation), at most every `RELOAD_EVERY`.
+    source: Option<Arc<Source>>,
 }
+
+type KeySet = Vec<(Option<String>, DecodingKey)>;
+
+struct Source {
+    path: std::path::PathBuf,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TokenError {
@@ -189,70 +226,75 @@ pub enum TokenError {
 }
 
 impl TokenVerifier {
-    fn from_keys(issuer: &str, keys: Vec<(Option<String>, [u8; 32])>) -> Self {
-        let keys = keys
-            .into_iter()
-            .map(|(kid, pk)| (kid, DecodingKey::from_ed_der(&pk)))
-            .collect();
+    fn from_keys(issuer: &str, audience: &str, keys: Vec<(Option<String>, [u8; 32])>) -> Self {
         TokenVerifier {
             issuer: issuer.to_string(),
-            keys: Arc::new(keys),
+            audience: audience.to_string(),
+            keys: Arc::new(std::sync::RwLock::new(Arc::new(decoding_keys(keys)))),
+            source: None,
         }
     }
 
     /// Keys from a JWKS document (`{"keys": [...]}`) or an Ed25519 public key
-    /// in PEM (`-----BEGIN PUBLIC KEY-----`).
-    pub fn from_file(path: &Path, issuer: &str) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_text(&text, issuer)
-            .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
+    /// in PEM (`-----BEGIN PUBLIC KEY-----`). A JWKS file is re-read when a
+    /// token names a key id it does not hold (key rotation).
+    pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        let keys = read_keys(path)?;
+        let mut verifier = Self::from_keys(issuer, audience, keys);
+        verifier.source = Some(Arc::new(Source {
+            path: path.to_path_buf(),
+            last: std::sync::Mutex::new(None),
+        }));
+        Ok(verifier)
     }
 
-    pub fn from_text(text: &str, issuer: &str) -> Result<Self, KeyError> {
-        let invalid = |m: &str| KeyError::Invalid(m.to_string());
-        if text.trim_start().starts_with('{') {
-            let doc: serde_json::Value = serde_json::from_str(text)
-                .map_err(|e| KeyError::Invalid(format!("bad JWKS: {e}")))?;
-            let mut keys = Vec::new();
-            for key in doc["keys"]
-                .as_array()
-                .ok_or_else(|| invalid("JWKS has no 'keys' list"))?
-            {
-                if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
-                    continue;
-                }
-                let x = key["x"]
-                    .as_str()
-                    .ok_or_else(|| invalid("JWK without 'x'"))?;
-                let pk: [u8; 32] = URL_SAFE_NO_PAD
-                    .decode(x)
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| invalid("JWK 'x' is not a 32-byte key"))?;
-                keys.push((key["kid"].as_str().map(str::to_string), pk));
+    pub fn from_text(text: &str, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        Ok(Self::from_keys(issuer, audience, parse_keys(text)?))
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-read the key file if a token names an unknown key and the last
+    /// reload is old enough; returns whether the key set changed.
+    fn reload(&self) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        {
+            let mut last = source
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
+                return false;
             }
-            if keys.is_empty() {
-                return Err(invalid("JWKS has no Ed25519 key"));
+            *last = Some(std::time::Instant::now());
+        }
+        match read_keys(&source.path) {
+            Ok(keys) => {
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Arc::new(decoding_keys(keys));
+                tracing::info!(path = %source.path.display(), "verification keys reloaded");
+                true
             }
-            Ok(Self::from_keys(issuer, keys))
-        } else {
-            let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-            let der = STANDARD
-                .decode(body.trim())
-                .map_err(|_| invalid("not a PEM public key"))?;
-            // SubjectPublicKeyInfo for Ed25519: 12-byte header + 32-byte key.
-            if der.len() != 44 {
-                return Err(invalid("not an Ed25519 public key"));
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload verification keys");
+                false
             }
-            let mut pk = [0u8; 32];
-            pk.copy_from_slice(&der[12..]);
-            Ok(Self::from_keys(issuer, vec![(None, pk)]))
         }
     }
 
+    /// Verify a token: EdDSA only (the algorithm is pinned, `none` and HMAC
+    /// are refused), a known key id, the issuer, the audience, `exp` and
+    /// `nbf` (30 s leeway).
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
@@ -264,10 +306,24 @@ impl TokenVerifier {
         }
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        validation.validate_nbf = true;
         validation.leeway = 30;
+        let mut keys = self.current();
+        if let Some(kid) = &header.kid
+            && !keys.iter().any(|(k, _)| k.as_deref() == Some(kid.as_str()))
+        {
+            if !self.reload() {
+                return Err(TokenError::Invalid(format!(
+                    "unknown key id '{}'",
+                    crate_clip(kid)
+                )));
+            }
+            keys = self.current();
+        }
         let mut last = TokenError::Invalid("no key matches".into());
-        for (kid, key) in self.keys.iter() {
+        for (kid, key) in keys.iter() {
             if let (Some(want), Some(have)) = (&header.kid, kid)
                 && want != have
             {
@@ -279,6 +335,67 @@ impl TokenVerifier {
             }
         }
         Err(last)
+    }
+}
+
+fn crate_clip(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+fn decoding_keys(keys: Vec<(Option<String>, [u8; 32])>) -> KeySet {
+    keys.into_iter()
+        .map(|(kid, pk)| (kid, DecodingKey::from_ed_der(&pk)))
+        .collect()
+}
+
+fn read_keys(path: &Path) -> Result<Vec<(Option<String>, [u8; 32])>, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_keys(&text).map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Ed25519 keys of a JWKS document or of one PEM public key.
+fn parse_keys(text: &str) -> Result<Vec<(Option<String>, [u8; 32])>, KeyError> {
+    let invalid = |m: &str| KeyError::Invalid(m.to_string());
+    if text.trim_start().starts_with('{') {
+        let doc: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| KeyError::Invalid(format!("bad JWKS: {e}")))?;
+        let mut keys = Vec::new();
+        for key in doc["keys"]
+            .as_array()
+            .ok_or_else(|| invalid("JWKS has no 'keys' list"))?
+        {
+            if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
+                continue;
+            }
+            let x = key["x"]
+                .as_str()
+                .ok_or_else(|| invalid("JWK without 'x'"))?;
+            let pk: [u8; 32] = URL_SAFE_NO_PAD
+                .decode(x)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| invalid("JWK 'x' is not a 32-byte key"))?;
+            keys.push((key["kid"].as_str().map(str::to_string), pk));
+        }
+        if keys.is_empty() {
+            return Err(invalid("JWKS has no Ed25519 key"));
+        }
+        Ok(keys)
+    } else {
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD
+            .decode(body.trim())
+            .map_err(|_| invalid("not a PEM public key"))?;
+        // SubjectPublicKeyInfo for Ed25519: 12-byte header + 32-byte key.
+        if der.len() != 44 {
+            return Err(invalid("not an Ed25519 public key"));
+        }
+        let mut pk = [0u8; 32];
+        pk.copy_from_slice(&der[12..]);
+        Ok(vec![(None, pk)])
     }
 }
 
@@ -478,39 +595,153 @@ mod tests {
         }
     }
 
+    fn issuer(dir: &Path, name: &str) -> TokenIssuer {
+        TokenIssuer::load_or_create(&dir.join(name), "test", "dirac-test").expect("key")
+    }
+
+    fn claims(issuer: &TokenIssuer) -> Claims {
+        let now = chrono::Utc::now().timestamp();
+        Claims {
+            sub: "dteam:alice".into(),
+            vo: "dteam".into(),
+            dirac_group: "dteam_user".into(),
+            dirac_properties: vec!["NormalUser".into()],
+            preferred_username: "alice".into(),
+            iss: issuer.issuer().into(),
+            aud: issuer.audience().into(),
+            iat: now,
+            nbf: Some(now),
+            exp: now + 600,
+            jti: "j".into(),
+        }
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
     #[test]
-    fn issued_tokens_verify_and_tampering_fails() {
+    fn issued_tokens_verify_and_the_same_key_loads_again() {
         let dir = tempfile::tempdir().expect("tmp");
-        let issuer = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test").expect("key");
+        let issuer = issuer(dir.path(), "key.pem");
         let token = issuer.issue(&alice(), 60).expect("sign");
-        let verifier = issuer.verifier();
-        assert_eq!(verifier.verify(&token).expect("valid"), alice());
-
-        // Same key file loads again and verifies old tokens.
-        let again = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test").expect("key");
-        assert!(again.verifier().verify(&token).is_ok());
-
-        // Through JWKS.
-        let jwks = TokenVerifier::from_text(&issuer.jwks().to_string(), "test").expect("jwks");
+        assert_eq!(issuer.verifier().verify(&token).expect("valid"), alice());
+        assert!(
+            self::issuer(dir.path(), "key.pem")
+                .verifier()
+                .verify(&token)
+                .is_ok()
+        );
+        let jwks = TokenVerifier::from_text(&issuer.jwks().to_string(), "test", "dirac-test")
+            .expect("jwks");
         assert!(jwks.verify(&token).is_ok());
+    }
 
-        // Another key, another issuer, forged claims.
-        let other =
-            TokenIssuer::load_or_create(&dir.path().join("other.pem"), "test").expect("key");
-        assert!(other.verifier().verify(&token).is_err());
-        let wrong_iss =
-            TokenVerifier::from_text(&issuer.jwks().to_string(), "elsewhere").expect("jwks");
-        assert!(wrong_iss.verify(&token).is_err());
-        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-        parts[1] = URL_SAFE_NO_PAD.encode(br#"{"sub":"dteam:mallory","vo":"dteam","dirac_group":"g","dirac_properties":["JobAdministrator"],"preferred_username":"mallory","iss":"test","iat":0,"exp":99999999999,"jti":"x"}"#);
-        assert!(verifier.verify(&parts.join(".")).is_err());
-        assert!(verifier.verify("garbage").is_err());
+    /// Every forged or stale token is refused (issue 4's attack list).
+    #[test]
+    fn attacks_are_rejected() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let issuer = issuer(dir.path(), "key.pem");
+        let verifier = issuer.verifier();
+        let now = chrono::Utc::now().timestamp();
+        let sign = |f: &dyn Fn(&mut Claims)| {
+            let mut c = claims(&issuer);
+            f(&mut c);
+            issuer.sign(&c).expect("sign")
+        };
+        let good = sign(&|_| {});
+        assert!(verifier.verify(&good).is_ok());
+        let parts: Vec<&str> = good.split('.').collect();
+        let payload = serde_json::to_vec(&claims(&issuer)).expect("json");
+        let forged_admin = {
+            let mut c = claims(&issuer);
+            c.dirac_properties = vec!["JobAdministrator".into()];
+            serde_json::to_vec(&c).expect("json")
+        };
+        let hs256 = {
+            let public = URL_SAFE_NO_PAD
+                .decode(issuer.jwks()["keys"][0]["x"].as_str().expect("x"))
+                .expect("x");
+            let key = jsonwebtoken::EncodingKey::from_secret(&public);
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(&issuer), &key)
+                .expect("hs256")
+        };
+        let unknown_kid = {
+            let mut header: serde_json::Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("header"))
+                    .expect("json");
+            header["kid"] = "somebody-else".into();
+            format!(
+                "{}.{}.{}",
+                b64(header.to_string().as_bytes()),
+                parts[1],
+                parts[2]
+            )
+        };
+        let other = self::issuer(dir.path(), "other.pem");
+        let cases: Vec<(&str, String)> = vec![
+            ("expired", sign(&|c| c.exp = now - 3600)),
+            ("not yet valid", sign(&|c| c.nbf = Some(now + 3600))),
+            ("wrong issuer", sign(&|c| c.iss = "elsewhere".into())),
+            (
+                "wrong audience",
+                sign(&|c| c.aud = "another-service".into()),
+            ),
+            (
+                "alg none",
+                format!(
+                    "{}.{}.",
+                    b64(br#"{"alg":"none","typ":"JWT"}"#),
+                    b64(&payload)
+                ),
+            ),
+            ("HS256 with the public key", hs256),
+            ("unknown kid", unknown_kid),
+            (
+                "tampered payload",
+                format!("{}.{}.{}", parts[0], b64(&forged_admin), parts[2]),
+            ),
+            ("another key", other.issue(&alice(), 60).expect("sign")),
+            ("garbage", "not.a.token".into()),
+        ];
+        for (what, token) in cases {
+            assert!(verifier.verify(&token).is_err(), "{what} was accepted");
+        }
+    }
+
+    #[test]
+    fn rotated_keys_are_picked_up_from_the_jwks_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let old = issuer(dir.path(), "old.pem");
+        let new = issuer(dir.path(), "new.pem");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, old.jwks().to_string()).expect("write");
+        let verifier = TokenVerifier::from_file(&path, "test", "dirac-test").expect("file");
+        assert!(
+            verifier
+                .verify(&old.issue(&alice(), 60).expect("sign"))
+                .is_ok()
+        );
+        let fresh = new.issue(&alice(), 60).expect("sign");
+        // The new key is published next to the old one (verify-only).
+        let mut both = old.jwks();
+        both["keys"]
+            .as_array_mut()
+            .expect("keys")
+            .push(new.jwks()["keys"][0].clone());
+        std::fs::write(&path, both.to_string()).expect("write");
+        assert!(verifier.verify(&fresh).is_ok(), "rotation not honoured");
+        assert!(
+            verifier
+                .verify(&old.issue(&alice(), 60).expect("sign"))
+                .is_ok()
+        );
     }
 
     #[test]
     fn policy_table_denies_by_default_and_checks_properties() {
         let dir = tempfile::tempdir().expect("tmp");
-        let issuer = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test").expect("key");
+        let issuer = issuer(dir.path(), "key.pem");
         let mut table = PolicyTable::new();
         table.add_service(
             "x.v1.S",

@@ -431,6 +431,8 @@ pub struct TlsConfig {
 pub struct AuthConfig {
     /// `iss` of the installation's tokens.
     pub issuer: String,
+    /// `aud` the services accept.
+    pub audience: String,
     /// A JWKS document or an Ed25519 public key (PEM) to verify tokens with.
     /// Unset in the embedded installation, which signs its own tokens.
     pub verification_keys: Option<PathBuf>,
@@ -442,6 +444,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             issuer: "dirac-rs".into(),
+            audience: "dirac-rs".into(),
             verification_keys: None,
             token_lifetime: 30 * 86_400,
         }

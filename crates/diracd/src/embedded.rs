@@ -112,6 +112,7 @@ fn issuer(data_dir: &Path, config: &DiracConfig) -> anyhow::Result<TokenIssuer> 
     Ok(TokenIssuer::load_or_create(
         &data_dir.join("signing-key.pem"),
         &config.services.auth.issuer,
+        &config.services.auth.audience,
     )?)
 }
 
@@ -263,7 +264,11 @@ pub async fn run_all(
     let wms = open_wms(&config, data_dir).await?;
     let issuer = issuer(data_dir, &config)?;
     let verifier = match &config.services.auth.verification_keys {
-        Some(path) => TokenVerifier::from_file(path, &config.services.auth.issuer)?,
+        Some(path) => TokenVerifier::from_file(
+            path,
+            &config.services.auth.issuer,
+            &config.services.auth.audience,
+        )?,
         None => issuer.verifier(),
     };
     std::fs::write(data_dir.join("jwks.json"), issuer.jwks().to_string())?;

@@ -57,7 +57,8 @@ impl Sandbox {
         let db = JobDb::open(t.db.clone()).await.expect("migrate");
         let wms = Wms::new(db, config(), crate::support::sandbox_backend());
         let dir = tempfile::tempdir().expect("tmp");
-        let issuer = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test").expect("key");
+        let issuer = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test", "dirac-test")
+            .expect("key");
         let mut policies = PolicyTable::new();
         dirac_wms::policy::register(&mut policies);
         let mut services = ServiceSet::new();
@@ -302,7 +303,8 @@ async fn calls_without_a_valid_token_are_refused() {
         .expect_err("pilots do not submit");
     assert_eq!(err.code(), Code::PermissionDenied);
     let other =
-        TokenIssuer::load_or_create(&sb._dir.path().join("other.pem"), "test").expect("key");
+        TokenIssuer::load_or_create(&sb._dir.path().join("other.pem"), "test", "dirac-test")
+            .expect("key");
     let forged = other
         .issue(&who("alice", "dteam_user", &["NormalUser"]), 60)
         .expect("token");
