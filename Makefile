@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/dirac-rs/target
 export CARGO_TARGET_DIR
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: all build run test lint test-tools bench bench-jdl bench-matcher bench-match bench-e2e clean-data
+.PHONY: all build run test lint test-tools bench bench-jdl bench-matcher bench-match bench-e2e bench-auth clean-data
 
 all: build
 
@@ -35,6 +35,9 @@ bench:
 
 bench-jdl:
 	cargo bench -p dirac-jdl --bench parse
+
+bench-auth:
+	cargo bench -p dirac-core --bench verify -- --warm-up-time 1 --measurement-time 3
 
 bench-matcher:
 	cargo bench -p dirac-matcher --bench matching -- --warm-up-time 1 --measurement-time 2

@@ -120,7 +120,12 @@ impl Diracd {
         serde_json::from_slice(&out.stdout).expect("json output")
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self.stop_and_keep());
+    }
+
+    /// SIGTERM, a clean exit, and the data directory handed to the caller.
+    fn stop_and_keep(mut self) -> tempfile::TempDir {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -131,7 +136,7 @@ impl Diracd {
                     "diracd exited with {status}: {}",
                     self.log()
                 );
-                return;
+                return std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"));
             }
             assert!(Instant::now() < deadline, "diracd ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
@@ -577,4 +582,58 @@ fn agents_run_on_their_own() {
     let status = agent.wait().expect("wait");
     assert!(status.success(), "agent exit: {status}");
     d.stop();
+}
+
+#[test]
+fn no_secret_reaches_the_logs() {
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("RUST_LOG", "debug".into()),
+            ("DIRAC__SERVICES__LOGFORMAT", "json".into()),
+        ],
+    );
+    let hello = repo().join("examples/hello.jdl").display().to_string();
+    let id = ids(&d.json(&["job", "submit", &hello]))[0];
+    wait_final(&d, &[id], Duration::from_secs(60));
+    // A refused call with a bad token is logged too.
+    let out = d.dirac(&[
+        "--token",
+        "forged.token.value",
+        "job",
+        "status",
+        &id.to_string(),
+    ]);
+    assert!(!out.status.success());
+    let kept = d.stop_and_keep();
+    let dir = kept.path();
+    let client_yaml = std::fs::read_to_string(dir.join("client.yaml")).expect("client.yaml");
+    let log = std::fs::read_to_string(dir.join("diracd.log")).expect("log");
+    assert!(
+        log.contains("\"component\""),
+        "json logs carry the component"
+    );
+    let text = |name: &str| std::fs::read_to_string(dir.join(name)).expect(name);
+    let token = client_yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("token: ").map(str::to_string))
+        .expect("token");
+    let pilot_token = text("pilot-token");
+    let key: String = text("signing-key.pem")
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    for (what, secret) in [
+        ("user token", token.as_str()),
+        ("pilot token", pilot_token.trim()),
+        ("signing key", key.as_str()),
+    ] {
+        // Any 24-character piece of the secret would do: look for its signature part.
+        let piece = &secret[secret.len() - 24..];
+        assert!(!log.contains(piece), "the {what} appears in the log");
+    }
+    assert!(
+        !log.contains("forged.token.value"),
+        "a presented token appears in the log"
+    );
 }
