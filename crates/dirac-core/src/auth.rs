@@ -209,6 +209,8 @@ pub struct TokenVerifier {
 }
 
 type KeySet = Vec<(Option<String>, DecodingKey)>;
+/// Ed25519 public keys with their key ids.
+type PublicKeys = Vec<(Option<String>, [u8; 32])>;
 
 struct Source {
     path: std::path::PathBuf,
@@ -226,7 +228,7 @@ pub enum TokenError {
 }
 
 impl TokenVerifier {
-    fn from_keys(issuer: &str, audience: &str, keys: Vec<(Option<String>, [u8; 32])>) -> Self {
+    fn from_keys(issuer: &str, audience: &str, keys: PublicKeys) -> Self {
         TokenVerifier {
             issuer: issuer.to_string(),
             audience: audience.to_string(),
@@ -342,13 +344,13 @@ fn crate_clip(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
-fn decoding_keys(keys: Vec<(Option<String>, [u8; 32])>) -> KeySet {
+fn decoding_keys(keys: PublicKeys) -> KeySet {
     keys.into_iter()
         .map(|(kid, pk)| (kid, DecodingKey::from_ed_der(&pk)))
         .collect()
 }
 
-fn read_keys(path: &Path) -> Result<Vec<(Option<String>, [u8; 32])>, KeyError> {
+fn read_keys(path: &Path) -> Result<PublicKeys, KeyError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
         path: path.display().to_string(),
         source,
@@ -357,7 +359,7 @@ fn read_keys(path: &Path) -> Result<Vec<(Option<String>, [u8; 32])>, KeyError> {
 }
 
 /// Ed25519 keys of a JWKS document or of one PEM public key.
-fn parse_keys(text: &str) -> Result<Vec<(Option<String>, [u8; 32])>, KeyError> {
+fn parse_keys(text: &str) -> Result<PublicKeys, KeyError> {
     let invalid = |m: &str| KeyError::Invalid(m.to_string());
     if text.trim_start().starts_with('{') {
         let doc: serde_json::Value =
