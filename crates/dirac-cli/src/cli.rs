@@ -37,6 +37,22 @@ pub enum Command {
     /// Inspect pilots.
     #[command(subcommand)]
     Pilot(PilotCommand),
+    /// Log in through the AuthServer (device flow: open the printed URL
+    /// anywhere, e.g. from a Jupyter terminal).
+    Login {
+        /// Virtual organisation.
+        vo: String,
+        /// Group (default: the VO's default group).
+        #[arg(long)]
+        group: Option<String>,
+        /// AuthServer base URL (default: auth_url of the config).
+        #[arg(long, value_name = "URL")]
+        auth_url: Option<String>,
+    },
+    /// Revoke the tokens of `dirac login` and forget them.
+    Logout,
+    /// Who the current token says you are.
+    Whoami,
 }
 
 #[derive(Debug, Subcommand)]

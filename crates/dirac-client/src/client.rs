@@ -334,6 +334,7 @@ mod tests {
             url: url.to_owned(),
             token: token.map(str::to_owned),
             ca_cert: None,
+            auth_url: None,
         }
     }
 

@@ -91,6 +91,9 @@ pub struct ClientConfig {
     /// PEM file of the CA that signed the server certificate (https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
+    /// Base URL of the AuthServer's HTTP endpoints (`dirac login`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -99,6 +102,7 @@ impl fmt::Debug for ClientConfig {
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_cert", &self.ca_cert)
+            .field("auth_url", &self.auth_url)
             .finish()
     }
 }
@@ -186,12 +190,27 @@ impl ClientConfig {
         url: Option<String>,
         token: Option<String>,
     ) -> Result<Self, ClientError> {
-        let config = Self::load(explicit_path, env)?.with_overrides(url, token);
+        let explicit_token = token.is_some() || non_empty(env, ENV_TOKEN).is_some();
+        let mut config = Self::load(explicit_path, env)?.with_overrides(url, token);
         let where_ = config_file(explicit_path, env).map_or_else(
             || "~/.config/dirac/config.yaml".to_owned(),
             |(p, _)| p.display().to_string(),
         );
         config.check(&where_)?;
+        // A `dirac login` for this server wins over a token in the file;
+        // a token given as a flag or in DIRAC_TOKEN wins over both.
+        if !explicit_token
+            && let Some(path) = crate::login::credentials_path(env)
+            && let Some(mut creds) =
+                crate::login::Credentials::load(&path).map_err(ClientError::Login)?
+            && creds.url == config.url
+        {
+            config.token = Some(
+                creds
+                    .fresh_access_token(&path)
+                    .map_err(ClientError::Login)?,
+            );
+        }
         Ok(config)
     }
 
@@ -377,6 +396,7 @@ mod tests {
             url: "http://x:1".to_owned(),
             token: Some("secret-token".to_owned()),
             ca_cert: None,
+            auth_url: None,
         };
         assert!(!format!("{cfg:?}").contains("secret-token"));
     }

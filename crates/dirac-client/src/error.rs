@@ -9,6 +9,9 @@ use std::path::PathBuf;
 /// calls, not variants here.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// Logging in, or refreshing the tokens of a login, failed.
+    #[error("login: {0} (run `dirac login` again)")]
+    Login(#[from] crate::login::LoginError),
     /// A config file given explicitly (`--config` or `$DIRAC_CONFIG`) does not exist.
     #[error("config file {} does not exist", path.display())]
     ConfigMissing { path: PathBuf },

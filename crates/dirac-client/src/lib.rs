@@ -13,6 +13,7 @@
 mod client;
 mod config;
 mod error;
+pub mod login;
 mod query;
 pub mod sandbox;
 

@@ -438,6 +438,18 @@ pub struct AuthConfig {
     pub verification_keys: Option<PathBuf>,
     /// Lifetime of the tokens the embedded installation signs, in seconds.
     pub token_lifetime: u64,
+    /// Address of the AuthServer's HTTP endpoints (OAuth2/OIDC).
+    pub http_listen: String,
+    /// Public base URL of those endpoints (default `http://<HttpListen>`).
+    #[serde(rename = "PublicURL")]
+    pub public_url: Option<String>,
+    /// Development login: any registered user logs in by name, no identity
+    /// provider. For the embedded installation on a laptop only.
+    pub dev_login: bool,
+    /// Access token lifetime of `dirac login`, seconds.
+    pub access_token_lifetime: u64,
+    /// Refresh token lifetime, seconds.
+    pub refresh_token_lifetime: u64,
 }
 
 impl Default for AuthConfig {
@@ -445,6 +457,11 @@ impl Default for AuthConfig {
         Self {
             issuer: "dirac-rs".into(),
             audience: "dirac-rs".into(),
+            http_listen: "127.0.0.1:8081".into(),
+            public_url: None,
+            dev_login: false,
+            access_token_lifetime: 1200,
+            refresh_token_lifetime: 7 * 86_400,
             verification_keys: None,
             token_lifetime: 30 * 86_400,
         }
@@ -575,6 +592,21 @@ impl DiracConfig {
             return Err(invalid(
                 "Operations.JobScheduling.RescheduleDelays",
                 "must list at least one delay",
+            ));
+        }
+        if self
+            .services
+            .auth
+            .http_listen
+            .parse::<SocketAddr>()
+            .is_err()
+        {
+            return Err(invalid(
+                "Services.Auth.HttpListen",
+                format!(
+                    "'{}' is not an address like 127.0.0.1:8081",
+                    self.services.auth.http_listen
+                ),
             ));
         }
         if self.services.listen.parse::<SocketAddr>().is_err() {

@@ -99,6 +99,7 @@ pub async fn run(cfg: PilotConfig, log: LogBuffer) -> anyhow::Result<Summary> {
         url: cfg.url.clone(),
         token: Some(cfg.token.clone()),
         ca_cert: cfg.ca_cert.clone(),
+        auth_url: None,
     })
     .context("cannot set up the server connection")?;
     let reporter = Reporter::new(client, RetryPolicy::default());

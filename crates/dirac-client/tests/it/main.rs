@@ -109,6 +109,7 @@ fn config(addr: SocketAddr, token: Option<&str>) -> ClientConfig {
         url: format!("http://{addr}"),
         token: token.map(str::to_owned),
         ca_cert: None,
+        auth_url: None,
     }
 }
 

@@ -1,0 +1,454 @@
+//! HTTP endpoints: RFC 8628 / 6749 / 7009 shapes, form-encoded bodies,
+//! JSON answers (HTML for the verification page). Codes and tokens are
+//! never logged.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::scope;
+use crate::store::{self, Store};
+use crate::{AuthError, AuthServer};
+
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+type Srv = State<Arc<AuthServer>>;
+
+pub fn router(server: Arc<AuthServer>) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/api/auth/device", post(device))
+        .route(
+            "/api/auth/device/verify",
+            get(verify_page).post(verify_submit),
+        )
+        .route("/api/auth/token", post(token))
+        .route("/api/auth/revoke", post(revoke))
+        .route("/api/auth/userinfo", get(userinfo))
+        .with_state(server)
+}
+
+/// Request parameters; a repeated parameter is an error (RFC 6749 §3.1).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn from_form(
+        form: Result<Form<Vec<(String, String)>>, FormRejection>,
+    ) -> Result<Self, AuthError> {
+        form.map(|Form(p)| Params(p)).map_err(|e| {
+            AuthError::InvalidRequest(format!("expected a form-encoded body: {}", e.body_text()))
+        })
+    }
+
+    fn get(&self, name: &str) -> Result<Option<&str>, AuthError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name);
+        let first = values.next().map(|(_, v)| v.as_str());
+        if values.next().is_some() {
+            return Err(AuthError::InvalidRequest(format!(
+                "parameter '{name}' is repeated"
+            )));
+        }
+        Ok(first)
+    }
+
+    fn require(&self, name: &str) -> Result<&str, AuthError> {
+        self.get(name)?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| AuthError::InvalidRequest(format!("parameter '{name}' is required")))
+    }
+}
+
+/// A JSON answer that no cache may keep (RFC 6749 §5.1).
+fn no_store(body: serde_json::Value) -> Response {
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn discovery(State(s): Srv) -> Json<serde_json::Value> {
+    let base = &s.settings.public_url;
+    let mut scopes = Vec::new();
+    for (vo, voc) in &s.config.registry.vos {
+        scopes.push(format!("vo:{vo}"));
+        for group in voc.groups.keys() {
+            scopes.push(format!("group:{group}"));
+        }
+    }
+    let mut properties: Vec<&String> = s
+        .config
+        .registry
+        .vos
+        .values()
+        .flat_map(|v| v.groups.values())
+        .flat_map(|g| g.properties.iter())
+        .collect();
+    properties.sort();
+    properties.dedup();
+    scopes.extend(properties.into_iter().map(|p| format!("property:{p}")));
+    Json(json!({
+        "issuer": s.issuer.issuer(),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "device_authorization_endpoint": format!("{base}/api/auth/device"),
+        "token_endpoint": format!("{base}/api/auth/token"),
+        "revocation_endpoint": format!("{base}/api/auth/revoke"),
+        "userinfo_endpoint": format!("{base}/api/auth/userinfo"),
+        "grant_types_supported": [DEVICE_GRANT, "refresh_token"],
+        "scopes_supported": scopes,
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "subject_types_supported": ["public"],
+        "claims_supported": ["sub", "vo", "dirac_group", "dirac_properties", "preferred_username"],
+    }))
+}
+
+async fn jwks(State(s): Srv) -> Json<serde_json::Value> {
+    Json(s.issuer.jwks())
+}
+
+/// RFC 8628 §3.1–3.2.
+async fn device(
+    State(s): Srv,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, AuthError> {
+    let p = Params::from_form(form)?;
+    let client_id = p.require("client_id")?;
+    let scope = scope::parse(p.get("scope")?.unwrap_or_default(), &s.config)
+        .map_err(AuthError::InvalidScope)?;
+    let device_code = store::random_secret();
+    let user_code = s
+        .store
+        .create_device_flow(
+            &store::digest(&device_code),
+            client_id,
+            &scope.to_string(),
+            s.settings.device_lifetime_s,
+            s.settings.poll_interval_s,
+        )
+        .await?;
+    let shown = store::display_user_code(&user_code);
+    let verify = format!("{}/api/auth/device/verify", s.settings.public_url);
+    tracing::info!(vo = %scope.vo, group = %scope.group, "device flow started");
+    Ok(no_store(json!({
+        "device_code": device_code,
+        "user_code": shown,
+        "verification_uri": verify,
+        "verification_uri_complete": format!("{verify}?user_code={shown}"),
+        "expires_in": s.settings.device_lifetime_s,
+        "interval": s.settings.poll_interval_s,
+    })))
+}
+
+/// RFC 6749 §5.1 / RFC 8628 §3.4–3.5.
+async fn token(
+    State(s): Srv,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, AuthError> {
+    let p = Params::from_form(form)?;
+    match p.require("grant_type")? {
+        DEVICE_GRANT => {
+            let device_code = p.require("device_code")?;
+            let client_id = p.require("client_id")?;
+            let approved = s.store.poll(&store::digest(device_code), client_id).await?;
+            let refresh = store::random_secret();
+            // The family id is an identifier, not a credential.
+            let family = store::random_secret();
+            s.store
+                .insert_refresh(
+                    &store::digest(&refresh),
+                    &family,
+                    &approved.client_id,
+                    &approved.identity,
+                    &approved.scope,
+                    &Store::family_expiry(s.settings.refresh_lifetime_s),
+                )
+                .await?;
+            tracing::info!(sub = %approved.identity.sub, group = %approved.identity.group, "device flow exchanged");
+            token_response(&s, &approved.identity, refresh, &approved.scope)
+        }
+        "refresh_token" => {
+            let presented = store::digest(p.require("refresh_token")?);
+            refresh(&s, &presented, p.get("client_id")?).await
+        }
+        other => Err(AuthError::UnsupportedGrantType(
+            other.chars().take(64).collect(),
+        )),
+    }
+}
+
+/// Rotate a refresh token; a used one means it was stolen or replayed, so
+/// its whole family is revoked (RFC 6749 §10.4, OAuth 2.0 Security BCP).
+async fn refresh(
+    s: &AuthServer,
+    presented: &str,
+    client_id: Option<&str>,
+) -> Result<Response, AuthError> {
+    let invalid = |m: &str| AuthError::InvalidGrant(m.to_string());
+    let row = s
+        .store
+        .refresh_row(presented)
+        .await?
+        .ok_or_else(|| invalid("unknown refresh token"))?;
+    match row.status.as_str() {
+        store::ACTIVE => {}
+        store::USED => {
+            s.store.revoke_family(&row.family).await?;
+            tracing::warn!(user = %row.username, "refresh token reuse detected, session revoked");
+            return Err(invalid(
+                "refresh token was already used; the session is revoked",
+            ));
+        }
+        _ => return Err(invalid("refresh token is revoked")),
+    }
+    if client_id.is_some_and(|c| c != row.client_id) {
+        return Err(invalid("refresh token was issued to another client"));
+    }
+    if row.expires_at <= dirac_core::time::now() {
+        return Err(invalid("refresh token has expired"));
+    }
+    // The registry may have changed since the login: grant again.
+    let identity = scope::parse(&row.scope, &s.config)
+        .and_then(|scope| scope::grant(&s.config, &scope, &row.username));
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(reason) => {
+            s.store.revoke_family(&row.family).await?;
+            return Err(AuthError::InvalidGrant(format!(
+                "the registry no longer grants this session: {reason}"
+            )));
+        }
+    };
+    let next = store::random_secret();
+    if !s
+        .store
+        .rotate(presented, &store::digest(&next), &row, &identity)
+        .await?
+    {
+        // Lost a race with another use of the same token: that is reuse too.
+        s.store.revoke_family(&row.family).await?;
+        return Err(invalid(
+            "refresh token was already used; the session is revoked",
+        ));
+    }
+    token_response(s, &identity, next, &row.scope)
+}
+
+fn token_response(
+    s: &AuthServer,
+    identity: &dirac_core::auth::Identity,
+    refresh_token: String,
+    scope: &str,
+) -> Result<Response, AuthError> {
+    let access = s.issuer.issue(identity, s.settings.access_lifetime_s)?;
+    Ok(no_store(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": s.settings.access_lifetime_s,
+        "refresh_token": refresh_token,
+        "scope": scope,
+    })))
+}
+
+/// RFC 7009: 200 whatever the token was; a refresh token's family is
+/// revoked. Access tokens are short-lived and not revocable.
+async fn revoke(
+    State(s): Srv,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, AuthError> {
+    let p = Params::from_form(form)?;
+    let token = p.require("token")?;
+    if let Some(row) = s.store.refresh_row(&store::digest(token)).await? {
+        s.store.revoke_family(&row.family).await?;
+        tracing::info!(user = %row.username, "refresh token family revoked");
+    }
+    Ok(no_store(json!({})))
+}
+
+async fn userinfo(State(s): Srv, headers: HeaderMap) -> Result<Response, AuthError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        })
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| AuthError::InvalidToken("missing bearer token".into()))?;
+    let identity = s
+        .verifier
+        .verify(token)
+        .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+    Ok(no_store(json!({
+        "sub": identity.sub,
+        "vo": identity.vo,
+        "dirac_group": identity.group,
+        "dirac_properties": identity.properties,
+        "preferred_username": identity.username,
+    })))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    );
+    let mut response = (status, Html(html)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn no_idp() -> Response {
+    page(
+        StatusCode::NOT_IMPLEMENTED,
+        "Login not available",
+        "<p>This installation has no identity provider configured, and the built-in \
+         development login is disabled. Federation with an external identity provider \
+         is not implemented yet.</p>",
+    )
+}
+
+fn bad_code() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Unknown or expired code",
+        "<p>This code is unknown, already used or expired. Start the login again on your device.</p>",
+    )
+}
+
+fn server_error(e: &AuthError) -> Response {
+    tracing::error!(error = %e, "verification page failure");
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal error",
+        "<p>Try again later.</p>",
+    )
+}
+
+/// The page the user opens (RFC 8628 §3.3).
+async fn verify_page(
+    State(s): Srv,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    if !s.settings.dev_login {
+        return no_idp();
+    }
+    let code = query.ok().and_then(|Query(q)| {
+        q.into_iter()
+            .find(|(k, _)| k == "user_code")
+            .and_then(|(_, v)| store::normalise_user_code(&v))
+    });
+    let Some(code) = code else {
+        return bad_code();
+    };
+    let flow = match s.store.pending_flow(&code).await {
+        Ok(Some(flow)) => flow,
+        Ok(None) => return bad_code(),
+        Err(e) => return server_error(&e),
+    };
+    let body = format!(
+        "<p style=\"background:#c00;color:#fff;padding:1em;font-weight:bold\">\
+         DEVELOPMENT LOGIN: no identity provider checks who you are. Any registered user \
+         name is accepted. Never enable this on a production installation.</p>\
+         <p>A device asks for access with the scope <code>{scope}</code>.</p>\
+         <form method=\"post\" action=\"{base}/api/auth/device/verify\">\
+         <input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
+         <label>User name <input name=\"username\" autofocus required></label> \
+         <button name=\"action\" value=\"approve\">Approve</button> \
+         <button name=\"action\" value=\"deny\" formnovalidate>Deny</button></form>",
+        scope = escape(&flow.scope),
+        base = escape(&s.settings.public_url),
+        code = escape(&store::display_user_code(&flow.user_code)),
+    );
+    page(StatusCode::OK, "Device login", &body)
+}
+
+/// The development login form's submission.
+async fn verify_submit(
+    State(s): Srv,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    if !s.settings.dev_login {
+        return no_idp();
+    }
+    let p = match Params::from_form(form) {
+        Ok(p) => p,
+        Err(_) => return bad_code(),
+    };
+    let value = |name: &str| p.get(name).ok().flatten().unwrap_or_default();
+    let Some(code) = store::normalise_user_code(value("user_code")) else {
+        return bad_code();
+    };
+    let flow = match s.store.pending_flow(&code).await {
+        Ok(Some(flow)) => flow,
+        Ok(None) => return bad_code(),
+        Err(e) => return server_error(&e),
+    };
+    if value("action") == "deny" {
+        return match s.store.deny(&code).await {
+            Ok(true) => page(
+                StatusCode::OK,
+                "Request denied",
+                "<p>The device will not get access. You can close this window.</p>",
+            ),
+            Ok(false) => bad_code(),
+            Err(e) => server_error(&e),
+        };
+    }
+    let username = value("username").trim();
+    let identity = scope::parse(&flow.scope, &s.config)
+        .and_then(|scope| scope::grant(&s.config, &scope, username));
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(reason) => {
+            return page(
+                StatusCode::FORBIDDEN,
+                "Approval refused",
+                &format!("<p>{}</p>", escape(&reason)),
+            );
+        }
+    };
+    match s.store.approve(&code, &identity).await {
+        Ok(true) => {
+            tracing::info!(user = %identity.username, vo = %identity.vo, group = %identity.group, "device flow approved (development login)");
+            page(
+                StatusCode::OK,
+                "Device approved",
+                &format!(
+                    "<p>Logged in as <b>{}</b> in group <b>{}</b>. Return to your device; \
+                     you can close this window.</p>",
+                    escape(&identity.username),
+                    escape(&identity.group)
+                ),
+            )
+        }
+        Ok(false) => bad_code(),
+        Err(e) => server_error(&e),
+    }
+}

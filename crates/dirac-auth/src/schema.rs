@@ -1,0 +1,45 @@
+//! AuthDB schema for every backend.
+//!
+//! Secrets are never stored: device codes and refresh tokens are kept as
+//! SHA-256 hex digests. User codes are short-lived and shown to humans, so
+//! they are stored as they are (without the display dash).
+
+use dirac_core::db::Migration;
+
+/// Version 1 with one table suffix per backend.
+macro_rules! v1 {
+    ($suffix:literal) => {
+        [
+            concat!(
+                "CREATE TABLE DeviceFlows (UserCode VARCHAR(8) NOT NULL PRIMARY KEY, ",
+                "DeviceCode VARCHAR(64) NOT NULL UNIQUE, ClientID VARCHAR(255) NOT NULL, ",
+                "Scope VARCHAR(1024) NOT NULL, Status VARCHAR(16) NOT NULL, ",
+                "CreationTime VARCHAR(32) NOT NULL, ExpiresAt VARCHAR(32) NOT NULL, ",
+                "LastPoll VARCHAR(32) NULL, PollInterval BIGINT NOT NULL, ",
+                "Sub VARCHAR(255) NULL, Username VARCHAR(64) NULL, VO VARCHAR(64) NULL, ",
+                "GroupName VARCHAR(128) NULL, Properties VARCHAR(1024) NULL)",
+                $suffix
+            ),
+            "CREATE INDEX DeviceFlowsExpiry ON DeviceFlows (ExpiresAt)",
+            concat!(
+                "CREATE TABLE RefreshTokens (TokenHash VARCHAR(64) NOT NULL PRIMARY KEY, ",
+                "FamilyID VARCHAR(64) NOT NULL, ClientID VARCHAR(255) NOT NULL, ",
+                "Sub VARCHAR(255) NOT NULL, Username VARCHAR(64) NOT NULL, VO VARCHAR(64) NOT NULL, ",
+                "GroupName VARCHAR(128) NOT NULL, Properties VARCHAR(1024) NOT NULL, ",
+                "Scope VARCHAR(1024) NOT NULL, Status VARCHAR(16) NOT NULL, ",
+                "CreationTime VARCHAR(32) NOT NULL, ExpiresAt VARCHAR(32) NOT NULL)",
+                $suffix
+            ),
+            "CREATE INDEX RefreshTokensFamily ON RefreshTokens (FamilyID)",
+            "CREATE INDEX RefreshTokensSub ON RefreshTokens (Sub, Status)",
+        ]
+    };
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "device flows and refresh tokens",
+    sqlite: &v1!(""),
+    mysql: &v1!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+    postgres: &v1!(""),
+}];

@@ -1,0 +1,448 @@
+//! AuthDB repository: device flows and refresh-token families.
+//!
+//! Every state change that must happen once (approving a flow, exchanging
+//! its device code, rotating a refresh token) is a conditional UPDATE whose
+//! affected-row count decides who won, so concurrent requests cannot both
+//! succeed on any backend.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dirac_core::auth::Identity;
+use dirac_core::db::Db;
+use dirac_core::time;
+use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::AuthError;
+
+/// RFC 8628 §6.1: consonants only, no look-alikes, no vowels (no words).
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+pub const USER_CODE_LEN: usize = 8;
+
+/// 32 random bytes, base64url: a device code or a refresh token.
+pub fn random_secret() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// How a secret is stored and looked up.
+pub fn digest(secret: &str) -> String {
+    format!("{:x}", Sha256::digest(secret.as_bytes()))
+}
+
+fn new_user_code() -> String {
+    let mut rng = rand::rng();
+    (0..USER_CODE_LEN)
+        .map(|_| char::from(USER_CODE_ALPHABET[rng.random_range(0..USER_CODE_ALPHABET.len())]))
+        .collect()
+}
+
+/// A typed user code without dashes, spaces or lower case, if it can be one.
+pub fn normalise_user_code(input: &str) -> Option<String> {
+    let code: String = input
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' '))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (code.len() == USER_CODE_LEN && code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)))
+        .then_some(code)
+}
+
+/// `XXXX-XXXX`.
+pub fn display_user_code(code: &str) -> String {
+    match (code.get(..4), code.get(4..)) {
+        (Some(a), Some(b)) => format!("{a}-{b}"),
+        _ => code.to_string(),
+    }
+}
+
+fn after(seconds: u64) -> String {
+    let delta = chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000_000))
+        .min(chrono::Duration::days(365 * 100));
+    time::format(chrono::Utc::now() + delta)
+}
+
+fn join(properties: &[String]) -> String {
+    properties.join(" ")
+}
+
+fn split(properties: &str) -> Vec<String> {
+    properties.split_whitespace().map(str::to_string).collect()
+}
+
+/// A device flow waiting for its user.
+pub struct PendingFlow {
+    pub user_code: String,
+    pub scope: String,
+}
+
+/// What a poll of the token endpoint finds.
+pub struct Approved {
+    pub identity: Identity,
+    pub scope: String,
+    pub client_id: String,
+}
+
+/// A refresh token's row.
+pub struct RefreshRow {
+    pub family: String,
+    pub client_id: String,
+    pub username: String,
+    pub scope: String,
+    pub status: String,
+    pub expires_at: String,
+}
+
+pub const ACTIVE: &str = "active";
+pub const USED: &str = "used";
+
+type FlowRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Store { db }
+    }
+
+    /// Record a new flow; returns its user code.
+    pub async fn create_device_flow(
+        &self,
+        device_hash: &str,
+        client_id: &str,
+        scope: &str,
+        lifetime_s: u64,
+        interval_s: u64,
+    ) -> Result<String, AuthError> {
+        let mut attempts = 0;
+        loop {
+            let user_code = new_user_code();
+            let inserted = sqlx::query(self.db.sql(
+                "INSERT INTO DeviceFlows (UserCode, DeviceCode, ClientID, Scope, Status, \
+                 CreationTime, ExpiresAt, LastPoll, PollInterval) \
+                 VALUES (?, ?, ?, ?, 'PENDING', ?, ?, NULL, ?)",
+            ))
+            .bind(user_code.clone())
+            .bind(device_hash.to_string())
+            .bind(client_id.to_string())
+            .bind(scope.to_string())
+            .bind(time::now())
+            .bind(after(lifetime_s))
+            .bind(i64::try_from(interval_s).unwrap_or(i64::MAX))
+            .execute(self.db.pool())
+            .await;
+            match inserted {
+                Ok(_) => return Ok(user_code),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && attempts < 5 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The flow behind `user_code` if it still waits for approval.
+    pub async fn pending_flow(&self, user_code: &str) -> Result<Option<PendingFlow>, AuthError> {
+        let row: Option<(String, String)> = sqlx::query_as(self.db.sql(
+            "SELECT UserCode, Scope FROM DeviceFlows \
+             WHERE UserCode = ? AND Status = 'PENDING' AND ExpiresAt > ?",
+        ))
+        .bind(user_code.to_string())
+        .bind(time::now())
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.map(|(user_code, scope)| PendingFlow { user_code, scope }))
+    }
+
+    /// Mark a pending flow approved for `identity`; false when it is no
+    /// longer pending.
+    pub async fn approve(&self, user_code: &str, identity: &Identity) -> Result<bool, AuthError> {
+        let done = sqlx::query(self.db.sql(
+            "UPDATE DeviceFlows SET Status = 'READY', Sub = ?, Username = ?, VO = ?, \
+             GroupName = ?, Properties = ? \
+             WHERE UserCode = ? AND Status = 'PENDING' AND ExpiresAt > ?",
+        ))
+        .bind(identity.sub.clone())
+        .bind(identity.username.clone())
+        .bind(identity.vo.clone())
+        .bind(identity.group.clone())
+        .bind(join(&identity.properties))
+        .bind(user_code.to_string())
+        .bind(time::now())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Mark a pending flow denied; false when it is no longer pending.
+    pub async fn deny(&self, user_code: &str) -> Result<bool, AuthError> {
+        let done = sqlx::query(self.db.sql(
+            "UPDATE DeviceFlows SET Status = 'DENIED' WHERE UserCode = ? AND Status = 'PENDING'",
+        ))
+        .bind(user_code.to_string())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One poll of the token endpoint with a device code: the approved
+    /// identity exactly once, otherwise the RFC 8628 error.
+    pub async fn poll(&self, device_hash: &str, client_id: &str) -> Result<Approved, AuthError> {
+        let row: Option<FlowRow> = sqlx::query_as(self.db.sql(
+            "SELECT UserCode, ClientID, Scope, Status, LastPoll, PollInterval, ExpiresAt, \
+             Sub, Username, GroupName, Properties FROM DeviceFlows WHERE DeviceCode = ?",
+        ))
+        .bind(device_hash.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some((
+            user_code,
+            flow_client,
+            scope,
+            status,
+            last_poll,
+            interval,
+            expires_at,
+            sub,
+            username,
+            group,
+            properties,
+        )) = row
+        else {
+            return Err(AuthError::InvalidGrant("unknown device_code".into()));
+        };
+        if flow_client != client_id {
+            return Err(AuthError::InvalidGrant(
+                "device_code was issued to another client".into(),
+            ));
+        }
+        let now = time::now();
+        match status.as_str() {
+            "DONE" => Err(AuthError::InvalidGrant(
+                "device_code was already exchanged".into(),
+            )),
+            _ if expires_at <= now => Err(AuthError::ExpiredToken),
+            "DENIED" => Err(AuthError::AccessDenied),
+            "READY" => {
+                let done = sqlx::query(self.db.sql(
+                    "UPDATE DeviceFlows SET Status = 'DONE', LastPoll = ? \
+                     WHERE UserCode = ? AND Status = 'READY'",
+                ))
+                .bind(now)
+                .bind(user_code)
+                .execute(self.db.pool())
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(AuthError::InvalidGrant(
+                        "device_code was already exchanged".into(),
+                    ));
+                }
+                let scope_vo = scope
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("vo:"))
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(Approved {
+                    identity: Identity {
+                        sub: sub.unwrap_or_default(),
+                        username: username.unwrap_or_default(),
+                        vo: scope_vo,
+                        group: group.unwrap_or_default(),
+                        properties: split(&properties.unwrap_or_default()),
+                    },
+                    scope,
+                    client_id: flow_client,
+                })
+            }
+            _ => {
+                let interval_s = u64::try_from(interval).unwrap_or(0);
+                let too_fast = last_poll.is_some_and(|last| last > time::ago(interval_s));
+                let sql = if too_fast {
+                    "UPDATE DeviceFlows SET LastPoll = ?, PollInterval = PollInterval + 5 \
+                     WHERE UserCode = ?"
+                } else {
+                    "UPDATE DeviceFlows SET LastPoll = ? WHERE UserCode = ?"
+                };
+                sqlx::query(self.db.sql(sql))
+                    .bind(now)
+                    .bind(user_code)
+                    .execute(self.db.pool())
+                    .await?;
+                if too_fast {
+                    Err(AuthError::SlowDown(interval_s + 5))
+                } else {
+                    Err(AuthError::AuthorizationPending)
+                }
+            }
+        }
+    }
+
+    /// Store a refresh token (by digest) of `family`.
+    pub async fn insert_refresh(
+        &self,
+        token_hash: &str,
+        family: &str,
+        client_id: &str,
+        identity: &Identity,
+        scope: &str,
+        expires_at: &str,
+    ) -> Result<(), AuthError> {
+        self.insert_refresh_on(
+            self.db.pool(),
+            token_hash,
+            family,
+            client_id,
+            identity,
+            scope,
+            expires_at,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_refresh_on<'e, E>(
+        &self,
+        executor: E,
+        token_hash: &str,
+        family: &str,
+        client_id: &str,
+        identity: &Identity,
+        scope: &str,
+        expires_at: &str,
+    ) -> Result<(), AuthError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        sqlx::query(self.db.sql(
+            "INSERT INTO RefreshTokens (TokenHash, FamilyID, ClientID, Sub, Username, VO, \
+             GroupName, Properties, Scope, Status, CreationTime, ExpiresAt) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)",
+        ))
+        .bind(token_hash.to_string())
+        .bind(family.to_string())
+        .bind(client_id.to_string())
+        .bind(identity.sub.clone())
+        .bind(identity.username.clone())
+        .bind(identity.vo.clone())
+        .bind(identity.group.clone())
+        .bind(join(&identity.properties))
+        .bind(scope.to_string())
+        .bind(time::now())
+        .bind(expires_at.to_string())
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// A new family's expiry.
+    pub fn family_expiry(lifetime_s: u64) -> String {
+        after(lifetime_s)
+    }
+
+    pub async fn refresh_row(&self, token_hash: &str) -> Result<Option<RefreshRow>, AuthError> {
+        let row: Option<(String, String, String, String, String, String)> =
+            sqlx::query_as(self.db.sql(
+                "SELECT FamilyID, ClientID, Username, Scope, Status, ExpiresAt \
+                 FROM RefreshTokens WHERE TokenHash = ?",
+            ))
+            .bind(token_hash.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(
+            |(family, client_id, username, scope, status, expires_at)| RefreshRow {
+                family,
+                client_id,
+                username,
+                scope,
+                status,
+                expires_at,
+            },
+        ))
+    }
+
+    /// Mark `old_hash` used and store its successor in one transaction;
+    /// false when `old_hash` was no longer active (a concurrent rotation).
+    pub async fn rotate(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        row: &RefreshRow,
+        identity: &Identity,
+    ) -> Result<bool, AuthError> {
+        let mut tx = self.db.pool().begin().await?;
+        let used = sqlx::query(self.db.sql(
+            "UPDATE RefreshTokens SET Status = 'used' WHERE TokenHash = ? AND Status = 'active'",
+        ))
+        .bind(old_hash.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        self.insert_refresh_on(
+            &mut *tx,
+            new_hash,
+            &row.family,
+            &row.client_id,
+            identity,
+            &row.scope,
+            &row.expires_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Revoke every token of `family`.
+    pub async fn revoke_family(&self, family: &str) -> Result<(), AuthError> {
+        sqlx::query(self.db.sql(
+            "UPDATE RefreshTokens SET Status = 'revoked' WHERE FamilyID = ? AND Status <> 'revoked'",
+        ))
+        .bind(family.to_string())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes() {
+        let code = new_user_code();
+        assert_eq!(normalise_user_code(&code).as_deref(), Some(code.as_str()));
+        let shown = display_user_code(&code);
+        assert_eq!(shown.len(), 9);
+        assert_eq!(normalise_user_code(&shown.to_lowercase()), Some(code));
+        assert_eq!(
+            normalise_user_code("ABCD-EFGH"),
+            None,
+            "vowels are not used"
+        );
+        assert_eq!(normalise_user_code("BCDF"), None);
+    }
+
+    #[test]
+    fn secrets_are_stored_as_digests() {
+        let s = random_secret();
+        assert_eq!(s.len(), 43);
+        assert_eq!(digest(&s).len(), 64);
+        assert_ne!(digest(&s), s);
+    }
+}
