@@ -9,7 +9,7 @@ JOBS="${JOBS:-1000}"
 SLOTS="${SLOTS:-8}"
 DATA=$(mktemp -d)
 export DIRAC__RESOURCES__SITES="{LCG.Local.local: {CEs: {localhost: {CEType: local, Queues: {default: {maxCPUTime: 86400, MaxTotalJobs: $SLOTS, NumberOfProcessors: 1}}}}}}"
-RUST_LOG=warn "$BIN/diracd" all --data-dir "$DATA" --listen 127.0.0.1:0 &
+RUST_LOG=warn "$BIN/diracd" all --data-dir "$DATA" --listen 127.0.0.1:0 --auth-listen 127.0.0.1:0 &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$DATA"' EXIT
 for _ in $(seq 1 300); do [ -f "$DATA/client.yaml" ] && break; sleep 0.1; done

@@ -45,7 +45,14 @@ impl Diracd {
     fn start_with(dir: tempfile::TempDir, env: &[(&str, String)]) -> Diracd {
         let log = std::fs::File::create(dir.path().join("diracd.log")).expect("log");
         let child = Command::new(bin("diracd"))
-            .args(["all", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "all",
+                "--listen",
+                "127.0.0.1:0",
+                "--auth-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
@@ -636,4 +643,114 @@ fn no_secret_reaches_the_logs() {
         !log.contains("forged.token.value"),
         "a presented token appears in the log"
     );
+}
+
+#[test]
+fn dirac_login_with_the_development_login() {
+    use std::io::BufRead as _;
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__SITES", "{}".into()),
+            ("DIRAC__SERVICES__AUTH__DEVLOGIN", "true".into()),
+        ],
+    );
+    let home = tempfile::tempdir().expect("home");
+    let dirac = |args: &[&str]| {
+        let mut c = Command::new(bin("dirac"));
+        c.arg("--config")
+            .arg(d.client_config())
+            .args(args)
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME");
+        c.env_remove("DIRAC_TOKEN").env_remove("DIRAC_URL");
+        c
+    };
+    let mut login = dirac(&["login", "dteam"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("login");
+    let stderr = login.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("To log in, open ").map(str::to_string))
+        .expect("a verification url");
+    let code = url.rsplit("user_code=").next().expect("code").to_string();
+    let base = url.split("/api/auth/").next().expect("base").to_string();
+    // The user approves in a browser: here, the development login form.
+    let approved = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-d",
+            &format!("user_code={code}"),
+            "-d",
+            "username=bob",
+            "-d",
+            "action=approve",
+        ])
+        .arg(format!("{base}/api/auth/device/verify"))
+        .output()
+        .expect("curl");
+    assert!(
+        approved.status.success(),
+        "approval failed: {}",
+        String::from_utf8_lossy(&approved.stdout)
+    );
+    let out = login.wait_with_output().expect("login ends");
+    assert!(
+        out.status.success(),
+        "login failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("bob (dteam:bob) in group dteam_user of dteam"),
+        "{said}"
+    );
+    let creds = home.path().join(".config/dirac/credentials.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&creds)
+                .expect("credentials")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+    // The login wins over the token in client.yaml: the services see bob.
+    let who = dirac(&["--json", "whoami"]).output().expect("whoami");
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).expect("json");
+    assert_eq!(who["preferred_username"], "bob");
+    let hello = repo().join("examples/hello.jdl").display().to_string();
+    let submitted = dirac(&["--json", "job", "submit", &hello])
+        .output()
+        .expect("submit");
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let id = ids(&serde_json::from_slice(&submitted.stdout).expect("json"))[0];
+    let out = d.dirac(&["--json", "job", "status", &id.to_string()]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        st["failed"][id.to_string()]["code"],
+        "PermissionDenied",
+        "alice must not see bob's job: {st}"
+    );
+    // Logout revokes and forgets; the file's token (alice) is used again.
+    assert!(dirac(&["logout"]).status().expect("logout").success());
+    assert!(!creds.exists());
+    let who = dirac(&["--json", "whoami"]).output().expect("whoami");
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).expect("json");
+    assert_eq!(who["preferred_username"], "alice");
+    d.stop();
 }

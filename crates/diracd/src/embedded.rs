@@ -245,6 +245,7 @@ pub fn policy_table() -> PolicyTable {
 pub async fn run_all(
     data_dir: &Path,
     listen: Option<String>,
+    auth_listen: Option<String>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
@@ -253,8 +254,11 @@ pub async fn run_all(
     let mut config = load_config(data_dir, config)?;
     if let Some(l) = listen {
         config.services.listen = l;
-        config.validate()?;
     }
+    if let Some(l) = auth_listen {
+        config.services.auth.http_listen = l;
+    }
+    config.validate()?;
     dirac_core::telemetry::init(
         &config.services.log_format,
         std::env::var("RUST_LOG").ok().as_deref(),
@@ -290,10 +294,42 @@ pub async fn run_all(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    // The AuthServer's HTTP endpoints (OAuth2 device flow, JWKS, …).
+    let auth_listener = tokio::net::TcpListener::bind(&config.services.auth.http_listen)
+        .await
+        .with_context(|| format!("listen on {}", config.services.auth.http_listen))?;
+    let auth_addr = auth_listener.local_addr()?;
+    let auth_url = config
+        .services
+        .auth
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{auth_addr}"));
+    let issuer = Arc::new(issuer);
+    let auth = dirac_auth::AuthServer::open(
+        wms.db.db().clone(),
+        config.clone(),
+        issuer.clone(),
+        dirac_auth::AuthSettings {
+            access_lifetime_s: config.services.auth.access_token_lifetime,
+            refresh_lifetime_s: config.services.auth.refresh_token_lifetime,
+            dev_login: config.services.auth.dev_login,
+            public_url: auth_url.clone(),
+            ..dirac_auth::AuthSettings::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("AuthServer: {e}"))?;
+    if config.services.auth.dev_login {
+        tracing::warn!(url = %auth_url, "development login enabled: any registered user logs in by name");
+    }
     let who = default_identity(&config)?;
     let token = issuer.issue(&who, config.services.auth.token_lifetime)?;
-    write_private(&client_file, &format!("url: {public}\ntoken: {token}\n"))
-        .with_context(|| format!("write {}", client_file.display()))?;
+    write_private(
+        &client_file,
+        &format!("url: {public}\nauth_url: {auth_url}\ntoken: {token}\n"),
+    )
+    .with_context(|| format!("write {}", client_file.display()))?;
     tracing::info!(%addr, user = %who.sub, client_config = %client_file.display(), "diracd all is serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -310,6 +346,19 @@ pub async fn run_all(
         Ok(None) => tracing::info!("no local computing element configured"),
         Err(e) => tracing::warn!(error = %e, "local computing element disabled"),
     }
+    let auth_stop = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut stop = auth_stop;
+        let shutdown = async move {
+            let _ = stop.wait_for(|v| *v).await;
+        };
+        if let Err(e) = axum::serve(auth_listener, auth.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "AuthServer stopped");
+        }
+    }));
     let served = serve(
         listener,
         services,

@@ -27,6 +27,10 @@ enum Command {
         /// Address to listen on (overrides Services.Listen).
         #[arg(long)]
         listen: Option<String>,
+        /// Address of the AuthServer's HTTP endpoints (overrides
+        /// Services.Auth.HttpListen).
+        #[arg(long)]
+        auth_listen: Option<String>,
         /// Configuration file (default: DATA_DIR/dirac.yaml, created when missing).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -75,8 +79,9 @@ fn main() -> anyhow::Result<()> {
         Command::All {
             data_dir,
             listen,
+            auth_listen,
             config,
-        } => runtime.block_on(embedded::run_all(&data_dir, listen, config)),
+        } => runtime.block_on(embedded::run_all(&data_dir, listen, auth_listen, config)),
         Command::Token {
             data_dir,
             config,
