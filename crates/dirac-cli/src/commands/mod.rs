@@ -18,42 +18,33 @@ use crate::report::Report;
 /// Resolves the config, connects and runs the command. An `Err` is printed as
 /// `error: <message>` with exit code 1.
 pub async fn run(cli: Cli, env: &dyn Env) -> anyhow::Result<Report> {
-    match &cli.command {
+    let Cli {
+        config,
+        url,
+        token,
+        json,
+        command,
+    } = cli;
+    let connect = || -> anyhow::Result<Client> {
+        let resolved = ClientConfig::resolve(config.as_deref(), env, url.clone(), token.clone())?;
+        Ok(Client::connect(&resolved)?)
+    };
+    match command {
+        Command::Job(command) => job::run(&connect()?, command, json).await,
+        Command::Pilot(command) => pilot::run(&connect()?, command, json).await,
         Command::Login {
             vo,
             group,
             auth_url,
         } => {
-            let config = ClientConfig::load(cli.config.as_deref(), env)?
-                .with_overrides(cli.url.clone(), None);
-            return login::login(
-                &config,
-                env,
-                vo,
-                group.as_deref(),
-                auth_url.clone(),
-                cli.json,
-            )
-            .await;
+            let loaded = ClientConfig::load(config.as_deref(), env)?.with_overrides(url, None);
+            login::login(&loaded, env, &vo, group.as_deref(), auth_url, json).await
         }
-        Command::Logout => return login::logout(env, cli.json).await,
+        Command::Logout => login::logout(env, json).await,
         Command::Whoami => {
-            let config = ClientConfig::resolve(
-                cli.config.as_deref(),
-                env,
-                cli.url.clone(),
-                cli.token.clone(),
-            )?;
-            return login::whoami(&config, env, cli.json).await;
+            let resolved = ClientConfig::resolve(config.as_deref(), env, url, token)?;
+            login::whoami(&resolved, env, json).await
         }
-        _ => {}
-    }
-    let config = ClientConfig::resolve(cli.config.as_deref(), env, cli.url, cli.token)?;
-    let client = Client::connect(&config)?;
-    match cli.command {
-        Command::Job(command) => job::run(&client, command, cli.json).await,
-        Command::Pilot(command) => pilot::run(&client, command, cli.json).await,
-        Command::Login { .. } | Command::Logout | Command::Whoami => unreachable_login(),
     }
 }
 
@@ -213,9 +204,4 @@ mod tests {
         let err = run(cli, &MapEnv::default()).await.expect_err("no server");
         assert!(format!("{err:#}").starts_with("unavailable"), "{err:#}");
     }
-}
-
-/// The login commands return before a connection is made.
-fn unreachable_login() -> anyhow::Result<Report> {
-    Err(anyhow!("login commands are handled before connecting"))
 }
