@@ -179,10 +179,50 @@ async fn token(
             let presented = store::digest(p.require("refresh_token")?);
             refresh(&s, &presented, p.get("client_id")?).await
         }
+        PILOT_GRANT => pilot_token(&s, &p).await,
         other => Err(AuthError::UnsupportedGrantType(
             other.chars().take(64).collect(),
         )),
     }
+}
+
+/// A pilot exchanges its one-time secret for a short GenericPilot token.
+pub const PILOT_GRANT: &str = "urn:dirac:params:oauth:grant-type:pilot-secret";
+
+async fn pilot_token(s: &AuthServer, p: &Params) -> Result<Response, AuthError> {
+    let secret = p.require("pilot_secret")?;
+    let stamp = p.require("pilot_stamp")?;
+    if stamp.is_empty()
+        || stamp.len() > 32
+        || !stamp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(AuthError::InvalidRequest(
+            "pilot_stamp must have 1 to 32 characters of [A-Za-z0-9_-]".into(),
+        ));
+    }
+    let site = p.get("site")?.unwrap_or_default();
+    let vo = s
+        .store
+        .use_pilot_secret(&s.pilot_hash(secret), site)
+        .await?;
+    let identity = dirac_core::auth::Identity {
+        sub: format!("{vo}:pilot:{stamp}"),
+        username: format!("pilot-{stamp}"),
+        vo: vo.clone(),
+        group: "pilot".into(),
+        properties: vec!["GenericPilot".into()],
+    };
+    let access = s
+        .issuer
+        .issue(&identity, s.settings.pilot_token_lifetime_s)?;
+    tracing::info!(vo = %vo, pilot = %stamp, "pilot secret exchanged");
+    Ok(no_store(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": s.settings.pilot_token_lifetime_s,
+    })))
 }
 
 /// Rotate a refresh token; a used one means it was stolen or replayed, so

@@ -44,6 +44,11 @@ pub struct AuthSettings {
     pub dev_login: bool,
     /// Base URL of these endpoints, without a trailing slash.
     pub public_url: String,
+    /// Per-installation secret mixed into pilot-secret hashes, so a copy of
+    /// AuthDB alone does not allow checking guessed secrets.
+    pub pilot_pepper: String,
+    /// Seconds a pilot token is valid.
+    pub pilot_token_lifetime_s: u64,
 }
 
 impl Default for AuthSettings {
@@ -55,6 +60,8 @@ impl Default for AuthSettings {
             poll_interval_s: 5,
             dev_login: false,
             public_url: "http://127.0.0.1:8080".into(),
+            pilot_pepper: String::new(),
+            pilot_token_lifetime_s: 2 * 86_400,
         }
     }
 }
@@ -157,6 +164,35 @@ impl AuthServer {
             settings,
             store: store::Store::new(db),
         }))
+    }
+
+    /// Create `count` one-time pilot secrets of `vo`, each good for `uses`
+    /// exchanges within `lifetime_s`, optionally only at `sites`. Only
+    /// peppered hashes are stored; the secrets are returned once.
+    pub async fn create_pilot_secrets(
+        &self,
+        vo: &str,
+        sites: &[String],
+        uses: u32,
+        lifetime_s: u64,
+        count: usize,
+    ) -> Result<Vec<String>, AuthError> {
+        if !self.config.registry.vos.contains_key(vo) {
+            return Err(AuthError::InvalidRequest(format!("unknown VO '{vo}'")));
+        }
+        let mut secrets = Vec::with_capacity(count);
+        for _ in 0..count {
+            let secret = store::random_secret();
+            self.store
+                .insert_pilot_secret(&self.pilot_hash(&secret), vo, sites, uses, lifetime_s)
+                .await?;
+            secrets.push(secret);
+        }
+        Ok(secrets)
+    }
+
+    fn pilot_hash(&self, secret: &str) -> String {
+        store::digest(&format!("{}:{secret}", self.settings.pilot_pepper))
     }
 
     /// The HTTP endpoints, `.well-known` at the root and the rest under

@@ -36,10 +36,31 @@ macro_rules! v1 {
     };
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "device flows and refresh tokens",
-    sqlite: &v1!(""),
-    mysql: &v1!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
-    postgres: &v1!(""),
-}];
+/// Version 2: one-time pilot secrets (stored as peppered SHA-256).
+macro_rules! v2 {
+    ($suffix:literal) => {
+        [concat!(
+            "CREATE TABLE PilotSecrets (SecretHash VARCHAR(64) NOT NULL PRIMARY KEY, VO VARCHAR(64) NOT NULL, ",
+            "Sites VARCHAR(1024) NOT NULL, UsesLeft BIGINT NOT NULL, CreationTime VARCHAR(32) NOT NULL, ",
+            "ExpiresAt VARCHAR(32) NOT NULL)",
+            $suffix
+        )]
+    };
+}
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "device flows and refresh tokens",
+        sqlite: &v1!(""),
+        mysql: &v1!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+        postgres: &v1!(""),
+    },
+    Migration {
+        version: 2,
+        description: "pilot secrets",
+        sqlite: &v2!(""),
+        mysql: &v2!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+        postgres: &v2!(""),
+    },
+];

@@ -417,6 +417,80 @@ impl Store {
         .await?;
         Ok(())
     }
+    /// Record a pilot secret (by its peppered hash).
+    pub async fn insert_pilot_secret(
+        &self,
+        hash: &str,
+        vo: &str,
+        sites: &[String],
+        uses: u32,
+        lifetime_s: u64,
+    ) -> Result<(), AuthError> {
+        sqlx::query(self.db.sql(
+            "INSERT INTO PilotSecrets (SecretHash, VO, Sites, UsesLeft, CreationTime, ExpiresAt) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(hash.to_string())
+        .bind(vo.to_string())
+        .bind(serde_json::to_string(sites).unwrap_or_else(|_| "[]".into()))
+        .bind(i64::from(uses))
+        .bind(time::now())
+        .bind(in_future(lifetime_s))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Spend one use of a pilot secret at `site`: its VO, or why not. The
+    /// decrement is conditional, so a secret is never used more often than
+    /// allowed, whatever the concurrency.
+    pub async fn use_pilot_secret(&self, hash: &str, site: &str) -> Result<String, AuthError> {
+        let row = sqlx::query(
+            self.db
+                .sql("SELECT VO, Sites, ExpiresAt FROM PilotSecrets WHERE SecretHash = ?"),
+        )
+        .bind(hash.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else {
+            return Err(AuthError::InvalidGrant("unknown pilot secret".into()));
+        };
+        use sqlx::Row as _;
+        let vo: String = row.try_get(0)?;
+        let sites: Vec<String> =
+            serde_json::from_str(&row.try_get::<String, _>(1)?).unwrap_or_default();
+        let expires: String = row.try_get(2)?;
+        if expires <= time::now() {
+            return Err(AuthError::InvalidGrant(
+                "the pilot secret has expired".into(),
+            ));
+        }
+        if !sites.is_empty() && !sites.iter().any(|s| s == site) {
+            return Err(AuthError::InvalidGrant(format!(
+                "the pilot secret is not valid at site '{}'",
+                site.chars().take(64).collect::<String>()
+            )));
+        }
+        let spent = sqlx::query(self.db.sql(
+            "UPDATE PilotSecrets SET UsesLeft = UsesLeft - 1 WHERE SecretHash = ? AND UsesLeft > 0 AND ExpiresAt > ?",
+        ))
+        .bind(hash.to_string())
+        .bind(time::now())
+        .execute(self.db.pool())
+        .await?;
+        if spent.rows_affected() != 1 {
+            return Err(AuthError::InvalidGrant(
+                "the pilot secret is used up".into(),
+            ));
+        }
+        Ok(vo)
+    }
+}
+
+fn in_future(seconds: u64) -> String {
+    let delta = chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1_000_000))
+        .min(chrono::Duration::days(3650));
+    time::format(chrono::Utc::now() + delta)
 }
 
 #[cfg(test)]

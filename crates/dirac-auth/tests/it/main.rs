@@ -37,6 +37,7 @@ Registry:
 
 struct Harness {
     router: Router,
+    server: Arc<AuthServer>,
     db: TestDb,
     _keys: tempfile::TempDir,
 }
@@ -75,6 +76,7 @@ impl Harness {
         .expect("reopen");
         Some(Harness {
             router: server.router(),
+            server: server.clone(),
             db,
             _keys: keys,
         })
@@ -625,5 +627,138 @@ async fn verification_without_dev_login_is_not_implemented() {
         assert!(page.contains("identity provider"));
         let (status, _) = h.approve(str_of(&flow, "user_code"), "alice").await;
         assert_eq!(status, StatusCode::NOT_IMPLEMENTED);
+    });
+}
+
+#[tokio::test]
+async fn pilot_secrets_are_one_time_and_constrained() {
+    on_all_backends!(|s| s.pilot_pepper = "pepper".into(), |h| {
+        let grant = "urn:dirac:params:oauth:grant-type:pilot-secret";
+        let site_bound = h
+            .server
+            .create_pilot_secrets("lhcb", &["LCG.CERN.cern".to_string()], 1, 600, 1)
+            .await
+            .expect("create");
+        let secret = site_bound[0].as_str();
+        // At another site: refused, and the use is not spent.
+        let elsewhere = h
+            .post(
+                "/api/auth/token",
+                &[
+                    ("grant_type", grant),
+                    ("pilot_secret", secret),
+                    ("pilot_stamp", "p1"),
+                    ("site", "LCG.Other.org"),
+                ],
+            )
+            .await;
+        assert_error(&elsewhere, StatusCode::BAD_REQUEST, "invalid_grant");
+        let (status, tokens) = h
+            .post(
+                "/api/auth/token",
+                &[
+                    ("grant_type", grant),
+                    ("pilot_secret", secret),
+                    ("pilot_stamp", "p1"),
+                    ("site", "LCG.CERN.cern"),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        let access = str_of(&tokens, "access_token");
+        assert!(tokens.get("refresh_token").is_none());
+        let (status, body) = h.get("/api/auth/userinfo", Some(access)).await;
+        assert_eq!(status, StatusCode::OK);
+        let who: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(who["dirac_properties"], serde_json::json!(["GenericPilot"]));
+        assert_eq!(who["sub"], "lhcb:pilot:p1");
+        // Used up after its one use.
+        let again = h
+            .post(
+                "/api/auth/token",
+                &[
+                    ("grant_type", grant),
+                    ("pilot_secret", secret),
+                    ("pilot_stamp", "p2"),
+                    ("site", "LCG.CERN.cern"),
+                ],
+            )
+            .await;
+        assert_error(&again, StatusCode::BAD_REQUEST, "invalid_grant");
+        // Expired secrets, unknown secrets, bad stamps and unknown VOs are refused.
+        let expired = h
+            .server
+            .create_pilot_secrets("lhcb", &[], 5, 0, 1)
+            .await
+            .expect("create");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let late = h
+            .post(
+                "/api/auth/token",
+                &[
+                    ("grant_type", grant),
+                    ("pilot_secret", expired[0].as_str()),
+                    ("pilot_stamp", "p3"),
+                ],
+            )
+            .await;
+        assert_error(&late, StatusCode::BAD_REQUEST, "invalid_grant");
+        let unknown = h
+            .post(
+                "/api/auth/token",
+                &[
+                    ("grant_type", grant),
+                    ("pilot_secret", "guess"),
+                    ("pilot_stamp", "p4"),
+                ],
+            )
+            .await;
+        assert_error(&unknown, StatusCode::BAD_REQUEST, "invalid_grant");
+        let many = h
+            .server
+            .create_pilot_secrets("lhcb", &[], 2, 600, 1)
+            .await
+            .expect("create");
+        let bad_stamp = h
+            .post(
+                "/api/auth/token",
+                &[
+                    ("grant_type", grant),
+                    ("pilot_secret", many[0].as_str()),
+                    ("pilot_stamp", "x y"),
+                ],
+            )
+            .await;
+        assert_error(&bad_stamp, StatusCode::BAD_REQUEST, "invalid_request");
+        for stamp in ["p5", "p6"] {
+            let (status, _) = h
+                .post(
+                    "/api/auth/token",
+                    &[
+                        ("grant_type", grant),
+                        ("pilot_secret", many[0].as_str()),
+                        ("pilot_stamp", stamp),
+                    ],
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "two uses allowed");
+        }
+        let third = h
+            .post(
+                "/api/auth/token",
+                &[
+                    ("grant_type", grant),
+                    ("pilot_secret", many[0].as_str()),
+                    ("pilot_stamp", "p7"),
+                ],
+            )
+            .await;
+        assert_error(&third, StatusCode::BAD_REQUEST, "invalid_grant");
+        assert!(
+            h.server
+                .create_pilot_secrets("nope", &[], 1, 600, 1)
+                .await
+                .is_err()
+        );
     });
 }
