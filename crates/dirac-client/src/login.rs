@@ -264,6 +264,36 @@ pub fn revoke(auth_url: &str, token: &str) -> Result<(), LoginError> {
     .map(|_| ())
 }
 
+/// A pilot's one-time secret, exchanged for a short GenericPilot token.
+pub fn pilot_token(
+    auth_url: &str,
+    secret: &str,
+    stamp: &str,
+    site: &str,
+) -> Result<String, LoginError> {
+    let url = endpoint(auth_url, "/api/auth/token");
+    let body = post_form(
+        &url,
+        &[
+            (
+                "grant_type",
+                "urn:dirac:params:oauth:grant-type:pilot-secret",
+            ),
+            ("pilot_secret", secret),
+            ("pilot_stamp", stamp),
+            ("site", site),
+        ],
+    )?;
+    let v: serde_json::Value = parse(&url, &body)?;
+    v["access_token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| LoginError::Protocol {
+            url,
+            message: "no access_token in the answer".into(),
+        })
+}
+
 /// Who the access token says the caller is.
 pub fn userinfo(auth_url: &str, access_token: &str) -> Result<serde_json::Value, LoginError> {
     let url = endpoint(auth_url, "/api/auth/userinfo");

@@ -19,6 +19,13 @@ pub struct Args {
     /// Bearer token of a user with the GenericPilot property.
     #[arg(long, env = "DIRAC_PILOT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding a one-time pilot secret, exchanged at the AuthServer
+    /// (`--auth-url`) for a pilot token; needs `--stamp`.
+    #[arg(long, requires_all = ["auth_url", "stamp"])]
+    pub pilot_secret_file: Option<PathBuf>,
+    /// AuthServer base URL, for `--pilot-secret-file`.
+    #[arg(long)]
+    pub auth_url: Option<String>,
     /// CA certificate (PEM) of the server, for https.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,

@@ -28,6 +28,16 @@ use crate::config::{Args, PilotConfig};
 use crate::logbuf::LogBuffer;
 
 fn token(args: &Args) -> Result<String, String> {
+    if let (Some(path), Some(auth_url), Some(stamp)) =
+        (&args.pilot_secret_file, &args.auth_url, &args.stamp)
+    {
+        let secret = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --pilot-secret-file {}: {e}", path.display()))?;
+        // A one-time secret: gone from disk once read.
+        let _ = std::fs::remove_file(path);
+        return dirac_client::login::pilot_token(auth_url, secret.trim(), stamp, &args.site)
+            .map_err(|e| format!("cannot exchange the pilot secret: {e}"));
+    }
     if let Some(path) = &args.token_file {
         return std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()));

@@ -143,13 +143,14 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
-/// The local CE, with a GenericPilot token for its pilots, when the
-/// configuration has one and `dirac-pilot` sits next to this binary.
+/// The local CE of the configuration's first VO, when there is one and
+/// `dirac-pilot` sits next to this binary. Its pilots authenticate with
+/// one-time pilot secrets.
 fn local_pilots(
     config: &DiracConfig,
     data_dir: &Path,
-    issuer: &TokenIssuer,
     url: &str,
+    auth_url: &str,
 ) -> anyhow::Result<Option<crate::local_ce::LocalCe>> {
     let pilot_bin = std::env::current_exe()?.with_file_name("dirac-pilot");
     if !pilot_bin.exists() {
@@ -158,27 +159,17 @@ fn local_pilots(
             pilot_bin.display()
         );
     }
-    let Some((vo, user, group)) = config.registry.vos.iter().find_map(|(vo, voc)| {
-        voc.groups
-            .iter()
-            .find(|(_, g)| g.properties.iter().any(|p| p == "GenericPilot"))
-            .and_then(|(name, g)| {
-                g.users
-                    .first()
-                    .map(|u| (vo.clone(), u.clone(), name.clone()))
-            })
-    }) else {
-        anyhow::bail!("no user of any VO is in a group with the GenericPilot property");
+    let Some(vo) = config.registry.vos.keys().next() else {
+        anyhow::bail!("the registry has no VO");
     };
-    let Some(ce) =
-        crate::local_ce::LocalCe::from_config(config, &vo, pilot_bin, url.to_string(), data_dir)
-    else {
-        return Ok(None);
-    };
-    let identity = identity_of(config, &user, Some(&vo), Some(&group))?;
-    let token = issuer.issue(&identity, config.services.auth.token_lifetime)?;
-    write_private(&ce.token_file, &token)?;
-    Ok(Some(ce))
+    Ok(crate::local_ce::LocalCe::from_config(
+        config,
+        vo,
+        pilot_bin,
+        url.to_string(),
+        auth_url.to_string(),
+        data_dir,
+    ))
 }
 
 /// The WMS over the configured database (SQLite in the data directory by
@@ -334,12 +325,13 @@ pub async fn run_all(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = dirac_wms::agents::spawn_all(&wms, &stop_rx);
-    match local_pilots(&config, data_dir, &issuer, &public) {
+    match local_pilots(&config, data_dir, &public, &auth_url) {
         Ok(Some(ce)) => {
             tracing::info!(site = %ce.site, ce = %ce.ce, slots = ce.slots, "local computing element enabled");
             tasks.push(tokio::spawn(crate::local_ce::run(
                 ce,
                 wms.clone(),
+                auth.clone(),
                 stop_rx.clone(),
             )));
         }

@@ -19,7 +19,8 @@ use tracing::Instrument as _;
 pub struct LocalCe {
     pub pilot_bin: PathBuf,
     pub url: String,
-    pub token_file: PathBuf,
+    /// AuthServer base URL, where pilots exchange their secrets.
+    pub auth_url: String,
     pub work_dir: PathBuf,
     pub vo: String,
     pub site: String,
@@ -38,6 +39,7 @@ impl LocalCe {
         vo: &str,
         pilot_bin: PathBuf,
         url: String,
+        auth_url: String,
         data_dir: &Path,
     ) -> Option<Self> {
         for (site, sc) in &config.resources.sites {
@@ -49,7 +51,7 @@ impl LocalCe {
                 return Some(LocalCe {
                     pilot_bin,
                     url,
-                    token_file: data_dir.join("pilot-token"),
+                    auth_url,
                     work_dir: data_dir.join("pilots"),
                     vo: vo.to_string(),
                     site: site.clone(),
@@ -68,12 +70,12 @@ impl LocalCe {
         None
     }
 
-    fn command(&self, stamp: &str) -> Command {
+    fn command(&self, stamp: &str, secret_file: &Path) -> Command {
         let mut cmd = Command::new(&self.pilot_bin);
         cmd.arg("--url")
             .arg(&self.url)
-            .arg("--token-file")
-            .arg(&self.token_file)
+            .args(["--auth-url", &self.auth_url, "--pilot-secret-file"])
+            .arg(secret_file)
             .args([
                 "--vo",
                 &self.vo,
@@ -113,7 +115,12 @@ impl LocalCe {
 }
 
 /// Start pilots while jobs wait, up to the slot limit; reap them as they end.
-pub async fn run(ce: LocalCe, wms: Arc<Wms>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    ce: LocalCe,
+    wms: Arc<Wms>,
+    auth: Arc<dirac_auth::AuthServer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let span = tracing::info_span!("agent", component = "LocalCE");
     async move {
         if let Err(e) = std::fs::create_dir_all(&ce.work_dir) {
@@ -156,7 +163,16 @@ pub async fn run(ce: LocalCe, wms: Arc<Wms>, mut shutdown: watch::Receiver<bool>
                     tracing::warn!(error = %e, "cannot register a local pilot");
                     break;
                 }
-                match ce.command(&stamp).spawn() {
+                let secret_file = ce.work_dir.join(format!("{stamp}.secret"));
+                let written = match auth.create_pilot_secrets(&ce.vo, std::slice::from_ref(&ce.site), 1, 600, 1).await {
+                    Ok(secrets) => write_secret(&secret_file, secrets.first().map(String::as_str).unwrap_or_default()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, "cannot create a pilot secret");
+                    break;
+                }
+                match ce.command(&stamp, &secret_file).spawn() {
                     Ok(child) => {
                         tracing::info!(pilot = %stamp, waiting, "pilot started");
                         children.push((stamp, child));
@@ -182,4 +198,14 @@ pub async fn run(ce: LocalCe, wms: Arc<Wms>, mut shutdown: watch::Receiver<bool>
     }
     .instrument(span)
     .await;
+}
+
+/// Write a secret readable by this user only.
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(secret.as_bytes())
 }
