@@ -143,6 +143,26 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
+/// The installation's pilot-secret pepper, created once in the data
+/// directory (mode 0600).
+fn pepper(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("pilot-pepper");
+    if !path.exists() {
+        write_private(
+            &path,
+            &format!(
+                "{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            ),
+        )?;
+    }
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
 /// The local CE of the configuration's first VO, when there is one and
 /// `dirac-pilot` sits next to this binary. Its pilots authenticate with
 /// one-time pilot secrets.
@@ -306,6 +326,7 @@ pub async fn run_all(
             refresh_lifetime_s: config.services.auth.refresh_token_lifetime,
             dev_login: config.services.auth.dev_login,
             public_url: auth_url.clone(),
+            pilot_pepper: pepper(data_dir)?,
             ..dirac_auth::AuthSettings::default()
         },
     )
