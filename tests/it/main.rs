@@ -466,15 +466,22 @@ fn local_pilots_run_jobs_to_done() {
         .expect("write");
     let hello = repo().join("examples/hello.jdl").display().to_string();
     let param = repo().join("examples/parametric.jdl").display().to_string();
+    let with_token = d.dir.path().join("token.jdl");
+    std::fs::write(
+        &with_token,
+        r#"[ Executable = "/bin/sh"; Arguments = "-c 'test -n \"$DIRAC_JOB_TOKEN\"'"; JobName = "token"; ]"#,
+    )
+    .expect("write");
     let submitted = d.json(&[
         "job",
         "submit",
         &hello,
         &param,
         &failing.display().to_string(),
+        &with_token.display().to_string(),
     ]);
     let jobs = ids(&submitted);
-    assert_eq!(jobs.len(), 5);
+    assert_eq!(jobs.len(), 6);
     let done = wait_final(&d, &jobs, Duration::from_secs(90));
     let by_id = |id: u64| {
         done.iter()
@@ -487,6 +494,11 @@ fn local_pilots_run_jobs_to_done() {
         assert_eq!(j["status"], "Done", "{j}");
         assert_eq!(j["site"], "LCG.Local.local", "{j}");
     }
+    let token_job = by_id(jobs[5]);
+    assert_eq!(
+        token_job["status"], "Done",
+        "the payload got its job token: {token_job}"
+    );
     let failed = by_id(jobs[4]);
     assert_eq!(failed["status"], "Failed", "{failed}");
     assert_eq!(failed["application_status"], "Exit code 3", "{failed}");

@@ -213,6 +213,7 @@ async fn pilot_token(s: &AuthServer, p: &Params) -> Result<Response, AuthError> 
         vo: vo.clone(),
         group: "pilot".into(),
         properties: vec!["GenericPilot".into()],
+        job: None,
     };
     let access = s
         .issuer

@@ -141,6 +141,7 @@ pub fn grant(config: &DiracConfig, scope: &Scope, username: &str) -> Result<Iden
         vo: scope.vo.clone(),
         group: scope.group.clone(),
         properties,
+        job: None,
     })
 }
 

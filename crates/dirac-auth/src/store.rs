@@ -262,6 +262,7 @@ impl Store {
                         vo: scope_vo,
                         group: group.unwrap_or_default(),
                         properties: split(&properties.unwrap_or_default()),
+                        job: None,
                     },
                     scope,
                     client_id: flow_client,

@@ -13,6 +13,7 @@ fn bench(c: &mut Criterion) {
         vo: "dteam".into(),
         group: "dteam_user".into(),
         properties: vec!["NormalUser".into()],
+        job: None,
     };
     let token = issuer.issue(&who, 3600).expect("token");
     let verifier = issuer.verifier();

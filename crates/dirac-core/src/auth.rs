@@ -34,6 +34,9 @@ pub struct Claims {
     pub iat: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
+    /// Set on job tokens: the job the token may act for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirac_job: Option<u64>,
     pub exp: i64,
     pub jti: String,
 }
@@ -46,6 +49,8 @@ pub struct Identity {
     pub vo: String,
     pub group: String,
     pub properties: Vec<String>,
+    /// A job token acts for this one job only, and only while it runs.
+    pub job: Option<u64>,
 }
 
 impl Identity {
@@ -66,6 +71,7 @@ impl From<Claims> for Identity {
             vo: c.vo,
             group: c.dirac_group,
             properties: c.dirac_properties,
+            job: c.dirac_job,
         }
     }
 }
@@ -150,6 +156,7 @@ impl TokenIssuer {
             aud: self.audience.clone(),
             iat: now,
             nbf: Some(now),
+            dirac_job: identity.job,
             exp: now.saturating_add(i64::try_from(lifetime_s).unwrap_or(i64::MAX / 2)),
             jti: format!("{:032x}", rand::random::<u128>()),
         })
@@ -594,6 +601,7 @@ mod tests {
             vo: "dteam".into(),
             group: "dteam_user".into(),
             properties: vec!["NormalUser".into()],
+            job: None,
         }
     }
 
@@ -613,6 +621,7 @@ mod tests {
             aud: issuer.audience().into(),
             iat: now,
             nbf: Some(now),
+            dirac_job: None,
             exp: now + 600,
             jti: "j".into(),
         }

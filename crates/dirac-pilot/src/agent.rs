@@ -203,7 +203,7 @@ pub async fn run(
                 );
                 let ctx = ctx.clone();
                 let handle = wrappers.spawn(async move {
-                    let outcome = wrapper::run_job(ctx, job_id, reply.jdl).await;
+                    let outcome = wrapper::run_job(ctx, job_id, reply.jdl, reply.job_token).await;
                     (job_id, outcome)
                 });
                 slots.take(handle.id(), cores);

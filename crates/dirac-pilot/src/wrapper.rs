@@ -453,7 +453,14 @@ impl Job<'_> {
 }
 
 /// Runs one job; reports everything and returns how it ended.
-pub async fn run_job(ctx: Arc<WrapperContext>, job_id: u64, jdl: String) -> Outcome {
+/// `job_token`, when the server sent one, reaches the payload as
+/// `DIRAC_JOB_TOKEN`: the owner's token for this job only.
+pub async fn run_job(
+    ctx: Arc<WrapperContext>,
+    job_id: u64,
+    jdl: String,
+    job_token: String,
+) -> Outcome {
     let job = Job { ctx: &ctx, job_id };
     job.parameters(&[
         ("Pilot_Reference", ctx.stamp.clone()),
@@ -509,6 +516,11 @@ pub async fn run_job(ctx: Arc<WrapperContext>, job_id: u64, jdl: String) -> Outc
         }
     };
 
+    let mut extra = spec.environment.clone();
+    if !job_token.is_empty() {
+        extra.retain(|(k, _)| k != "DIRAC_JOB_TOKEN");
+        extra.push(("DIRAC_JOB_TOKEN".to_owned(), job_token));
+    }
     let executable = resolve_executable(&spec.executable, &job_dir);
     let mut command = Command::new(&executable);
     command
@@ -521,7 +533,7 @@ pub async fn run_job(ctx: Arc<WrapperContext>, job_id: u64, jdl: String) -> Outc
             spec.processors,
             &job_dir,
             &ctx.path_env,
-            &spec.environment,
+            &extra,
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

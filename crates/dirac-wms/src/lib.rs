@@ -45,6 +45,8 @@ pub struct Wms {
     pub config: Arc<DiracConfig>,
     /// Wakes the optimizer when jobs arrive.
     pub optimizer_wake: Notify,
+    /// Signs job tokens for matched jobs, when enabled.
+    job_tokens: std::sync::OnceLock<Arc<dirac_core::auth::TokenIssuer>>,
 }
 
 impl Wms {
@@ -61,7 +63,43 @@ impl Wms {
             db,
             config,
             optimizer_wake: Notify::new(),
+            job_tokens: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Give matched jobs a token of their owner signed by `issuer`.
+    pub fn enable_job_tokens(&self, issuer: Arc<dirac_core::auth::TokenIssuer>) {
+        let _ = self.job_tokens.set(issuer);
+    }
+
+    /// A token of the job's owner for this job only, valid for about twice
+    /// the job's CPUTime (at most 8 days) and refused once the job ends.
+    pub fn job_token(&self, job: &jobdb::MatchedJob) -> Option<String> {
+        let issuer = self.job_tokens.get()?;
+        let properties = self
+            .config
+            .registry
+            .vos
+            .get(&job.vo)
+            .and_then(|v| v.groups.get(&job.owner_group))
+            .map(|g| g.properties.clone())
+            .unwrap_or_default();
+        let cpu_time = dirac_jdl::ClassAd::parse(&job.jdl)
+            .ok()
+            .and_then(|ad| ad.get("CPUTime").and_then(dirac_jdl::Value::as_int))
+            .and_then(|c| u64::try_from(c).ok())
+            .unwrap_or(86_400);
+        let identity = dirac_core::auth::Identity {
+            sub: format!("{}:{}", job.vo, job.owner),
+            username: job.owner.clone(),
+            vo: job.vo.clone(),
+            group: job.owner_group.clone(),
+            properties,
+            job: Some(job.job_id),
+        };
+        issuer
+            .issue(&identity, (cpu_time * 2 + 3600).min(8 * 86_400))
+            .ok()
     }
 
     /// One job `who` may act on, or the error saying why not.

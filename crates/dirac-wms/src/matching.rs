@@ -451,8 +451,10 @@ impl Matcher for MatcherService {
                     &self.0.config.operations.job_description,
                 );
                 tracing::info!(job = job.job_id, site = %site, pilot = ?stamp, "job matched");
+                let job_token = self.0.job_token(&job).unwrap_or_default();
                 Ok(Response::new(RequestJobResponse {
                     matched: true,
+                    job_token,
                     job_id: job.job_id,
                     jdl,
                     owner: job.owner,

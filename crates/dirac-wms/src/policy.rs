@@ -150,8 +150,31 @@ pub fn allowed(who: &Identity, action: Action, job: &JobOwner) -> bool {
     }
 }
 
+/// A job token acts only for its job, and only until the job ends.
+pub fn job_token_allows(who: &Identity, job_id: u64, status: &str) -> Result<(), String> {
+    let Some(own) = who.job else { return Ok(()) };
+    if own != job_id {
+        return Err(format!("this job token is for job {own}, not job {job_id}"));
+    }
+    if matches!(
+        status,
+        "Done" | "Completed" | "Failed" | "Killed" | "Deleted"
+    ) {
+        return Err(format!(
+            "job {job_id} has ended; its job token is no longer valid"
+        ));
+    }
+    Ok(())
+}
+
 /// The jobs a caller's searches and summaries cover.
 pub fn search_scope(who: &Identity) -> Scope<'_> {
+    if let Some(job_id) = who.job {
+        return Scope::Job {
+            job_id,
+            vo: &who.vo,
+        };
+    }
     if who.has_any(&["JobAdministrator", "JobMonitor", "GenericPilot"]) {
         Scope::Vo { vo: &who.vo }
     } else if who.has("JobSharing") {
@@ -178,6 +201,7 @@ mod tests {
             vo: "dteam".into(),
             group: group.into(),
             properties: props.iter().map(|p| p.to_string()).collect(),
+            job: None,
         }
     }
 

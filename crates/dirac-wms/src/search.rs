@@ -132,6 +132,11 @@ pub enum Scope<'a> {
     Vo {
         vo: &'a str,
     },
+    /// One job (job tokens).
+    Job {
+        job_id: u64,
+        vo: &'a str,
+    },
     /// Jobs of this user in this VO.
     Owner {
         owner: &'a str,
@@ -161,6 +166,11 @@ pub fn build_where_in(
         Scope::All => {}
         Scope::Vo { vo } => {
             parts.push("VO = ?".to_string());
+            binds.push(Bind::Text(vo.to_string()));
+        }
+        Scope::Job { job_id, vo } => {
+            parts.push("JobID = ? AND VO = ?".to_string());
+            binds.push(Bind::Int(i64::try_from(job_id).unwrap_or(i64::MAX)));
             binds.push(Bind::Text(vo.to_string()));
         }
         Scope::Owner { owner, vo } => {

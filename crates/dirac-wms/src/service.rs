@@ -84,7 +84,12 @@ impl WmsService {
                         ))),
                     );
                 }
-                Some(_) => ok.push(id),
+                Some(o) => match crate::policy::job_token_allows(who, id, &o.status) {
+                    Ok(()) => ok.push(id),
+                    Err(m) => {
+                        failed.insert(id, failed_item(&WmsError::PermissionDenied(m)));
+                    }
+                },
             }
         }
         Ok((ok, failed, owners))

@@ -87,6 +87,7 @@ pub fn identity_of(
         vo: vo_name.to_string(),
         group,
         properties: gc.properties.clone(),
+        job: None,
     })
 }
 
@@ -317,6 +318,7 @@ pub async fn run_all(
         .clone()
         .unwrap_or_else(|| format!("http://{auth_addr}"));
     let issuer = Arc::new(issuer);
+    wms.enable_job_tokens(issuer.clone());
     let auth = dirac_auth::AuthServer::open(
         wms.db.db().clone(),
         config.clone(),

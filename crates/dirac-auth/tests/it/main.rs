@@ -565,6 +565,7 @@ async fn userinfo_needs_a_valid_token() {
             vo: "lhcb".into(),
             group: "lhcb_user".into(),
             properties: vec!["NormalUser".into()],
+            job: None,
         };
         let forged = stranger.issue(&identity, 60).expect("sign");
         let (status, _) = h.get("/api/auth/userinfo", Some(&forged)).await;

@@ -248,6 +248,7 @@ async fn input_sandboxes_are_checked_and_assigned(db: JobDb) {
         vo: "dteam".into(),
         group: "dteam_user".into(),
         properties: vec!["NormalUser".into()],
+        job: None,
     };
     let pfn = "SB:ProductionSandboxSE|/dteam/dteam_user/alice/ab/abcd.tar.gz";
     w.sandboxes

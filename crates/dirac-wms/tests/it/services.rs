@@ -48,6 +48,7 @@ fn who(user: &str, group: &str, props: &[&str]) -> Identity {
         vo: "dteam".into(),
         group: group.into(),
         properties: props.iter().map(|p| p.to_string()).collect(),
+        job: None,
     }
 }
 
@@ -59,6 +60,11 @@ impl Sandbox {
         let dir = tempfile::tempdir().expect("tmp");
         let issuer = TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test", "dirac-test")
             .expect("key");
+        // The same key signs job tokens at match time.
+        wms.enable_job_tokens(Arc::new(
+            TokenIssuer::load_or_create(&dir.path().join("key.pem"), "test", "dirac-test")
+                .expect("key"),
+        ));
         let mut policies = PolicyTable::new();
         dirac_wms::policy::register(&mut policies);
         let mut services = ServiceSet::new();
@@ -831,5 +837,118 @@ mod sandboxes {
             .await
             .expect_err("bob");
         assert_eq!(err.code(), Code::PermissionDenied);
+    }
+}
+
+mod job_tokens {
+    use dirac_proto::common::Ids;
+    use dirac_proto::wms::matcher_client::MatcherClient;
+    use dirac_proto::wms::{
+        RequestJobRequest, ResourceDescription, SearchJobsRequest, SetJobStatusRequest,
+        StatusUpdate, SubmitJobsRequest,
+    };
+    use tonic::transport::Channel;
+
+    use super::{Sandbox, who};
+
+    #[tokio::test]
+    async fn a_job_token_acts_for_its_job_only_while_it_runs() {
+        let sb = Sandbox::start().await;
+        let alice = who("alice", "dteam_user", &["NormalUser"]);
+        let pilot = who("pilot", "dteam_pilot", &["GenericPilot"]);
+        let ids: Vec<u64> = sb
+            .manager(Some(&alice))
+            .await
+            .submit_jobs(SubmitJobsRequest {
+                jdls: vec!["[ Executable = \"x\"; CPUTime = 600; ]".into(); 2],
+                request_id: String::new(),
+            })
+            .await
+            .expect("submit")
+            .into_inner()
+            .jobs
+            .iter()
+            .map(|j| j.job_id)
+            .collect();
+        dirac_wms::optimizer::optimize_once(&sb.wms, 10)
+            .await
+            .expect("optimize");
+        let mut matcher =
+            MatcherClient::with_interceptor(sb.channel().await, sb.auth(Some(&pilot)));
+        let reply = matcher
+            .request_job(RequestJobRequest {
+                resource: Some(ResourceDescription {
+                    site: "LCG.Test.ch".into(),
+                    cpu_time: 86_400,
+                    number_of_processors: 1,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("match")
+            .into_inner();
+        assert!(reply.matched);
+        assert!(!reply.job_token.is_empty());
+        let (mine, other) = (
+            reply.job_id,
+            *ids.iter().find(|i| **i != reply.job_id).expect("other"),
+        );
+        let token = reply.job_token.clone();
+        let channel: Channel = sb.channel().await;
+        let bearer = format!("Bearer {token}");
+        let auth = move |mut r: tonic::Request<()>| {
+            r.metadata_mut()
+                .insert("authorization", bearer.parse().expect("header"));
+            Ok(r)
+        };
+        let mut mon =
+            dirac_proto::wms::job_monitoring_client::JobMonitoringClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            );
+        let got = mon
+            .get_jobs(Ids {
+                ids: vec![mine, other],
+            })
+            .await
+            .expect("call")
+            .into_inner();
+        assert_eq!(
+            got.jobs.iter().map(|j| j.job_id).collect::<Vec<_>>(),
+            vec![mine]
+        );
+        assert_eq!(got.failed[&other].code, "PermissionDenied");
+        let found = mon
+            .search_jobs(SearchJobsRequest::default())
+            .await
+            .expect("search")
+            .into_inner();
+        assert_eq!(found.total, 1, "a job token sees its job only");
+        // The job ends: its token stops working.
+        let mut up = sb.updates(Some(&pilot)).await;
+        for status in ["Running", "Done"] {
+            up.set_job_status(SetJobStatusRequest {
+                updates: vec![StatusUpdate {
+                    job_id: mine,
+                    status: status.into(),
+                    source: "JobWrapper".into(),
+                    ..Default::default()
+                }],
+                force: false,
+            })
+            .await
+            .expect("status");
+        }
+        let after = mon
+            .get_jobs(Ids { ids: vec![mine] })
+            .await
+            .expect("call")
+            .into_inner();
+        assert!(after.jobs.is_empty());
+        assert!(
+            after.failed[&mine].message.contains("has ended"),
+            "{:?}",
+            after.failed
+        );
     }
 }
