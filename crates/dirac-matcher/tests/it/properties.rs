@@ -222,7 +222,9 @@ proptest! {
         let mut job = 0u64;
         for (group, queues, owners) in [("big", queues_big, owners_big), ("small", queues_small, 1)] {
             for q in 0..queues {
-                for n in 0..MATCHES as u64 {
+                // Enough jobs that no queue runs dry: every owner's queue
+                // could take all matches on its own.
+                for n in 0..(2 * MATCHES * owners) as u64 {
                     let key = TqKey {
                         owner: format!("owner{}", n as usize % owners),
                         owner_group: group.into(),
