@@ -404,6 +404,52 @@ async fn serve_batch(wms: &Wms, mut pending: Vec<MatchRequest>) {
     }
 }
 
+impl Wms {
+    /// Why job `job_id` (in `status`) is not running: the index's
+    /// explanation against recent pilots, plus site limits.
+    pub async fn explain_job(&self, job_id: u64, status: &str) -> ExplainMatchResponse {
+        let recent = self.matcher.recent();
+        let explanation = self
+            .matcher
+            .lock()
+            .explain(job_id, &recent, &BTreeSet::new());
+        let mut reasons = explanation.reasons;
+        // Site limits that hold the job's type back where recent pilots are.
+        let job_types: Vec<String> = {
+            let index = self.matcher.lock();
+            index
+                .tq_of(job_id)
+                .and_then(|tq| index.tq_key(tq))
+                .map(|k| k.effective_job_types().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let sites: BTreeSet<String> = recent.iter().filter_map(|r| r.site.clone()).collect();
+        for (site, excluded) in excluded_by_site(self, &sites).await {
+            for job_type in job_types.iter().filter(|t| excluded.contains(*t)) {
+                reasons.push(format!(
+                    "job type {job_type} is held back at {site} by its RunningLimit or MatchingDelay"
+                ));
+            }
+        }
+        if status != "Waiting" {
+            reasons.insert(
+                0,
+                format!(
+                    "the job is {}, not Waiting: only Waiting jobs are matched",
+                    status
+                ),
+            );
+        }
+        ExplainMatchResponse {
+            job_id,
+            status: status.to_string(),
+            in_queue: explanation.in_queue,
+            reasons,
+            recent_pilots: u32::try_from(recent.len()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct MatcherService(pub Arc<Wms>);
 
@@ -478,28 +524,6 @@ impl Matcher for MatcherService {
         let who = identity(&req)?.clone();
         let job_id = req.into_inner().job_id;
         let job = self.0.authorize_job(&who, job_id, Action::Read).await?;
-        let recent = self.0.matcher.recent();
-        let explanation = self
-            .0
-            .matcher
-            .lock()
-            .explain(job_id, &recent, &BTreeSet::new());
-        let mut reasons = explanation.reasons;
-        if job.status != "Waiting" {
-            reasons.insert(
-                0,
-                format!(
-                    "the job is {}, not Waiting: only Waiting jobs are matched",
-                    job.status
-                ),
-            );
-        }
-        Ok(Response::new(ExplainMatchResponse {
-            job_id,
-            status: job.status.clone(),
-            in_queue: explanation.in_queue,
-            reasons,
-            recent_pilots: u32::try_from(recent.len()).unwrap_or(u32::MAX),
-        }))
+        Ok(Response::new(self.0.explain_job(job_id, &job.status).await))
     }
 }

@@ -238,6 +238,23 @@ async fn running_limits_hold_jobs_back_at_a_site(db: JobDb) {
             .expect("match")
             .is_some()
     );
+    // "Why isn't my job running?" names the limit.
+    let all = dirac_wms::search::build_where(&[], dirac_wms::search::Scope::All).expect("where");
+    let waiting = db
+        .search(&all, "JobID ASC", 10, 0)
+        .await
+        .expect("search")
+        .into_iter()
+        .find(|j| j.status == "Waiting")
+        .expect("a waiting job");
+    let why = w.explain_job(waiting.job_id, "Waiting").await;
+    assert!(
+        why.reasons
+            .iter()
+            .any(|r| r.contains("held back at LCG.Full.ch")),
+        "{:?}",
+        why.reasons
+    );
 }
 
 async fn input_sandboxes_are_checked_and_assigned(db: JobDb) {
