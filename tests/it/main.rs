@@ -43,6 +43,8 @@ impl Diracd {
     }
 
     fn start_with(dir: tempfile::TempDir, env: &[(&str, String)]) -> Diracd {
+        // A client.yaml of an earlier run must not pass for this one.
+        let _ = std::fs::remove_file(dir.path().join("client.yaml"));
         let log = std::fs::File::create(dir.path().join("diracd.log")).expect("log");
         let child = Command::new(bin("diracd"))
             .args([
@@ -762,5 +764,43 @@ fn dirac_login_with_the_development_login() {
     let who = dirac(&["--json", "whoami"]).output().expect("whoami");
     let who: serde_json::Value = serde_json::from_slice(&who.stdout).expect("json");
     assert_eq!(who["preferred_username"], "alice");
+    d.stop();
+}
+
+#[test]
+fn rotated_signing_keys_keep_old_tokens_valid() {
+    let no_sites = [("DIRAC__RESOURCES__SITES", "{}".to_string())];
+    let d = Diracd::start_with(tempfile::tempdir().expect("tmp"), &no_sites);
+    let old = std::fs::read_to_string(d.client_config())
+        .expect("client.yaml")
+        .lines()
+        .find_map(|l| l.strip_prefix("token: ").map(str::to_string))
+        .expect("token");
+    let dir = d.stop_and_keep();
+    let out = Command::new(bin("diracd"))
+        .args(["rotate-key", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("rotate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Diracd::start_with(dir, &no_sites);
+    let new = std::fs::read_to_string(d.client_config()).expect("client.yaml");
+    assert!(!new.contains(&old), "a new token after the restart");
+    // The token of the retired key still works; a forged one does not.
+    let out = d.dirac(&["--token", &old, "job", "search"]);
+    assert!(
+        out.status.success(),
+        "old token refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.dir.path().join("jwks.json")).expect("jwks"),
+    )
+    .expect("json");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
     d.stop();
 }

@@ -94,6 +94,8 @@ pub struct TokenIssuer {
     kid: String,
     key: EncodingKey,
     public: [u8; 32],
+    /// Earlier signing keys: published and accepted, never used to sign.
+    retired: Vec<(String, [u8; 32])>,
 }
 
 const PKCS8_ED25519_PREFIX: [u8; 16] = [
@@ -140,7 +142,58 @@ impl TokenIssuer {
             kid,
             key: EncodingKey::from_ed_der(&der),
             public,
+            retired: Vec::new(),
         })
+    }
+
+    /// The current key at `current` plus every retired key in `retired_dir`
+    /// (`*.pem`), which stay valid for verification until deleted.
+    pub fn load_ring(
+        current: &Path,
+        retired_dir: &Path,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, KeyError> {
+        let mut ring = Self::load_or_create(current, issuer, audience)?;
+        if let Ok(entries) = std::fs::read_dir(retired_dir) {
+            let mut paths: Vec<_> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let old = Self::load_or_create(&path, issuer, audience)?;
+                if old.kid != ring.kid {
+                    ring.retired.push((old.kid, old.public));
+                }
+            }
+        }
+        Ok(ring)
+    }
+
+    /// Retire the current key (into `retired_dir`) and create a new one.
+    /// Tokens signed before keep verifying while the retired key is kept.
+    pub fn rotate(
+        current: &Path,
+        retired_dir: &Path,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, KeyError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| KeyError::Io { path, source }
+        };
+        let old = Self::load_or_create(current, issuer, audience)?;
+        std::fs::create_dir_all(retired_dir).map_err(io(retired_dir))?;
+        let target = retired_dir.join(format!("{}.pem", old.kid));
+        std::fs::rename(current, &target).map_err(io(&target))?;
+        Self::load_ring(current, retired_dir, issuer, audience)
+    }
+
+    /// Key id of the current signing key.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     /// A signed access token for `identity`, valid for `lifetime_s` seconds.
@@ -180,18 +233,32 @@ impl TokenIssuer {
 
     /// The public half as a JWKS document.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({"keys": [{
-            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
-            "kid": self.kid, "x": URL_SAFE_NO_PAD.encode(self.public),
-        }]})
+        let keys: Vec<serde_json::Value> = self
+            .public_keys()
+            .into_iter()
+            .map(|(kid, public)| {
+                serde_json::json!({
+                    "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                    "kid": kid, "x": URL_SAFE_NO_PAD.encode(public),
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    fn public_keys(&self) -> Vec<(String, [u8; 32])> {
+        std::iter::once((self.kid.clone(), self.public))
+            .chain(self.retired.iter().cloned())
+            .collect()
     }
 
     pub fn verifier(&self) -> TokenVerifier {
-        TokenVerifier::from_keys(
-            &self.issuer,
-            &self.audience,
-            vec![(Some(self.kid.clone()), self.public)],
-        )
+        let keys = self
+            .public_keys()
+            .into_iter()
+            .map(|(kid, public)| (Some(kid), public))
+            .collect();
+        TokenVerifier::from_keys(&self.issuer, &self.audience, keys)
     }
 }
 
@@ -646,6 +713,38 @@ mod tests {
         let jwks = TokenVerifier::from_text(&issuer.jwks().to_string(), "test", "dirac-test")
             .expect("jwks");
         assert!(jwks.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn rotated_signing_keys_stay_valid_for_verification() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (current, retired) = (
+            dir.path().join("signing-key.pem"),
+            dir.path().join("retired"),
+        );
+        let first = TokenIssuer::load_ring(&current, &retired, "test", "dirac-test").expect("ring");
+        let old_token = first.issue(&alice(), 600).expect("sign");
+        let second = TokenIssuer::rotate(&current, &retired, "test", "dirac-test").expect("rotate");
+        assert_ne!(first.kid(), second.kid());
+        let new_token = second.issue(&alice(), 600).expect("sign");
+        let verifier = second.verifier();
+        assert!(
+            verifier.verify(&old_token).is_ok(),
+            "a token of the retired key"
+        );
+        assert!(verifier.verify(&new_token).is_ok());
+        assert_eq!(second.jwks()["keys"].as_array().map(Vec::len), Some(2));
+        // New tokens are signed with the new key only.
+        let header = jsonwebtoken::decode_header(&new_token).expect("header");
+        assert_eq!(header.kid.as_deref(), Some(second.kid()));
+        // Reloading finds the same ring; deleting the retired key ends the old tokens.
+        let reloaded =
+            TokenIssuer::load_ring(&current, &retired, "test", "dirac-test").expect("ring");
+        assert!(reloaded.verifier().verify(&old_token).is_ok());
+        std::fs::remove_dir_all(&retired).expect("rm");
+        let trimmed =
+            TokenIssuer::load_ring(&current, &retired, "test", "dirac-test").expect("ring");
+        assert!(trimmed.verifier().verify(&old_token).is_err());
     }
 
     /// Every forged or stale token is refused (issue 4's attack list).

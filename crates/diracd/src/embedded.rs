@@ -110,8 +110,9 @@ fn default_identity(config: &DiracConfig) -> anyhow::Result<Identity> {
 
 fn issuer(data_dir: &Path, config: &DiracConfig) -> anyhow::Result<TokenIssuer> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-    Ok(TokenIssuer::load_or_create(
+    Ok(TokenIssuer::load_ring(
         &data_dir.join("signing-key.pem"),
+        &data_dir.join("retired-keys"),
         &config.services.auth.issuer,
         &config.services.auth.audience,
     )?)
@@ -142,6 +143,21 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(text.as_bytes())
+}
+
+/// `diracd rotate-key`: retire the signing key, create a new one. Tokens of
+/// the retired key keep verifying until its file in `retired-keys/` is
+/// deleted; restart the services to sign with the new key.
+pub fn rotate_key(data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<String> {
+    let config = load_config(data_dir, config)?;
+    let ring = TokenIssuer::rotate(
+        &data_dir.join("signing-key.pem"),
+        &data_dir.join("retired-keys"),
+        &config.services.auth.issuer,
+        &config.services.auth.audience,
+    )?;
+    std::fs::write(data_dir.join("jwks.json"), ring.jwks().to_string())?;
+    Ok(ring.kid().to_string())
 }
 
 /// The installation's pilot-secret pepper, created once in the data

@@ -63,6 +63,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Retire the signing key and create a new one (old tokens stay valid
+    /// while the retired key is kept).
+    RotateKey {
+        #[arg(long, default_value = ".dirac")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
         #[arg(long)]
@@ -106,6 +114,11 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             config,
         } => runtime.block_on(embedded::run_agent(&name, &data_dir, config)),
+        Command::RotateKey { data_dir, config } => {
+            let kid = embedded::rotate_key(&data_dir, config)?;
+            println!("new signing key {kid}; restart diracd to sign with it");
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let c = dirac_core::config::DiracConfig::load(
                 Some(&config),
