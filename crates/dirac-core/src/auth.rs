@@ -287,7 +287,8 @@ type KeySet = Vec<(Option<String>, DecodingKey)>;
 type PublicKeys = Vec<(Option<String>, [u8; 32])>;
 
 struct Source {
-    path: std::path::PathBuf,
+    /// A file path or an http(s) URL.
+    location: String,
     last: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
@@ -315,10 +316,16 @@ impl TokenVerifier {
     /// in PEM (`-----BEGIN PUBLIC KEY-----`). A JWKS file is re-read when a
     /// token names a key id it does not hold (key rotation).
     pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
-        let keys = read_keys(path)?;
+        Self::from_location(&path.to_string_lossy(), issuer, audience)
+    }
+
+    /// Keys from a JWKS file or an http(s) URL serving one, fetched again
+    /// (at most every 10 s) when a token names a key id not yet known.
+    pub fn from_location(location: &str, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        let keys = read_keys(location)?;
         let mut verifier = Self::from_keys(issuer, audience, keys);
         verifier.source = Some(Arc::new(Source {
-            path: path.to_path_buf(),
+            location: location.to_string(),
             last: std::sync::Mutex::new(None),
         }));
         Ok(verifier)
@@ -351,14 +358,14 @@ impl TokenVerifier {
             }
             *last = Some(std::time::Instant::now());
         }
-        match read_keys(&source.path) {
+        match read_keys(&source.location) {
             Ok(keys) => {
                 *self
                     .keys
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Arc::new(decoding_keys(keys));
-                tracing::info!(path = %source.path.display(), "verification keys reloaded");
+                tracing::info!(from = %source.location, "verification keys reloaded");
                 true
             }
             Err(e) => {
@@ -424,12 +431,25 @@ fn decoding_keys(keys: PublicKeys) -> KeySet {
         .collect()
 }
 
-fn read_keys(path: &Path) -> Result<PublicKeys, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_keys(&text).map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))
+/// Keys from a file, or from an http(s) URL (the AuthServer's JWKS).
+fn read_keys(location: &str) -> Result<PublicKeys, KeyError> {
+    let text = if location.starts_with("http://") || location.starts_with("https://") {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .into();
+        agent
+            .get(location)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .map_err(|e| KeyError::Invalid(format!("{location}: {e}")))?
+    } else {
+        std::fs::read_to_string(location).map_err(|source| KeyError::Io {
+            path: location.to_string(),
+            source,
+        })?
+    };
+    parse_keys(&text).map_err(|e| KeyError::Invalid(format!("{location}: {e}")))
 }
 
 /// Ed25519 keys of a JWKS document or of one PEM public key.
@@ -817,6 +837,56 @@ mod tests {
         for (what, token) in cases {
             assert!(verifier.verify(&token).is_err(), "{what} was accepted");
         }
+    }
+
+    /// A JWKS served over HTTP, answering every request with `jwks`.
+    fn serve_jwks(jwks: Arc<std::sync::Mutex<String>>) -> String {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().expect("addr")
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let body = jwks.lock().map(|j| j.clone()).unwrap_or_default();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn jwks_is_fetched_over_http_and_refetched_on_rotation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let old = issuer(dir.path(), "old.pem");
+        let new = issuer(dir.path(), "new.pem");
+        let served = Arc::new(std::sync::Mutex::new(old.jwks().to_string()));
+        let url = serve_jwks(served.clone());
+        let verifier = TokenVerifier::from_location(&url, "test", "dirac-test").expect("fetch");
+        assert!(
+            verifier
+                .verify(&old.issue(&alice(), 60).expect("sign"))
+                .is_ok()
+        );
+        let fresh = new.issue(&alice(), 60).expect("sign");
+        let mut both = old.jwks();
+        both["keys"]
+            .as_array_mut()
+            .expect("keys")
+            .push(new.jwks()["keys"][0].clone());
+        *served.lock().expect("lock") = both.to_string();
+        assert!(verifier.verify(&fresh).is_ok(), "rotation not fetched");
+        assert!(
+            TokenVerifier::from_location("http://127.0.0.1:1/jwks", "test", "dirac-test").is_err()
+        );
     }
 
     #[test]
