@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Install the Python tools the end-to-end tests use into a cached virtualenv
-# (idempotent): grpcio with reflection and health checking.
+# Install the tools the end-to-end tests use into ~/.cache/dirac-test-tools
+# (idempotent): a Python virtualenv with grpcio (reflection, health checking)
+# and a Node OIDC provider.
 set -euo pipefail
 TOOLS="${DIRAC_TEST_TOOLS:-$HOME/.cache/dirac-test-tools}"
 VENV="$TOOLS/venv"
 STAMP="$VENV/.dirac-tools-1"
-[ -f "$STAMP" ] && exit 0
-mkdir -p "$TOOLS"
-python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-reflection grpcio-health-checking protobuf
-touch "$STAMP"
+if [ ! -f "$STAMP" ]; then
+  mkdir -p "$TOOLS"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-reflection grpcio-health-checking protobuf
+  touch "$STAMP"
+fi
+# A real OIDC identity provider (panva's oidc-provider) for the federation tests.
+IDP="$TOOLS/idp"
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -f "$IDP/.dirac-idp-1" ]; then
+  mkdir -p "$IDP"
+  cp "$HERE/tests/idp/package.json" "$IDP/"
+  (cd "$IDP" && npm install --silent --no-audit --no-fund)
+  touch "$IDP/.dirac-idp-1"
+fi

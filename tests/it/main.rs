@@ -804,3 +804,213 @@ fn rotated_signing_keys_keep_old_tokens_valid() {
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
     d.stop();
 }
+
+/// A free loopback port (bound, then released for a child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process killed and reaped when the test ends, panics included.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn idp_dir() -> Option<PathBuf> {
+    let home = std::env::var("HOME").ok()?;
+    let dir = Path::new(&home).join(".cache/dirac-test-tools/idp");
+    dir.join("node_modules/oidc-provider")
+        .exists()
+        .then_some(dir)
+}
+
+/// `dirac login` federated through a real OIDC provider (panva's
+/// oidc-provider on Node): code + PKCE, ID token checked, `wlcg.groups`
+/// mapped to DIRAC groups through `IdPRole`.
+#[test]
+fn federated_login_through_a_real_identity_provider() {
+    use std::io::BufRead as _;
+    let Some(idp_home) = idp_dir() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but oidc-provider is missing: run `make test-tools`"
+        );
+        eprintln!("skipping: no oidc-provider (run `make test-tools`)");
+        return;
+    };
+    // The IdP is started after diracd, whose AuthServer port is only known
+    // then; diracd asks the IdP nothing until the first login.
+    let idp_port = free_port();
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret = dir.path().join("idp-secret");
+    std::fs::write(&secret, "dirac-auth-secret").expect("secret");
+    let config = format!(
+        "Registry:
+  VOs:
+    dteam:
+      DefaultGroup: dteam_user
+      IdP: {{ URL: 'http://127.0.0.1:{idp_port}', ClientID: dirac-auth, ClientSecretFile: '{}' }}
+      Users:
+        bob: {{}}
+        eve: {{}}
+      Groups:
+        dteam_user: {{ Properties: [NormalUser], Users: [bob, eve] }}
+        dteam_admin:
+          Properties: [NormalUser, JobAdministrator]
+          # Membership comes from the IdP only.
+          Users: []
+          IdPRole: /dteam/admin
+Services:
+  LogFormat: text
+  # On, to show it never stands in for the VO's IdP.
+  Auth: {{ DevLogin: true }}
+",
+        secret.display()
+    );
+    std::fs::write(dir.path().join("dirac.yaml"), config).expect("write config");
+    let d = Diracd::start_with(dir, &[]);
+    let client = std::fs::read_to_string(d.client_config()).expect("client.yaml");
+    let auth_url = client
+        .lines()
+        .find_map(|l| l.strip_prefix("auth_url:"))
+        .map(|u| u.trim().trim_matches(['\'', '"']).to_string())
+        .expect("auth_url in client.yaml");
+    let callback = format!("{auth_url}/api/auth/federation/callback");
+    // ESM resolves packages from the script's own directory.
+    let script = idp_home.join("idp.mjs");
+    std::fs::copy(repo().join("tests/idp/idp.mjs"), &script).expect("copy idp.mjs");
+    let mut idp = Reaped(
+        Command::new("node")
+            .arg(&script)
+            .args([&idp_port.to_string(), &callback])
+            .current_dir(&idp_home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node"),
+    );
+    let mut idp_out = std::io::BufReader::new(idp.0.stdout.take().expect("stdout")).lines();
+    let ready = idp_out.by_ref().map_while(Result::ok).any(|l| l == "ready");
+    assert!(ready, "the identity provider did not start");
+    // Keep draining: the IdP dies of EPIPE if its stdout is closed.
+    std::thread::spawn(move || idp_out.for_each(drop));
+
+    let home = tempfile::tempdir().expect("home");
+    let login = |group: &str| {
+        Command::new(bin("dirac"))
+            .arg("--config")
+            .arg(d.client_config())
+            .args(["login", "dteam", "--group", group])
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("login")
+    };
+    // Follow the verification URL to the IdP's login form and log in there.
+    let browse = |url: &str, user: &str| -> String {
+        let jar = home.path().join(format!("cookies-{user}"));
+        let form = Command::new("curl")
+            .args(["-s", "-L", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(["-o", "/dev/null", "-w", "%{url_effective}", url])
+            .output()
+            .expect("curl");
+        let interaction = String::from_utf8_lossy(&form.stdout).to_string();
+        assert!(
+            interaction.contains("/interaction/"),
+            "not at the IdP login form: {interaction}\n{}",
+            d.log()
+        );
+        let done = Command::new("curl")
+            .args(["-s", "-L", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args([
+                "-d",
+                "prompt=login",
+                "-d",
+                &format!("login={user}"),
+                "-d",
+                "password=any",
+                &interaction,
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&done.stdout).to_string()
+    };
+    let verification_url = |child: &mut std::process::Child| {
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("To log in, open ").map(str::to_string))
+            .expect("a verification url");
+        let rest =
+            std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+        (url, rest)
+    };
+
+    // bob holds /dteam/admin at the IdP: he becomes dteam_admin.
+    let mut cli = login("dteam_admin");
+    let (url, errors) = verification_url(&mut cli);
+    let page = browse(&url, "bob");
+    assert!(
+        page.contains("Logged in as bob in group dteam_admin"),
+        "{page}"
+    );
+    let out = cli.wait_with_output().expect("login ends");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        errors.join().unwrap_or_default()
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("bob (dteam:bob) in group dteam_admin of dteam"),
+        "{said}"
+    );
+    assert!(said.contains("JobAdministrator"), "{said}");
+
+    // eve's IdP groups do not include /dteam/admin: refused at the callback.
+    let mut cli = login("dteam_admin");
+    let (url, _) = verification_url(&mut cli);
+    let page = browse(&url, "eve");
+    assert!(page.contains("does not make"), "{page}");
+    let _ = cli.kill();
+
+    // The development login form cannot approve a login of this VO.
+    let mut cli = login("dteam_admin");
+    let (url, _) = verification_url(&mut cli);
+    let user_code = url.split("user_code=").nth(1).expect("user_code in url");
+    let forged = Command::new("curl")
+        .args([
+            "-s",
+            "-d",
+            &format!("user_code={user_code}"),
+            "-d",
+            "username=eve",
+        ])
+        .arg(format!("{auth_url}/api/auth/device/verify"))
+        .output()
+        .expect("curl");
+    let forged = String::from_utf8_lossy(&forged.stdout);
+    assert!(forged.contains("through its identity provider"), "{forged}");
+    let _ = cli.kill();
+    drop(idp);
+    d.stop();
+}

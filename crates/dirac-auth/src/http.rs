@@ -29,6 +29,7 @@ pub fn router(server: Arc<AuthServer>) -> Router {
             "/api/auth/device/verify",
             get(verify_page).post(verify_submit),
         )
+        .route(crate::federation::CALLBACK, get(federation_callback))
         .route("/api/auth/token", post(token))
         .route("/api/auth/revoke", post(revoke))
         .route("/api/auth/userinfo", get(userinfo))
@@ -258,7 +259,7 @@ async fn refresh(
     }
     // The registry may have changed since the login: grant again.
     let identity = scope::parse(&row.scope, &s.config)
-        .and_then(|scope| scope::grant(&s.config, &scope, &row.username));
+        .and_then(|scope| scope::regrant(&s.config, &scope, &row.username));
     let identity = match identity {
         Ok(identity) => identity,
         Err(reason) => {
@@ -397,9 +398,6 @@ async fn verify_page(
     State(s): Srv,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    if !s.settings.dev_login {
-        return no_idp();
-    }
     let code = query.ok().and_then(|Query(q)| {
         q.into_iter()
             .find(|(k, _)| k == "user_code")
@@ -413,6 +411,32 @@ async fn verify_page(
         Ok(None) => return bad_code(),
         Err(e) => return server_error(&e),
     };
+    // A VO with an identity provider: the user logs in there.
+    if let Some(idp) = vo_idp(&s, &flow.scope) {
+        return match crate::federation::start(&s, &flow.user_code, &idp).await {
+            Ok(url) => match HeaderValue::from_str(&url) {
+                Ok(location) => {
+                    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+                }
+                Err(_) => page(
+                    StatusCode::BAD_GATEWAY,
+                    "Login failed",
+                    "<p>Bad identity provider URL.</p>",
+                ),
+            },
+            Err(e) => page(
+                StatusCode::BAD_GATEWAY,
+                "Login failed",
+                &format!(
+                    "<p>The identity provider cannot be reached: {}</p>",
+                    escape(&e.to_string())
+                ),
+            ),
+        };
+    }
+    if !s.settings.dev_login {
+        return no_idp();
+    }
     let body = format!(
         "<p style=\"background:#c00;color:#fff;padding:1em;font-weight:bold\">\
          DEVELOPMENT LOGIN: no identity provider checks who you are. Any registered user \
@@ -462,6 +486,14 @@ async fn verify_submit(
             Err(e) => server_error(&e),
         };
     }
+    // The development login never stands in for a VO's identity provider.
+    if vo_idp(&s, &flow.scope).is_some() {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Approval refused",
+            "<p>This VO logs in through its identity provider: open the verification link again.</p>",
+        );
+    }
     let username = value("username").trim();
     let identity = scope::parse(&flow.scope, &s.config)
         .and_then(|scope| scope::grant(&s.config, &scope, username));
@@ -491,5 +523,56 @@ async fn verify_submit(
         }
         Ok(false) => bad_code(),
         Err(e) => server_error(&e),
+    }
+}
+
+/// The identity provider of the VO a device flow's scope names.
+fn vo_idp(s: &crate::AuthServer, scope: &str) -> Option<dirac_core::config::IdpConfig> {
+    let scope = scope::parse(scope, &s.config).ok()?;
+    s.config.registry.vos.get(&scope.vo)?.idp.clone()
+}
+
+/// The identity provider sends the user back here with a code.
+async fn federation_callback(
+    State(s): Srv,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let params = query.map(|Query(q)| q).unwrap_or_default();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(error) = get("error") {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Login failed",
+            &format!("<p>The identity provider answered: {}</p>", escape(error)),
+        );
+    }
+    let (Some(state), Some(code)) = (get("state"), get("code")) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Login failed",
+            "<p>The answer lacks its code or state.</p>",
+        );
+    };
+    match crate::federation::finish(&s, state, code).await {
+        Ok(identity) => page(
+            StatusCode::OK,
+            "Logged in",
+            &format!(
+                "<p>Logged in as {} in group {} of {}. You can return to your terminal.</p>",
+                escape(&identity.username),
+                escape(&identity.group),
+                escape(&identity.vo)
+            ),
+        ),
+        Err(e) => page(
+            StatusCode::FORBIDDEN,
+            "Login refused",
+            &format!("<p>{}</p>", escape(&e.to_string())),
+        ),
     }
 }

@@ -48,6 +48,17 @@ macro_rules! v2 {
     };
 }
 
+/// Version 3: the one-time states of federated logins.
+macro_rules! v3 {
+    ($suffix:literal) => {
+        [concat!(
+            "CREATE TABLE FederationStates (StateHash VARCHAR(64) NOT NULL PRIMARY KEY, UserCode VARCHAR(8) NOT NULL, ",
+            "Verifier VARCHAR(128) NOT NULL, Nonce VARCHAR(128) NOT NULL, CreationTime VARCHAR(32) NOT NULL)",
+            $suffix
+        )]
+    };
+}
+
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -62,5 +73,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: &v2!(""),
         mysql: &v2!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
         postgres: &v2!(""),
+    },
+    Migration {
+        version: 3,
+        description: "federation states",
+        sqlite: &v3!(""),
+        mysql: &v3!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+        postgres: &v3!(""),
     },
 ];

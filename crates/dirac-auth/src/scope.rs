@@ -145,6 +145,93 @@ pub fn grant(config: &DiracConfig, scope: &Scope, username: &str) -> Result<Iden
     })
 }
 
+/// The identity of a federated user: membership of the requested group
+/// comes from the IdP's group claim (`IdPRole`) or from the registry's
+/// `Users`; users the IdP vouches for need not be registered.
+pub fn grant_federated(
+    config: &DiracConfig,
+    scope: &Scope,
+    username: &str,
+    claim_groups: &[String],
+) -> Result<Identity, String> {
+    let voc = config
+        .registry
+        .vos
+        .get(&scope.vo)
+        .ok_or_else(|| format!("unknown VO '{}'", scope.vo))?;
+    if voc.users.get(username).is_some_and(|u| u.suspended) {
+        return Err(format!("user '{}' is suspended", clip(username)));
+    }
+    let member = |g: &dirac_core::config::GroupConfig| {
+        g.idp_role
+            .as_ref()
+            .is_some_and(|r| claim_groups.contains(r))
+            || g.users.iter().any(|u| u == username)
+    };
+    let group = voc
+        .groups
+        .get(&scope.group)
+        .ok_or_else(|| format!("unknown group '{}'", scope.group))?;
+    if !member(group) {
+        return Err(format!(
+            "the identity provider does not make '{}' a member of group '{}'{}",
+            clip(username),
+            scope.group,
+            group
+                .idp_role
+                .as_ref()
+                .map(|r| format!(" (needs {r})"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut properties = group.properties.clone();
+    for p in &scope.properties {
+        if !voc
+            .groups
+            .values()
+            .filter(|g| member(g))
+            .any(|g| g.properties.contains(p))
+        {
+            return Err(format!(
+                "property '{p}' is not held by any group of user '{}'",
+                clip(username)
+            ));
+        }
+        if !properties.contains(p) {
+            properties.push(p.clone());
+        }
+    }
+    Ok(Identity {
+        sub: format!("{}:{username}", scope.vo),
+        username: username.to_string(),
+        vo: scope.vo.clone(),
+        group: scope.group.clone(),
+        properties,
+        job: None,
+    })
+}
+
+/// The identity a refresh grants again. For a VO with an identity
+/// provider the group claim seen at login is not asked again: the session
+/// keeps a group while the registry still maps it to an IdP role (or lists
+/// the user) and the user is not suspended.
+pub fn regrant(config: &DiracConfig, scope: &Scope, username: &str) -> Result<Identity, String> {
+    let voc = config
+        .registry
+        .vos
+        .get(&scope.vo)
+        .ok_or_else(|| format!("unknown VO '{}'", scope.vo))?;
+    if voc.idp.is_none() {
+        return grant(config, scope, username);
+    }
+    let roles: Vec<String> = voc
+        .groups
+        .values()
+        .filter_map(|g| g.idp_role.clone())
+        .collect();
+    grant_federated(config, scope, username, &roles)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +307,43 @@ Registry:
             let err = grant(&c, &s(scope), user).expect_err(user);
             assert!(err.contains(fragment), "{err}");
         }
+    }
+
+    #[test]
+    fn federated_grants() {
+        let yaml = r"
+Registry:
+  VOs:
+    dteam:
+      DefaultGroup: dteam_user
+      IdP: { URL: 'https://idp.example.org', ClientID: dirac }
+      Users:
+        eve: {Suspended: true}
+        carol: {}
+      Groups:
+        dteam_user: {Properties: [NormalUser], Users: [], IdPRole: /dteam}
+        dteam_admin: {Properties: [JobAdministrator], Users: [], IdPRole: /dteam/admin}
+        dteam_ops: {Properties: [Operator], Users: [carol]}
+";
+        let c = DiracConfig::from_yaml(yaml, "test", &std::collections::BTreeMap::new())
+            .expect("config");
+        let s = |text: &str| parse(text, &c).expect("scope");
+        let claims = ["/dteam".to_string()];
+        let id = grant_federated(&c, &s("vo:dteam"), "bob", &claims).expect("bob");
+        assert_eq!(
+            (id.sub.as_str(), id.group.as_str()),
+            ("dteam:bob", "dteam_user")
+        );
+        let err = grant_federated(&c, &s("vo:dteam group:dteam_admin"), "bob", &claims)
+            .expect_err("not an admin");
+        assert!(err.contains("needs /dteam/admin"), "{err}");
+        let err = grant_federated(&c, &s("vo:dteam"), "eve", &claims).expect_err("suspended");
+        assert!(err.contains("suspended"), "{err}");
+        // Registry membership still counts for groups without a role.
+        assert!(grant_federated(&c, &s("vo:dteam group:dteam_ops"), "carol", &[]).is_ok());
+        // A refresh keeps IdP-mapped groups, not groups the registry dropped.
+        assert!(regrant(&c, &s("vo:dteam group:dteam_admin"), "bob").is_ok());
+        assert!(regrant(&c, &s("vo:dteam group:dteam_ops"), "bob").is_err());
+        assert!(regrant(&c, &s("vo:dteam"), "eve").is_err());
     }
 }

@@ -486,6 +486,49 @@ impl Store {
         }
         Ok(vo)
     }
+
+    /// Remember a federated login in progress (by the state's digest).
+    pub async fn insert_federation_state(
+        &self,
+        state_hash: &str,
+        user_code: &str,
+        verifier: &str,
+        nonce: &str,
+    ) -> Result<(), AuthError> {
+        sqlx::query(self.db.sql(
+            "INSERT INTO FederationStates (StateHash, UserCode, Verifier, Nonce, CreationTime) VALUES (?, ?, ?, ?, ?)",
+        ))
+        .bind(state_hash.to_string())
+        .bind(user_code.to_string())
+        .bind(verifier.to_string())
+        .bind(nonce.to_string())
+        .bind(time::now())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Take a federated login's state once: (user code, PKCE verifier, nonce).
+    pub async fn take_federation_state(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<(String, String, String)>, AuthError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            self.db
+                .sql("SELECT UserCode, Verifier, Nonce FROM FederationStates WHERE StateHash = ?"),
+        )
+        .bind(state_hash.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let gone = sqlx::query(
+            self.db
+                .sql("DELETE FROM FederationStates WHERE StateHash = ?"),
+        )
+        .bind(state_hash.to_string())
+        .execute(self.db.pool())
+        .await?;
+        Ok(row.filter(|_| gone.rows_affected() == 1))
+    }
 }
 
 fn in_future(seconds: u64) -> String {

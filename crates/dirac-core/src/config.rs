@@ -115,11 +115,35 @@ pub struct Registry {
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct VoConfig {
     pub default_group: String,
+    /// The VO's identity provider: users log in there (federation).
+    #[serde(default, rename = "IdP")]
+    pub idp: Option<IdpConfig>,
     /// Users keyed by user name (DIRAC's PreferedUsername).
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupConfig>,
+}
+
+/// An OpenID Connect identity provider of a VO.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct IdpConfig {
+    /// Issuer URL (its `/.well-known/openid-configuration` is read).
+    #[serde(rename = "URL")]
+    pub url: String,
+    #[serde(rename = "ClientID")]
+    pub client_id: String,
+    /// File holding the client secret (kept out of the configuration).
+    pub client_secret_file: Option<PathBuf>,
+    /// ID-token claim listing the user's groups (`wlcg.groups`; for EGI
+    /// Check-In `eduperson_entitlement`).
+    #[serde(default = "default_group_claim")]
+    pub group_claim: String,
+}
+
+fn default_group_claim() -> String {
+    "wlcg.groups".into()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -143,6 +167,10 @@ pub struct GroupConfig {
     pub users: Vec<String>,
     #[serde(default = "default_job_share")]
     pub job_share: u64,
+    /// The IdP group-claim value that makes a user a member (federation),
+    /// e.g. `/dteam/admin`; such users need not be listed in `Users`.
+    #[serde(default, rename = "IdPRole")]
+    pub idp_role: Option<String>,
 }
 
 fn default_job_share() -> u64 {

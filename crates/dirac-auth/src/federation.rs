@@ -1,0 +1,245 @@
+//! Federation: the verification page sends the user to the VO's identity
+//! provider (authorization code + PKCE S256, a nonce, a one-time state);
+//! the callback exchanges the code, verifies the ID token with the IdP's
+//! JWKS (issuer, audience, expiry, nonce; asymmetric algorithms only) and
+//! maps the group claim to a DIRAC group (`IdPRole`), which approves the
+//! device flow.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dirac_core::auth::Identity;
+use dirac_core::config::IdpConfig;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::{AuthError, AuthServer, scope, store};
+
+/// Where the IdP sends the user back.
+pub const CALLBACK: &str = "/api/auth/federation/callback";
+
+#[derive(Debug, Clone, Deserialize)]
+struct Metadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+}
+
+fn http_error(url: &str, e: impl std::fmt::Display) -> AuthError {
+    AuthError::InvalidRequest(format!("identity provider at {url}: {e}"))
+}
+
+/// A blocking HTTP call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AuthError::InvalidRequest(format!("identity provider call: {e}")))?
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+async fn discover(issuer: &str) -> Result<Metadata, AuthError> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    blocking(move || {
+        let mut r = agent().get(&url).call().map_err(|e| http_error(&url, e))?;
+        let body = r
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| http_error(&url, e))?;
+        serde_json::from_str(&body).map_err(|e| http_error(&url, e))
+    })
+    .await
+}
+
+fn client_secret(idp: &IdpConfig) -> Result<Option<String>, AuthError> {
+    match &idp.client_secret_file {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| {
+                AuthError::InvalidRequest(format!("client secret {}: {e}", path.display()))
+            }),
+    }
+}
+
+fn redirect_uri(s: &AuthServer) -> String {
+    format!("{}{CALLBACK}", s.settings.public_url)
+}
+
+/// Percent-encode a query value (RFC 3986 unreserved characters stay).
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The IdP URL to send the user of `user_code` to.
+pub async fn start(s: &AuthServer, user_code: &str, idp: &IdpConfig) -> Result<String, AuthError> {
+    let meta = discover(&idp.url).await?;
+    let (state, verifier, nonce) = (
+        store::random_secret(),
+        store::random_secret(),
+        store::random_secret(),
+    );
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    s.store
+        .insert_federation_state(&store::digest(&state), user_code, &verifier, &nonce)
+        .await?;
+    Ok(format!(
+        "{}?response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}&nonce={nonce}\
+         &code_challenge={challenge}&code_challenge_method=S256",
+        meta.authorization_endpoint,
+        enc(&idp.client_id),
+        enc(&redirect_uri(s)),
+        enc(&format!("openid profile {}", idp.group_claim)),
+    ))
+}
+
+/// The IdP's answer: approve the device flow of this state, or say why not.
+pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Identity, AuthError> {
+    let (user_code, verifier, nonce) = s
+        .store
+        .take_federation_state(&store::digest(state))
+        .await?
+        .ok_or_else(|| AuthError::InvalidGrant("unknown or used login state".into()))?;
+    let flow = s.store.pending_flow(&user_code).await?.ok_or_else(|| {
+        AuthError::InvalidGrant("the device login expired or was answered".into())
+    })?;
+    let scope = scope::parse(&flow.scope, &s.config).map_err(AuthError::InvalidScope)?;
+    let idp = s
+        .config
+        .registry
+        .vos
+        .get(&scope.vo)
+        .and_then(|v| v.idp.clone())
+        .ok_or_else(|| {
+            AuthError::InvalidRequest(format!("VO {} has no identity provider", scope.vo))
+        })?;
+    let meta = discover(&idp.url).await?;
+    let secret = client_secret(&idp)?;
+    let (token_url, jwks_url) = (meta.token_endpoint.clone(), meta.jwks_uri.clone());
+    let form: Vec<(String, String)> = [
+        ("grant_type", "authorization_code".to_string()),
+        ("code", code.to_string()),
+        ("redirect_uri", redirect_uri(s)),
+        ("client_id", idp.client_id.clone()),
+        ("code_verifier", verifier),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(secret.map(|v| ("client_secret".to_string(), v)))
+    .collect();
+    let (id_token, jwks) = blocking(move || {
+        let mut r = agent()
+            .post(&token_url)
+            .send_form(form.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| http_error(&token_url, e))?;
+        let status = r.status().as_u16();
+        let body = r
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| http_error(&token_url, e))?;
+        if status != 200 {
+            return Err(AuthError::InvalidGrant(format!(
+                "the identity provider refused the code (HTTP {status})"
+            )));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| http_error(&token_url, e))?;
+        let id_token = v["id_token"]
+            .as_str()
+            .ok_or_else(|| http_error(&token_url, "no id_token"))?
+            .to_string();
+        let mut r = agent()
+            .get(&jwks_url)
+            .call()
+            .map_err(|e| http_error(&jwks_url, e))?;
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(
+            &r.body_mut()
+                .read_to_string()
+                .map_err(|e| http_error(&jwks_url, e))?,
+        )
+        .map_err(|e| http_error(&jwks_url, e))?;
+        Ok((id_token, jwks))
+    })
+    .await?;
+    let claims = verify_id_token(&id_token, &jwks, &meta.issuer, &idp.client_id, &nonce)?;
+    let username = claims["preferred_username"]
+        .as_str()
+        .or_else(|| claims["sub"].as_str())
+        .filter(|u| !u.is_empty() && u.len() <= 64)
+        .ok_or_else(|| AuthError::InvalidGrant("the ID token names no usable user".into()))?
+        .to_string();
+    let groups: Vec<String> = match &claims[idp.group_claim.as_str()] {
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .collect(),
+        serde_json::Value::String(g) => vec![g.clone()],
+        _ => Vec::new(),
+    };
+    let identity = scope::grant_federated(&s.config, &scope, &username, &groups)
+        .map_err(AuthError::InvalidScope)?;
+    if !s.store.approve(&user_code, &identity).await? {
+        return Err(AuthError::InvalidGrant(
+            "the device login was answered already".into(),
+        ));
+    }
+    tracing::info!(sub = %identity.sub, group = %identity.group, "federated login approved");
+    Ok(identity)
+}
+
+/// Verify an ID token: asymmetric algorithms only, a key of the IdP's JWKS,
+/// issuer, audience, expiry and the nonce of this login.
+fn verify_id_token(
+    token: &str,
+    jwks: &jsonwebtoken::jwk::JwkSet,
+    issuer: &str,
+    client_id: &str,
+    nonce: &str,
+) -> Result<serde_json::Value, AuthError> {
+    let invalid = |m: String| AuthError::InvalidGrant(format!("ID token: {m}"));
+    let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(
+        header.alg,
+        Algorithm::RS256 | Algorithm::ES256 | Algorithm::PS256 | Algorithm::EdDSA
+    ) {
+        return Err(invalid(format!(
+            "algorithm {:?} is not accepted",
+            header.alg
+        )));
+    }
+    let jwk = match &header.kid {
+        Some(kid) => jwks.find(kid),
+        None => jwks.keys.first(),
+    }
+    .ok_or_else(|| invalid("no key of the identity provider matches".into()))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(e.to_string()))?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[client_id]);
+    validation.leeway = 60;
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .map_err(|e| invalid(e.to_string()))?;
+    if data.claims["nonce"].as_str() != Some(nonce) {
+        return Err(invalid("nonce mismatch".into()));
+    }
+    Ok(data.claims)
+}
