@@ -15,6 +15,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::AuthError;
 
+/// Seconds a federated login may spend at the identity provider.
+pub const FEDERATION_STATE_LIFETIME_S: u64 = 900;
+
 /// RFC 8628 §6.1: consonants only, no look-alikes, no vowels (no words).
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 pub const USER_CODE_LEN: usize = 8;
@@ -495,6 +498,15 @@ impl Store {
         verifier: &str,
         nonce: &str,
     ) -> Result<(), AuthError> {
+        // Logins abandoned at the IdP leave states behind: a state outlives
+        // no device flow, so older ones go.
+        sqlx::query(
+            self.db
+                .sql("DELETE FROM FederationStates WHERE CreationTime < ?"),
+        )
+        .bind(time::ago(FEDERATION_STATE_LIFETIME_S))
+        .execute(self.db.pool())
+        .await?;
         sqlx::query(self.db.sql(
             "INSERT INTO FederationStates (StateHash, UserCode, Verifier, Nonce, CreationTime) VALUES (?, ?, ?, ?, ?)",
         ))
@@ -508,16 +520,18 @@ impl Store {
         Ok(())
     }
 
-    /// Take a federated login's state once: (user code, PKCE verifier, nonce).
+    /// Take a federated login's state once, if not older than
+    /// [`FEDERATION_STATE_LIFETIME_S`]: (user code, PKCE verifier, nonce).
     pub async fn take_federation_state(
         &self,
         state_hash: &str,
     ) -> Result<Option<(String, String, String)>, AuthError> {
         let row: Option<(String, String, String)> = sqlx::query_as(
             self.db
-                .sql("SELECT UserCode, Verifier, Nonce FROM FederationStates WHERE StateHash = ?"),
+                .sql("SELECT UserCode, Verifier, Nonce FROM FederationStates WHERE StateHash = ? AND CreationTime >= ?"),
         )
         .bind(state_hash.to_string())
+        .bind(time::ago(FEDERATION_STATE_LIFETIME_S))
         .fetch_optional(self.db.pool())
         .await?;
         let gone = sqlx::query(

@@ -632,6 +632,28 @@ async fn verification_without_dev_login_is_not_implemented() {
 }
 
 #[tokio::test]
+async fn federation_callback_refuses_unknown_states_and_idp_errors() {
+    on_all_backends!(|_| {}, |h| {
+        let (status, page) = h
+            .get("/api/auth/federation/callback?state=forged&code=abc", None)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(page.contains("unknown or used login state"), "{page}");
+        let (status, page) = h
+            .get(
+                "/api/auth/federation/callback?error=access_denied&state=x",
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("access_denied"), "{page}");
+        let (status, page) = h.get("/api/auth/federation/callback", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("lacks its code or state"), "{page}");
+    });
+}
+
+#[tokio::test]
 async fn pilot_secrets_are_one_time_and_constrained() {
     on_all_backends!(|s| s.pilot_pepper = "pepper".into(), |h| {
         let grant = "urn:dirac:params:oauth:grant-type:pilot-secret";
