@@ -6,10 +6,13 @@
 import Provider from 'oidc-provider';
 
 const [port, redirect] = process.argv.slice(2);
+// Account id (the ID token's sub) -> groups, and the name it claims.
 const accounts = {
-  alice: ['/dteam'],
-  bob: ['/dteam', '/dteam/admin'],
-  eve: ['/other'],
+  alice: { groups: ['/dteam'] },
+  bob: { groups: ['/dteam', '/dteam/admin'] },
+  eve: { groups: ['/other'] },
+  // Claims a registered user's name.
+  mallory: { groups: ['/dteam', '/dteam/admin'], name: 'bob' },
 };
 
 const configuration = {
@@ -31,7 +34,8 @@ const configuration = {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, preferred_username: id, 'wlcg.groups': accounts[id] };
+        const { groups, name } = accounts[id];
+        return { sub: id, preferred_username: name ?? id, 'wlcg.groups': groups };
       },
     };
   },

@@ -859,10 +859,10 @@ fn federated_login_through_a_real_identity_provider() {
       DefaultGroup: dteam_user
       IdP: {{ URL: 'http://127.0.0.1:{idp_port}', ClientID: dirac-auth, ClientSecretFile: '{}' }}
       Users:
-        bob: {{}}
-        eve: {{}}
+        bob: {{ Sub: bob }}
+        eve: {{ Sub: eve }}
       Groups:
-        dteam_user: {{ Properties: [NormalUser], Users: [bob, eve] }}
+        dteam_user: {{ Properties: [NormalUser], Users: [bob, eve], IdPRole: /dteam }}
         dteam_admin:
           Properties: [NormalUser, JobAdministrator]
           # Membership comes from the IdP only.
@@ -992,6 +992,28 @@ Services:
     let page = browse(&url, "eve");
     assert!(page.contains("does not make"), "{page}");
     let _ = cli.kill();
+
+    // mallory's IdP account calls itself bob: no registered name is taken.
+    let mut cli = login("dteam_admin");
+    let (url, _) = verification_url(&mut cli);
+    let page = browse(&url, "mallory");
+    assert!(page.contains("registered without"), "{page}");
+    let _ = cli.kill();
+
+    // alice is not registered: the IdP's /dteam makes her a dteam_user.
+    let mut cli = login("dteam_user");
+    let (url, errors) = verification_url(&mut cli);
+    let page = browse(&url, "alice");
+    assert!(
+        page.contains("Logged in as alice in group dteam_user"),
+        "{page}"
+    );
+    let out = cli.wait_with_output().expect("login ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        errors.join().unwrap_or_default()
+    );
 
     // The development login form cannot approve a login of this VO.
     let mut cli = login("dteam_admin");

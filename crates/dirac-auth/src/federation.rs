@@ -181,12 +181,17 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Identity,
     })
     .await?;
     let claims = verify_id_token(&id_token, &jwks, &meta.issuer, &idp.client_id, &nonce)?;
-    let username = claims["preferred_username"]
+    let idp_sub = claims["sub"]
         .as_str()
-        .or_else(|| claims["sub"].as_str())
-        .filter(|u| !u.is_empty() && u.len() <= 64)
-        .ok_or_else(|| AuthError::InvalidGrant("the ID token names no usable user".into()))?
-        .to_string();
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| AuthError::InvalidGrant("the ID token has no subject".into()))?;
+    let username = scope::federated_user(
+        &s.config,
+        &scope.vo,
+        idp_sub,
+        claims["preferred_username"].as_str(),
+    )
+    .map_err(AuthError::InvalidScope)?;
     let groups: Vec<String> = match &claims[idp.group_claim.as_str()] {
         serde_json::Value::Array(a) => a
             .iter()

@@ -145,6 +145,50 @@ pub fn grant(config: &DiracConfig, scope: &Scope, username: &str) -> Result<Iden
     })
 }
 
+/// The DIRAC user name of the IdP subject `idp_sub` in `vo`: the registered
+/// user whose `Sub` it is, else `preferred_username` (or the subject) when
+/// no registered user has that name, so an IdP account can never take a
+/// registered user's name by choosing it.
+pub fn federated_user(
+    config: &DiracConfig,
+    vo: &str,
+    idp_sub: &str,
+    preferred_username: Option<&str>,
+) -> Result<String, String> {
+    let voc = config
+        .registry
+        .vos
+        .get(vo)
+        .ok_or_else(|| format!("unknown VO '{vo}'"))?;
+    if let Some((name, _)) = voc
+        .users
+        .iter()
+        .find(|(_, u)| u.sub.as_deref() == Some(idp_sub))
+    {
+        return Ok(name.clone());
+    }
+    let name = preferred_username.unwrap_or(idp_sub);
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if !valid {
+        return Err(format!(
+            "the identity provider names the user '{}', not a usable DIRAC user name",
+            clip(name)
+        ));
+    }
+    if voc.users.contains_key(name) {
+        return Err(format!(
+            "user '{name}' of VO '{vo}' is registered without this identity provider \
+             subject ('{}'): set its Sub",
+            clip(idp_sub)
+        ));
+    }
+    Ok(name.to_string())
+}
+
 /// The identity of a federated user: membership of the requested group
 /// comes from the IdP's group claim (`IdPRole`) or from the registry's
 /// `Users`; users the IdP vouches for need not be registered.
@@ -319,7 +363,7 @@ Registry:
       IdP: { URL: 'https://idp.example.org', ClientID: dirac }
       Users:
         eve: {Suspended: true}
-        carol: {}
+        carol: {Sub: idp-42}
       Groups:
         dteam_user: {Properties: [NormalUser], Users: [], IdPRole: /dteam}
         dteam_admin: {Properties: [JobAdministrator], Users: [], IdPRole: /dteam/admin}
@@ -339,6 +383,22 @@ Registry:
         assert!(err.contains("needs /dteam/admin"), "{err}");
         let err = grant_federated(&c, &s("vo:dteam"), "eve", &claims).expect_err("suspended");
         assert!(err.contains("suspended"), "{err}");
+        // Names come from the registry's Sub, never from a chosen name.
+        assert_eq!(
+            federated_user(&c, "dteam", "idp-42", Some("carol")).as_deref(),
+            Ok("carol")
+        );
+        let err = federated_user(&c, "dteam", "idp-666", Some("carol")).expect_err("taken");
+        assert!(err.contains("registered without"), "{err}");
+        assert_eq!(
+            federated_user(&c, "dteam", "idp-7", Some("dave")).as_deref(),
+            Ok("dave")
+        );
+        assert_eq!(
+            federated_user(&c, "dteam", "idp-7", None).as_deref(),
+            Ok("idp-7")
+        );
+        assert!(federated_user(&c, "dteam", "x", Some("a/../b")).is_err());
         // Registry membership still counts for groups without a role.
         assert!(grant_federated(&c, &s("vo:dteam group:dteam_ops"), "carol", &[]).is_ok());
         // A refresh keeps IdP-mapped groups, not groups the registry dropped.
