@@ -988,10 +988,16 @@ Services:
 
     // eve's IdP groups do not include /dteam/admin: refused at the callback.
     let mut cli = login("dteam_admin");
-    let (url, _) = verification_url(&mut cli);
+    let (url, errors) = verification_url(&mut cli);
     let page = browse(&url, "eve");
     assert!(page.contains("does not make"), "{page}");
-    let _ = cli.kill();
+    // The waiting CLI is told at once.
+    let out = cli.wait_with_output().expect("login ends");
+    let said = errors.join().unwrap_or_default();
+    assert!(
+        !out.status.success() && said.contains("access_denied"),
+        "{said}"
+    );
 
     // mallory's IdP account calls itself bob: no registered name is taken.
     let mut cli = login("dteam_admin");

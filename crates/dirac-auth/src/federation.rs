@@ -185,13 +185,6 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Identity,
         .as_str()
         .filter(|u| !u.is_empty())
         .ok_or_else(|| AuthError::InvalidGrant("the ID token has no subject".into()))?;
-    let username = scope::federated_user(
-        &s.config,
-        &scope.vo,
-        idp_sub,
-        claims["preferred_username"].as_str(),
-    )
-    .map_err(AuthError::InvalidScope)?;
     let groups: Vec<String> = match &claims[idp.group_claim.as_str()] {
         serde_json::Value::Array(a) => a
             .iter()
@@ -200,8 +193,22 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Identity,
         serde_json::Value::String(g) => vec![g.clone()],
         _ => Vec::new(),
     };
-    let identity = scope::grant_federated(&s.config, &scope, &username, &groups)
-        .map_err(AuthError::InvalidScope)?;
+    let granted = scope::federated_user(
+        &s.config,
+        &scope.vo,
+        idp_sub,
+        claims["preferred_username"].as_str(),
+    )
+    .and_then(|username| scope::grant_federated(&s.config, &scope, &username, &groups));
+    let identity = match granted {
+        Ok(identity) => identity,
+        Err(reason) => {
+            // The waiting device learns at once (access_denied), not at expiry.
+            s.store.deny(&user_code).await?;
+            tracing::info!(vo = %scope.vo, group = %scope.group, "federated login refused");
+            return Err(AuthError::InvalidScope(reason));
+        }
+    };
     if !s.store.approve(&user_code, &identity).await? {
         return Err(AuthError::InvalidGrant(
             "the device login was answered already".into(),
