@@ -79,7 +79,7 @@ fn redirect_uri(s: &AuthServer) -> String {
 }
 
 /// Percent-encode a query value (RFC 3986 unreserved characters stay).
-fn enc(v: &str) -> String {
+pub(crate) fn enc(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -113,7 +113,12 @@ pub async fn start(s: &AuthServer, user_code: &str, idp: &IdpConfig) -> Result<S
 }
 
 /// The IdP's answer: approve the device flow of this state, or say why not.
-pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Identity, AuthError> {
+/// The approved identity and the flow's user code.
+pub async fn finish(
+    s: &AuthServer,
+    state: &str,
+    code: &str,
+) -> Result<(Identity, String), AuthError> {
     let (user_code, verifier, nonce) = s
         .store
         .take_federation_state(&store::digest(state))
@@ -215,7 +220,7 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Identity,
         ));
     }
     tracing::info!(sub = %identity.sub, group = %identity.group, "federated login approved");
-    Ok(identity)
+    Ok((identity, user_code))
 }
 
 /// Verify an ID token: asymmetric algorithms only, a key of the IdP's JWKS,

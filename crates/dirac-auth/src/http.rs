@@ -30,6 +30,7 @@ pub fn router(server: Arc<AuthServer>) -> Router {
             get(verify_page).post(verify_submit),
         )
         .route(crate::federation::CALLBACK, get(federation_callback))
+        .route("/api/auth/authorize", get(authorize))
         .route("/api/auth/token", post(token))
         .route("/api/auth/revoke", post(revoke))
         .route("/api/auth/userinfo", get(userinfo))
@@ -99,12 +100,14 @@ async fn discovery(State(s): Srv) -> Json<serde_json::Value> {
         "issuer": s.issuer.issuer(),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "device_authorization_endpoint": format!("{base}/api/auth/device"),
+        "authorization_endpoint": format!("{base}/api/auth/authorize"),
+        "code_challenge_methods_supported": ["S256"],
         "token_endpoint": format!("{base}/api/auth/token"),
         "revocation_endpoint": format!("{base}/api/auth/revoke"),
         "userinfo_endpoint": format!("{base}/api/auth/userinfo"),
-        "grant_types_supported": [DEVICE_GRANT, "refresh_token"],
+        "grant_types_supported": [DEVICE_GRANT, "authorization_code", "refresh_token"],
         "scopes_supported": scopes,
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
         "subject_types_supported": ["public"],
@@ -134,6 +137,7 @@ async fn device(
             &scope.to_string(),
             s.settings.device_lifetime_s,
             s.settings.poll_interval_s,
+            None,
         )
         .await?;
     let shown = store::display_user_code(&user_code);
@@ -160,21 +164,21 @@ async fn token(
             let device_code = p.require("device_code")?;
             let client_id = p.require("client_id")?;
             let approved = s.store.poll(&store::digest(device_code), client_id).await?;
-            let refresh = store::random_secret();
-            // The family id is an identifier, not a credential.
-            let family = store::random_secret();
-            s.store
-                .insert_refresh(
-                    &store::digest(&refresh),
-                    &family,
-                    &approved.client_id,
-                    &approved.identity,
-                    &approved.scope,
-                    &Store::family_expiry(s.settings.refresh_lifetime_s),
+            tracing::info!(sub = %approved.identity.sub, group = %approved.identity.group, "device flow exchanged");
+            new_session(&s, &approved).await
+        }
+        "authorization_code" => {
+            let approved = s
+                .store
+                .exchange_authorization_code(
+                    p.require("code")?,
+                    p.require("client_id")?,
+                    p.require("redirect_uri")?,
+                    p.require("code_verifier")?,
                 )
                 .await?;
-            tracing::info!(sub = %approved.identity.sub, group = %approved.identity.group, "device flow exchanged");
-            token_response(&s, &approved.identity, refresh, &approved.scope)
+            tracing::info!(sub = %approved.identity.sub, group = %approved.identity.group, "authorization code exchanged");
+            new_session(&s, &approved).await
         }
         "refresh_token" => {
             let presented = store::digest(p.require("refresh_token")?);
@@ -184,6 +188,146 @@ async fn token(
         other => Err(AuthError::UnsupportedGrantType(
             other.chars().take(64).collect(),
         )),
+    }
+}
+
+/// Tokens of a new login: a refresh-token family and an access token.
+async fn new_session(s: &AuthServer, approved: &store::Approved) -> Result<Response, AuthError> {
+    let refresh = store::random_secret();
+    // The family id is an identifier, not a credential.
+    let family = store::random_secret();
+    s.store
+        .insert_refresh(
+            &store::digest(&refresh),
+            &family,
+            &approved.client_id,
+            &approved.identity,
+            &approved.scope,
+            &Store::family_expiry(s.settings.refresh_lifetime_s),
+        )
+        .await?;
+    token_response(s, &approved.identity, refresh, &approved.scope)
+}
+
+/// RFC 6749 §4.1 with PKCE S256 (RFC 7636): the user approves on the
+/// verification page (the VO's IdP, or the development login), then is sent
+/// back to the client's registered redirect URI with a one-time code.
+async fn authorize(
+    State(s): Srv,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let params = query.map(|Query(q)| q).unwrap_or_default();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    // Nothing is redirected before the client and its redirect URI are known.
+    let refuse = |why: &str| {
+        page(
+            StatusCode::BAD_REQUEST,
+            "Authorization refused",
+            &format!("<p>{}</p>", escape(why)),
+        )
+    };
+    let Some(client_id) = get("client_id") else {
+        return refuse("client_id is required");
+    };
+    let Some(client) = s.config.services.auth.clients.get(client_id) else {
+        return refuse("unknown client_id");
+    };
+    let Some(redirect_uri) = get("redirect_uri") else {
+        return refuse("redirect_uri is required");
+    };
+    if !redirect_allowed(&client.redirect_uris, redirect_uri) {
+        return refuse("redirect_uri is not registered for this client");
+    }
+    if get("response_type") != Some("code") {
+        return refuse("response_type must be code");
+    }
+    if get("code_challenge_method") != Some("S256") {
+        return refuse("PKCE with code_challenge_method=S256 is required");
+    }
+    let challenge = get("code_challenge").unwrap_or_default();
+    if challenge.len() != 43
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return refuse("code_challenge must be a base64url SHA-256 (43 characters)");
+    }
+    let scope = match scope::parse(get("scope").unwrap_or_default(), &s.config) {
+        Ok(scope) => scope,
+        Err(e) => return refuse(&e),
+    };
+    let state = get("state").map(|v| v.chars().take(512).collect());
+    let request = store::AuthzRequest {
+        redirect_uri: redirect_uri.to_string(),
+        code_challenge: challenge.to_string(),
+        state,
+    };
+    // The device code column holds an unknown secret until approval.
+    let placeholder = store::digest(&store::random_secret());
+    let user_code = match s
+        .store
+        .create_device_flow(
+            &placeholder,
+            client_id,
+            &scope.to_string(),
+            s.settings.device_lifetime_s,
+            s.settings.poll_interval_s,
+            Some(&request),
+        )
+        .await
+    {
+        Ok(code) => code,
+        Err(e) => return server_error(&e),
+    };
+    tracing::info!(vo = %scope.vo, group = %scope.group, "authorization flow started");
+    see_other(&format!(
+        "{}/api/auth/device/verify?user_code={user_code}",
+        s.settings.public_url
+    ))
+}
+
+/// Exact match, except that a loopback redirect may use any port (RFC 8252 §7.3).
+fn redirect_allowed(registered: &[String], asked: &str) -> bool {
+    let without_port = |u: &str| -> Option<String> {
+        let rest = u.strip_prefix("http://")?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        matches!(host, "127.0.0.1" | "localhost" | "[::1]").then(|| format!("http://{host}{path}"))
+    };
+    registered.iter().any(|r| {
+        r == asked || matches!((without_port(r), without_port(asked)), (Some(a), Some(b)) if a == b)
+    })
+}
+
+fn see_other(url: &str) -> Response {
+    match HeaderValue::from_str(url) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        Err(_) => page(
+            StatusCode::BAD_REQUEST,
+            "Bad redirect",
+            "<p>The redirect URL is not valid.</p>",
+        ),
+    }
+}
+
+/// After an approval: an authorization-code flow sends the browser back to
+/// its client with a code; a device flow shows `done`.
+async fn approved_page(s: &AuthServer, user_code: &str, done: Response) -> Response {
+    match s.store.issue_authorization_code(user_code).await {
+        Ok(None) => done,
+        Ok(Some((redirect_uri, state, code))) => {
+            let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+            let state = state
+                .map(|st| format!("&state={}", crate::federation::enc(&st)))
+                .unwrap_or_default();
+            see_other(&format!("{redirect_uri}{sep}code={code}{state}"))
+        }
+        Err(e) => server_error(&e),
     }
 }
 
@@ -510,7 +654,7 @@ async fn verify_submit(
     match s.store.approve(&code, &identity).await {
         Ok(true) => {
             tracing::info!(user = %identity.username, vo = %identity.vo, group = %identity.group, "device flow approved (development login)");
-            page(
+            let done = page(
                 StatusCode::OK,
                 "Device approved",
                 &format!(
@@ -519,7 +663,8 @@ async fn verify_submit(
                     escape(&identity.username),
                     escape(&identity.group)
                 ),
-            )
+            );
+            approved_page(&s, &code, done).await
         }
         Ok(false) => bad_code(),
         Err(e) => server_error(&e),
@@ -559,16 +704,19 @@ async fn federation_callback(
         );
     };
     match crate::federation::finish(&s, state, code).await {
-        Ok(identity) => page(
-            StatusCode::OK,
-            "Logged in",
-            &format!(
-                "<p>Logged in as {} in group {} of {}. You can return to your terminal.</p>",
-                escape(&identity.username),
-                escape(&identity.group),
-                escape(&identity.vo)
-            ),
-        ),
+        Ok((identity, user_code)) => {
+            let done = page(
+                StatusCode::OK,
+                "Logged in",
+                &format!(
+                    "<p>Logged in as {} in group {} of {}. You can return to your terminal.</p>",
+                    escape(&identity.username),
+                    escape(&identity.group),
+                    escape(&identity.vo)
+                ),
+            );
+            approved_page(&s, &user_code, done).await
+        }
         Err(e) => page(
             StatusCode::FORBIDDEN,
             "Login refused",

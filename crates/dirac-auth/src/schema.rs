@@ -48,6 +48,14 @@ macro_rules! v2 {
     };
 }
 
+/// Version 4: authorization-code flows live in DeviceFlows (same approval,
+/// same federation), marked by their redirect URI.
+const V4: [&str; 3] = [
+    "ALTER TABLE DeviceFlows ADD COLUMN RedirectURI VARCHAR(1024) NULL",
+    "ALTER TABLE DeviceFlows ADD COLUMN CodeChallenge VARCHAR(128) NULL",
+    "ALTER TABLE DeviceFlows ADD COLUMN ClientState VARCHAR(1024) NULL",
+];
+
 /// Version 3: the one-time states of federated logins.
 macro_rules! v3 {
     ($suffix:literal) => {
@@ -80,5 +88,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: &v3!(""),
         mysql: &v3!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
         postgres: &v3!(""),
+    },
+    Migration {
+        version: 4,
+        description: "authorization-code flows",
+        sqlite: &V4,
+        mysql: &V4,
+        postgres: &V4,
     },
 ];

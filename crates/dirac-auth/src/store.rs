@@ -112,6 +112,58 @@ type FlowRow = (
     Option<String>,
 );
 
+type AuthzRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// What an authorization-code request asked for.
+#[derive(Debug, Clone)]
+pub struct AuthzRequest {
+    pub redirect_uri: String,
+    /// PKCE S256 challenge.
+    pub code_challenge: String,
+    /// The client's opaque `state`, returned with the code.
+    pub state: Option<String>,
+}
+
+/// The identity an approved flow recorded.
+fn approved(
+    scope: String,
+    client_id: String,
+    sub: Option<String>,
+    username: Option<String>,
+    group: Option<String>,
+    properties: Option<String>,
+) -> Approved {
+    let vo = scope
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("vo:"))
+        .unwrap_or_default()
+        .to_string();
+    Approved {
+        identity: Identity {
+            sub: sub.unwrap_or_default(),
+            username: username.unwrap_or_default(),
+            vo,
+            group: group.unwrap_or_default(),
+            properties: split(&properties.unwrap_or_default()),
+            job: None,
+        },
+        scope,
+        client_id,
+    }
+}
+
 pub struct Store {
     db: Db,
 }
@@ -121,7 +173,8 @@ impl Store {
         Store { db }
     }
 
-    /// Record a new flow; returns its user code.
+    /// Record a new flow; returns its user code. An authorization-code flow
+    /// (`authz`) is a flow whose code is handed out by redirect on approval.
     pub async fn create_device_flow(
         &self,
         device_hash: &str,
@@ -129,14 +182,15 @@ impl Store {
         scope: &str,
         lifetime_s: u64,
         interval_s: u64,
+        authz: Option<&AuthzRequest>,
     ) -> Result<String, AuthError> {
         let mut attempts = 0;
         loop {
             let user_code = new_user_code();
             let inserted = sqlx::query(self.db.sql(
                 "INSERT INTO DeviceFlows (UserCode, DeviceCode, ClientID, Scope, Status, \
-                 CreationTime, ExpiresAt, LastPoll, PollInterval) \
-                 VALUES (?, ?, ?, ?, 'PENDING', ?, ?, NULL, ?)",
+                 CreationTime, ExpiresAt, LastPoll, PollInterval, RedirectURI, CodeChallenge, \
+                 ClientState) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, NULL, ?, ?, ?, ?)",
             ))
             .bind(user_code.clone())
             .bind(device_hash.to_string())
@@ -145,6 +199,9 @@ impl Store {
             .bind(time::now())
             .bind(after(lifetime_s))
             .bind(i64::try_from(interval_s).unwrap_or(i64::MAX))
+            .bind(authz.map(|a| a.redirect_uri.clone()))
+            .bind(authz.map(|a| a.code_challenge.clone()))
+            .bind(authz.and_then(|a| a.state.clone()))
             .execute(self.db.pool())
             .await;
             match inserted {
@@ -206,7 +263,8 @@ impl Store {
     pub async fn poll(&self, device_hash: &str, client_id: &str) -> Result<Approved, AuthError> {
         let row: Option<FlowRow> = sqlx::query_as(self.db.sql(
             "SELECT UserCode, ClientID, Scope, Status, LastPoll, PollInterval, ExpiresAt, \
-             Sub, Username, GroupName, Properties FROM DeviceFlows WHERE DeviceCode = ?",
+             Sub, Username, GroupName, Properties FROM DeviceFlows \
+             WHERE DeviceCode = ? AND RedirectURI IS NULL",
         ))
         .bind(device_hash.to_string())
         .fetch_optional(self.db.pool())
@@ -253,23 +311,14 @@ impl Store {
                         "device_code was already exchanged".into(),
                     ));
                 }
-                let scope_vo = scope
-                    .split_whitespace()
-                    .find_map(|t| t.strip_prefix("vo:"))
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(Approved {
-                    identity: Identity {
-                        sub: sub.unwrap_or_default(),
-                        username: username.unwrap_or_default(),
-                        vo: scope_vo,
-                        group: group.unwrap_or_default(),
-                        properties: split(&properties.unwrap_or_default()),
-                        job: None,
-                    },
+                Ok(approved(
                     scope,
-                    client_id: flow_client,
-                })
+                    flow_client,
+                    sub,
+                    username,
+                    group,
+                    properties,
+                ))
             }
             _ => {
                 let interval_s = u64::try_from(interval).unwrap_or(0);
@@ -292,6 +341,109 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The redirect (URI, client state) of an approved authorization-code
+    /// flow, with a fresh code (stored by digest) to hand out; None for a
+    /// device flow.
+    pub async fn issue_authorization_code(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<(String, Option<String>, String)>, AuthError> {
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(self.db.sql(
+            "SELECT RedirectURI, ClientState FROM DeviceFlows WHERE UserCode = ? AND Status = 'READY'",
+        ))
+        .bind(user_code.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some((Some(redirect_uri), state)) = row else {
+            return Ok(None);
+        };
+        let code = random_secret();
+        sqlx::query(
+            self.db.sql(
+                "UPDATE DeviceFlows SET DeviceCode = ? WHERE UserCode = ? AND Status = 'READY'",
+            ),
+        )
+        .bind(digest(&code))
+        .bind(user_code.to_string())
+        .execute(self.db.pool())
+        .await?;
+        Ok(Some((redirect_uri, state, code)))
+    }
+
+    /// Exchange an authorization code once: the client, the redirect URI
+    /// and the PKCE verifier must match what the authorization asked for.
+    pub async fn exchange_authorization_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: &str,
+        verifier: &str,
+    ) -> Result<Approved, AuthError> {
+        let row: Option<AuthzRow> = sqlx::query_as(self.db.sql(
+            "SELECT UserCode, ClientID, Scope, Status, ExpiresAt, RedirectURI, CodeChallenge, \
+             Sub, Username, GroupName, Properties FROM DeviceFlows \
+             WHERE DeviceCode = ? AND RedirectURI IS NOT NULL",
+        ))
+        .bind(digest(code))
+        .fetch_optional(self.db.pool())
+        .await?;
+        let invalid = |m: &str| AuthError::InvalidGrant(m.to_string());
+        let Some((
+            user_code,
+            flow_client,
+            scope,
+            status,
+            expires_at,
+            flow_redirect,
+            challenge,
+            sub,
+            username,
+            group,
+            properties,
+        )) = row
+        else {
+            return Err(invalid("unknown authorization code"));
+        };
+        if status != "READY" {
+            return Err(invalid("the authorization code was already used"));
+        }
+        if expires_at <= time::now() {
+            return Err(invalid("the authorization code has expired"));
+        }
+        if flow_client != client_id {
+            return Err(invalid(
+                "the authorization code was issued to another client",
+            ));
+        }
+        if flow_redirect.as_deref() != Some(redirect_uri) {
+            return Err(invalid(
+                "redirect_uri differs from the authorization request",
+            ));
+        }
+        let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        if challenge.as_deref() != Some(computed.as_str()) {
+            return Err(invalid("code_verifier does not match the code challenge"));
+        }
+        let done =
+            sqlx::query(self.db.sql(
+                "UPDATE DeviceFlows SET Status = 'DONE' WHERE UserCode = ? AND Status = 'READY'",
+            ))
+            .bind(user_code)
+            .execute(self.db.pool())
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(invalid("the authorization code was already used"));
+        }
+        Ok(approved(
+            scope,
+            flow_client,
+            sub,
+            username,
+            group,
+            properties,
+        ))
     }
 
     /// Store a refresh token (by digest) of `family`.

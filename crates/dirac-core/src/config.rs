@@ -478,6 +478,18 @@ pub struct AuthConfig {
     pub access_token_lifetime: u64,
     /// Refresh token lifetime, seconds.
     pub refresh_token_lifetime: u64,
+    /// OAuth clients allowed the authorization-code flow, by client id.
+    pub clients: BTreeMap<String, OAuthClientConfig>,
+}
+
+/// An OAuth client of the authorization-code flow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OAuthClientConfig {
+    /// Exact redirect URIs; a loopback `http://127.0.0.1/…` or
+    /// `http://localhost/…` one allows any port (RFC 8252).
+    #[serde(rename = "RedirectURIs")]
+    pub redirect_uris: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -492,6 +504,7 @@ impl Default for AuthConfig {
             refresh_token_lifetime: 7 * 86_400,
             verification_keys: None,
             token_lifetime: 30 * 86_400,
+            clients: BTreeMap::new(),
         }
     }
 }

@@ -33,6 +33,10 @@ Registry:
       DefaultGroup: dteam_user
       Groups:
         dteam_user: {Properties: [NormalUser]}
+Services:
+  Auth:
+    Clients:
+      notebook: {RedirectURIs: ['http://127.0.0.1/callback', 'https://hub.example.org/oauth']}
 ";
 
 struct Harness {
@@ -596,7 +600,7 @@ async fn discovery_and_jwks() {
         );
         assert_eq!(
             doc["grant_types_supported"],
-            serde_json::json!([DEVICE_GRANT, "refresh_token"])
+            serde_json::json!([DEVICE_GRANT, "authorization_code", "refresh_token"])
         );
         let scopes = doc["scopes_supported"].to_string();
         for s in [
@@ -650,6 +654,150 @@ async fn federation_callback_refuses_unknown_states_and_idp_errors() {
         let (status, page) = h.get("/api/auth/federation/callback", None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(page.contains("lacks its code or state"), "{page}");
+    });
+}
+
+/// A PKCE pair: CHALLENGE is base64url(SHA-256(VERIFIER)).
+const VERIFIER: &str = "dBjftJeZ4CVP-mJ92ZLSTJ8QsZZgyqxjHkUJtKYkKCU";
+const CHALLENGE: &str = "j3yHXpD1iMP57S7Wg9wf_PxATnq2nwvh71oHnbWdl40";
+
+/// A GET's status and Location header.
+async fn redirect_of(h: &Harness, path: &str) -> (StatusCode, String) {
+    let response = h
+        .router
+        .clone()
+        .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|l| l.to_str().expect("ascii").to_string())
+        .unwrap_or_default();
+    (response.status(), location)
+}
+
+fn authorize_path(client: &str, redirect: &str, method: &str, challenge: &str) -> String {
+    format!(
+        "/api/auth/authorize?response_type=code&client_id={client}&redirect_uri={}\
+         &scope=vo%3Alhcb&state=xyz&code_challenge={challenge}&code_challenge_method={method}",
+        urlencode(redirect)
+    )
+}
+
+#[tokio::test]
+async fn authorization_code_with_pkce() {
+    on_all_backends!(|_| {}, |h| {
+        let refused = [
+            (
+                "mallory",
+                "http://127.0.0.1/callback",
+                "S256",
+                CHALLENGE,
+                "unknown client_id",
+            ),
+            (
+                "notebook",
+                "https://evil.example.org/oauth",
+                "S256",
+                CHALLENGE,
+                "not registered",
+            ),
+            (
+                "notebook",
+                "https://hub.example.org/oauth/x",
+                "S256",
+                CHALLENGE,
+                "not registered",
+            ),
+            (
+                "notebook",
+                "http://127.0.0.1/callback",
+                "plain",
+                CHALLENGE,
+                "S256",
+            ),
+            (
+                "notebook",
+                "http://127.0.0.1/callback",
+                "S256",
+                "short",
+                "code_challenge",
+            ),
+        ];
+        for (client, redirect, method, challenge, why) in refused {
+            let (status, page) = h
+                .get(&authorize_path(client, redirect, method, challenge), None)
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{why}");
+            assert!(page.contains(why), "{why}: {page}");
+        }
+
+        // A loopback redirect may use any port.
+        let redirect = "http://127.0.0.1:5555/callback";
+        let (status, verify) =
+            redirect_of(&h, &authorize_path("notebook", redirect, "S256", CHALLENGE)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let user_code = verify
+            .strip_prefix("https://auth.test/api/auth/device/verify?user_code=")
+            .expect("to the verification page");
+        let response = h
+            .router
+            .clone()
+            .oneshot(
+                Request::post("/api/auth/device/verify")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(format!(
+                        "user_code={user_code}&username=alice&action=approve"
+                    )))
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let back = response.headers()[header::LOCATION]
+            .to_str()
+            .expect("ascii");
+        let query = back
+            .strip_prefix("http://127.0.0.1:5555/callback?code=")
+            .expect("back to the client");
+        let (code, state) = query.split_once("&state=").expect("state");
+        assert_eq!(state, "xyz");
+
+        // The device grant does not know authorization codes.
+        let (status, body) = h.poll(code).await;
+        assert_error(&(status, body), StatusCode::BAD_REQUEST, "invalid_grant");
+        let exchange = |verifier: &'static str, redirect: &'static str| {
+            let h = &h;
+            async move {
+                h.post(
+                    "/api/auth/token",
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", code),
+                        ("client_id", "notebook"),
+                        ("redirect_uri", redirect),
+                        ("code_verifier", verifier),
+                    ],
+                )
+                .await
+            }
+        };
+        let wrong = exchange("not-the-verifier-at-all-not-the-verifier-at-all", redirect).await;
+        assert_error(&wrong, StatusCode::BAD_REQUEST, "invalid_grant");
+        assert!(wrong.1.to_string().contains("code_verifier"), "{}", wrong.1);
+        let wrong = exchange(VERIFIER, "http://127.0.0.1:6666/callback").await;
+        assert!(wrong.1.to_string().contains("redirect_uri"), "{}", wrong.1);
+        let (status, tokens) = exchange(VERIFIER, redirect).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        assert!(tokens["refresh_token"].is_string());
+        let (status, info) = h
+            .get("/api/auth/userinfo", Some(str_of(&tokens, "access_token")))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(info.contains("lhcb:alice"), "{info}");
+        let again = exchange(VERIFIER, redirect).await;
+        assert!(again.1.to_string().contains("already used"), "{}", again.1);
     });
 }
 
