@@ -871,7 +871,10 @@ fn federated_login_through_a_real_identity_provider() {
 Services:
   LogFormat: text
   # On, to show it never stands in for the VO's IdP.
-  Auth: {{ DevLogin: true }}
+  Auth:
+    DevLogin: true
+    Clients:
+      notebook: {{ RedirectURIs: ['http://127.0.0.1/cb'] }}
 ",
         secret.display()
     );
@@ -1019,6 +1022,83 @@ Services:
         out.status.success(),
         "{}",
         errors.join().unwrap_or_default()
+    );
+
+    // A web client: authorization code + PKCE, the user logs in at the IdP.
+    let jar = home.path().join("cookies-web");
+    let curl = |extra: &[&str], url: &str| -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-L", "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .args(extra)
+            .args(["-o", "/dev/null", "-w", "%{url_effective}", url])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let (verifier, challenge) = (
+        "dBjftJeZ4CVP-mJ92ZLSTJ8QsZZgyqxjHkUJtKYkKCU",
+        "j3yHXpD1iMP57S7Wg9wf_PxATnq2nwvh71oHnbWdl40",
+    );
+    // Nothing listens there: curl stops at the client's redirect URI.
+    let redirect = format!("http://127.0.0.1:{}/cb", free_port());
+    let interaction = curl(
+        &[],
+        &format!(
+            "{auth_url}/api/auth/authorize?response_type=code&client_id=notebook\
+             &redirect_uri={redirect}&scope=vo:dteam%20group:dteam_admin&state=s1\
+             &code_challenge={challenge}&code_challenge_method=S256"
+        ),
+    );
+    assert!(interaction.contains("/interaction/"), "{interaction}");
+    let back = curl(
+        &[
+            "-d",
+            "prompt=login",
+            "-d",
+            "login=bob",
+            "-d",
+            "password=any",
+        ],
+        &interaction,
+    );
+    let code = back
+        .strip_prefix(&format!("{redirect}?code="))
+        .and_then(|q| q.strip_suffix("&state=s1"))
+        .unwrap_or_else(|| panic!("not back at the client: {back}"));
+    let tokens = Command::new("curl")
+        .args([
+            "-s",
+            "-d",
+            "grant_type=authorization_code",
+            "-d",
+            "client_id=notebook",
+        ])
+        .args([
+            "-d",
+            &format!("code={code}"),
+            "-d",
+            &format!("code_verifier={verifier}"),
+        ])
+        .args(["--data-urlencode", &format!("redirect_uri={redirect}")])
+        .arg(format!("{auth_url}/api/auth/token"))
+        .output()
+        .expect("curl");
+    let tokens: serde_json::Value = serde_json::from_slice(&tokens.stdout).expect("json");
+    let access = tokens["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tokens}"));
+    let info = Command::new("curl")
+        .args(["-s", "-H", &format!("Authorization: Bearer {access}")])
+        .arg(format!("{auth_url}/api/auth/userinfo"))
+        .output()
+        .expect("curl");
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("dteam:bob") && info.contains("dteam_admin"),
+        "{info}"
     );
 
     // The development login form cannot approve a login of this VO.
