@@ -20,7 +20,7 @@ const configuration = {
     client_id: 'dirac-auth',
     client_secret: 'dirac-auth-secret',
     redirect_uris: [redirect],
-    grant_types: ['authorization_code'],
+    grant_types: ['authorization_code', 'client_credentials'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_post',
   }],
@@ -28,7 +28,23 @@ const configuration = {
   claims: { openid: ['sub'], profile: ['preferred_username'], 'wlcg.groups': ['wlcg.groups'] },
   conformIdTokenClaims: false,
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: true } },
+  features: {
+    devInteractions: { enabled: true },
+    // Pilot submission tokens (WLCG profile): client credentials, audience
+    // = the CE named by the resource indicator, JWT access tokens.
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => ({
+        scope: 'compute.create compute.read compute.modify compute.cancel',
+        audience: resource,
+        accessTokenFormat: 'jwt',
+        accessTokenTTL: 1200,
+        jwt: { sign: { alg: 'RS256' } },
+      }),
+    },
+  },
   async findAccount(ctx, id) {
     if (!accounts[id]) return undefined;
     return {

@@ -1101,6 +1101,78 @@ Services:
         "{info}"
     );
 
+    // The TokenManager mints pilot-submission tokens from the same IdP:
+    // client credentials, WLCG compute scopes, the CE as audience.
+    let manager = dirac_tokens::TokenManager::new(dirac_core::config::IdpConfig {
+        url: format!("http://127.0.0.1:{idp_port}"),
+        client_id: "dirac-auth".into(),
+        client_secret_file: Some(secret.clone()),
+        group_claim: "wlcg.groups".into(),
+    });
+    let claims_of = |jwt: &str| -> serde_json::Value {
+        use base64::Engine as _;
+        let payload = jwt.split('.').nth(1).expect("a JWT");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("claims")
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let condor = dirac_tokens::ce_audience("HTCondorCE", "ce.example.org", 9619);
+    let arc = dirac_tokens::ce_audience("ARC", "arc.example.org", 443);
+    let (first, again, other) = rt.block_on(async {
+        (
+            manager
+                .pilot_submission_token(&condor)
+                .await
+                .expect("token"),
+            manager
+                .pilot_submission_token(&condor)
+                .await
+                .expect("token"),
+            manager.pilot_submission_token(&arc).await.expect("token"),
+        )
+    });
+    let c = claims_of(&first.token);
+    assert_eq!(c["aud"], "ce.example.org:9619", "{c}");
+    assert_eq!(c["iss"], format!("http://127.0.0.1:{idp_port}"), "{c}");
+    for s in [
+        "compute.create",
+        "compute.read",
+        "compute.modify",
+        "compute.cancel",
+    ] {
+        assert!(c["scope"].as_str().unwrap_or_default().contains(s), "{c}");
+    }
+    assert_eq!(first.token, again.token, "a valid token is reused");
+    assert_eq!(
+        claims_of(&other.token)["aud"],
+        "https://arc.example.org:443"
+    );
+    assert!(
+        !format!("{first:?}").contains(&first.token),
+        "token in Debug"
+    );
+    // A wrong client secret is refused, with the IdP's reason.
+    let wrong = home.path().join("wrong-secret");
+    std::fs::write(&wrong, "not-the-secret").expect("secret");
+    let refused = rt.block_on(
+        dirac_tokens::TokenManager::new(dirac_core::config::IdpConfig {
+            url: format!("http://127.0.0.1:{idp_port}"),
+            client_id: "dirac-auth".into(),
+            client_secret_file: Some(wrong),
+            group_claim: "wlcg.groups".into(),
+        })
+        .pilot_submission_token(&condor),
+    );
+    assert!(
+        matches!(&refused, Err(dirac_tokens::TokenError::Refused(m)) if m.contains("invalid_client")),
+        "{refused:?}"
+    );
+
     // The development login form cannot approve a login of this VO.
     let mut cli = login("dteam_admin");
     let (url, _) = verification_url(&mut cli);

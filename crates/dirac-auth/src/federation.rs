@@ -9,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dirac_core::auth::Identity;
 use dirac_core::config::IdpConfig;
+use dirac_tokens::idp::{self, Metadata};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::{AuthError, AuthServer, scope, store};
@@ -18,60 +18,12 @@ use crate::{AuthError, AuthServer, scope, store};
 /// Where the IdP sends the user back.
 pub const CALLBACK: &str = "/api/auth/federation/callback";
 
-#[derive(Debug, Clone, Deserialize)]
-struct Metadata {
-    issuer: String,
-    authorization_endpoint: String,
-    token_endpoint: String,
-    jwks_uri: String,
-}
-
-fn http_error(url: &str, e: impl std::fmt::Display) -> AuthError {
-    AuthError::InvalidRequest(format!("identity provider at {url}: {e}"))
-}
-
-/// A blocking HTTP call off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
-) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AuthError::InvalidRequest(format!("identity provider call: {e}")))?
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+fn idp_error(e: dirac_tokens::TokenError) -> AuthError {
+    AuthError::InvalidRequest(e.to_string())
 }
 
 async fn discover(issuer: &str) -> Result<Metadata, AuthError> {
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    blocking(move || {
-        let mut r = agent().get(&url).call().map_err(|e| http_error(&url, e))?;
-        let body = r
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| http_error(&url, e))?;
-        serde_json::from_str(&body).map_err(|e| http_error(&url, e))
-    })
-    .await
-}
-
-fn client_secret(idp: &IdpConfig) -> Result<Option<String>, AuthError> {
-    match &idp.client_secret_file {
-        None => Ok(None),
-        Some(path) => std::fs::read_to_string(path)
-            .map(|s| Some(s.trim().to_string()))
-            .map_err(|e| {
-                AuthError::InvalidRequest(format!("client secret {}: {e}", path.display()))
-            }),
-    }
+    idp::discover(issuer).await.map_err(idp_error)
 }
 
 fn redirect_uri(s: &AuthServer) -> String {
@@ -138,8 +90,7 @@ pub async fn finish(
             AuthError::InvalidRequest(format!("VO {} has no identity provider", scope.vo))
         })?;
     let meta = discover(&idp.url).await?;
-    let secret = client_secret(&idp)?;
-    let (token_url, jwks_url) = (meta.token_endpoint.clone(), meta.jwks_uri.clone());
+    let secret = idp::client_secret(&idp).map_err(idp_error)?;
     let form: Vec<(String, String)> = [
         ("grant_type", "authorization_code".to_string()),
         ("code", code.to_string()),
@@ -151,41 +102,26 @@ pub async fn finish(
     .map(|(k, v)| (k.to_string(), v))
     .chain(secret.map(|v| ("client_secret".to_string(), v)))
     .collect();
-    let (id_token, jwks) = blocking(move || {
-        let mut r = agent()
-            .post(&token_url)
-            .send_form(form.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|e| http_error(&token_url, e))?;
-        let status = r.status().as_u16();
-        let body = r
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| http_error(&token_url, e))?;
-        if status != 200 {
-            return Err(AuthError::InvalidGrant(format!(
-                "the identity provider refused the code (HTTP {status})"
-            )));
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| http_error(&token_url, e))?;
-        let id_token = v["id_token"]
-            .as_str()
-            .ok_or_else(|| http_error(&token_url, "no id_token"))?
-            .to_string();
-        let mut r = agent()
-            .get(&jwks_url)
-            .call()
-            .map_err(|e| http_error(&jwks_url, e))?;
-        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(
-            &r.body_mut()
-                .read_to_string()
-                .map_err(|e| http_error(&jwks_url, e))?,
-        )
-        .map_err(|e| http_error(&jwks_url, e))?;
-        Ok((id_token, jwks))
-    })
-    .await?;
-    let claims = verify_id_token(&id_token, &jwks, &meta.issuer, &idp.client_id, &nonce)?;
+    let bad = |url: &str, e: &dyn std::fmt::Display| {
+        AuthError::InvalidRequest(format!("identity provider at {url}: {e}"))
+    };
+    let (status, body) = idp::post_form(&meta.token_endpoint, form)
+        .await
+        .map_err(idp_error)?;
+    if status != 200 {
+        return Err(AuthError::InvalidGrant(format!(
+            "the identity provider refused the code (HTTP {status})"
+        )));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| bad(&meta.token_endpoint, &e))?;
+    let id_token = v["id_token"]
+        .as_str()
+        .ok_or_else(|| bad(&meta.token_endpoint, &"no id_token"))?;
+    let (_, body) = idp::get(&meta.jwks_uri).await.map_err(idp_error)?;
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(&body).map_err(|e| bad(&meta.jwks_uri, &e))?;
+    let claims = verify_id_token(id_token, &jwks, &meta.issuer, &idp.client_id, &nonce)?;
     let idp_sub = claims["sub"]
         .as_str()
         .filter(|u| !u.is_empty())
