@@ -105,7 +105,7 @@ async fn discovery(State(s): Srv) -> Json<serde_json::Value> {
         "token_endpoint": format!("{base}/api/auth/token"),
         "revocation_endpoint": format!("{base}/api/auth/revoke"),
         "userinfo_endpoint": format!("{base}/api/auth/userinfo"),
-        "grant_types_supported": [DEVICE_GRANT, "authorization_code", "refresh_token"],
+        "grant_types_supported": [DEVICE_GRANT, "authorization_code", "refresh_token", EXCHANGE_GRANT],
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "token_endpoint_auth_methods_supported": ["none"],
@@ -185,6 +185,7 @@ async fn token(
             refresh(&s, &presented, p.get("client_id")?).await
         }
         PILOT_GRANT => pilot_token(&s, &p).await,
+        EXCHANGE_GRANT => exchange(&s, &p).await,
         other => Err(AuthError::UnsupportedGrantType(
             other.chars().take(64).collect(),
         )),
@@ -329,6 +330,79 @@ async fn approved_page(s: &AuthServer, user_code: &str, done: Response) -> Respo
         }
         Err(e) => server_error(&e),
     }
+}
+
+/// RFC 8693 token exchange.
+pub const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// Trade one of our access tokens for another of the same user with another
+/// scope (group, properties) the registry grants. The new token never
+/// outlives the presented one, so exchanging cannot prolong a session; job
+/// tokens are not exchanged.
+async fn exchange(s: &AuthServer, p: &Params) -> Result<Response, AuthError> {
+    if p.require("subject_token_type")? != ACCESS_TOKEN_TYPE {
+        return Err(AuthError::InvalidRequest(
+            "subject_token_type must be an access token".into(),
+        ));
+    }
+    if p.get("requested_token_type")?
+        .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+    {
+        return Err(AuthError::InvalidRequest(
+            "only access tokens are issued by exchange".into(),
+        ));
+    }
+    let subject = p.require("subject_token")?;
+    let identity = s
+        .verifier
+        .verify(subject)
+        .map_err(|e| AuthError::InvalidGrant(format!("subject_token: {e}")))?;
+    if identity.job.is_some() {
+        return Err(AuthError::InvalidGrant(
+            "job tokens cannot be exchanged".into(),
+        ));
+    }
+    let requested = p.get("scope")?.unwrap_or_default();
+    let requested = if requested.split_whitespace().any(|t| t.starts_with("vo:")) {
+        requested.to_string()
+    } else {
+        format!("vo:{} {requested}", identity.vo)
+    };
+    let scope = scope::parse(&requested, &s.config).map_err(AuthError::InvalidScope)?;
+    if scope.vo != identity.vo {
+        return Err(AuthError::InvalidScope(
+            "a token cannot be exchanged into another VO".into(),
+        ));
+    }
+    let new =
+        scope::regrant(&s.config, &scope, &identity.username).map_err(AuthError::InvalidScope)?;
+    let left = remaining_lifetime(subject).unwrap_or(0);
+    let lifetime = left.min(s.settings.access_lifetime_s);
+    if lifetime == 0 {
+        return Err(AuthError::InvalidGrant("subject_token expires now".into()));
+    }
+    let access = s.issuer.issue(&new, lifetime)?;
+    tracing::info!(sub = %new.sub, from = %identity.group, to = %new.group, "token exchanged");
+    Ok(no_store(json!({
+        "access_token": access,
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": scope.to_string(),
+    })))
+}
+
+/// Seconds left on a token already verified (its `exp` claim).
+fn remaining_lifetime(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_u64()?;
+    let now = u64::try_from(chrono::Utc::now().timestamp()).ok()?;
+    exp.checked_sub(now)
 }
 
 /// A pilot exchanges its one-time secret for a short GenericPilot token.

@@ -600,7 +600,12 @@ async fn discovery_and_jwks() {
         );
         assert_eq!(
             doc["grant_types_supported"],
-            serde_json::json!([DEVICE_GRANT, "authorization_code", "refresh_token"])
+            serde_json::json!([
+                DEVICE_GRANT,
+                "authorization_code",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            ])
         );
         let scopes = doc["scopes_supported"].to_string();
         for s in [
@@ -798,6 +803,55 @@ async fn authorization_code_with_pkce() {
         assert!(info.contains("lhcb:alice"), "{info}");
         let again = exchange(VERIFIER, redirect).await;
         assert!(again.1.to_string().contains("already used"), "{}", again.1);
+    });
+}
+
+#[tokio::test]
+async fn token_exchange_changes_group_within_the_registry() {
+    on_all_backends!(|_| {}, |h| {
+        let exchange = |token: String, scope: &'static str| {
+            let h = &h;
+            async move {
+                h.post(
+                    "/api/auth/token",
+                    &[
+                        (
+                            "grant_type",
+                            "urn:ietf:params:oauth:grant-type:token-exchange",
+                        ),
+                        ("subject_token", &token),
+                        (
+                            "subject_token_type",
+                            "urn:ietf:params:oauth:token-type:access_token",
+                        ),
+                        ("scope", scope),
+                    ],
+                )
+                .await
+            }
+        };
+        let alice = h.login("vo:lhcb", "alice").await;
+        let token = str_of(&alice, "access_token").to_string();
+        let (status, prod) = exchange(token.clone(), "group:lhcb_prod").await;
+        assert_eq!(status, StatusCode::OK, "{prod}");
+        assert_eq!(prod["scope"], "vo:lhcb group:lhcb_prod");
+        assert!(prod.get("refresh_token").is_none(), "{prod}");
+        assert!(prod["expires_in"].as_u64().is_some_and(|e| e <= 1200));
+        let (_, info) = h
+            .get("/api/auth/userinfo", Some(str_of(&prod, "access_token")))
+            .await;
+        assert!(info.contains("ProductionManagement"), "{info}");
+
+        let bob = h.login("vo:lhcb", "bob").await;
+        let bob = str_of(&bob, "access_token").to_string();
+        let refused = exchange(bob.clone(), "group:lhcb_prod").await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_scope");
+        let refused = exchange(bob, "vo:dteam").await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_scope");
+        let mut tampered = token.clone();
+        tampered.push('x');
+        let refused = exchange(tampered, "group:lhcb_prod").await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_grant");
     });
 }
 
