@@ -11,6 +11,7 @@
 //! detection, revocation (RFC 7009), discovery, JWKS and userinfo.
 //! Federation with an external identity provider comes later.
 
+pub mod admin;
 mod federation;
 mod http;
 mod schema;

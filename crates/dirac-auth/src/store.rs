@@ -164,6 +164,9 @@ fn approved(
     }
 }
 
+/// (session id, user, group, scope, client, created, expires).
+pub type SessionRow = (String, String, String, String, String, String, String);
+
 pub struct Store {
     db: Db,
 }
@@ -573,6 +576,42 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Active sessions (refresh-token families) of `vo`, of one user or all.
+    pub async fn list_sessions(
+        &self,
+        vo: &str,
+        username: Option<&str>,
+    ) -> Result<Vec<SessionRow>, AuthError> {
+        const ALL: &str = "SELECT FamilyID, Username, GroupName, Scope, ClientID, \
+             MIN(CreationTime), MAX(ExpiresAt) FROM RefreshTokens \
+             WHERE VO = ? AND Status = 'active' AND ExpiresAt > ? \
+             GROUP BY FamilyID, Username, GroupName, Scope, ClientID ORDER BY 6 LIMIT 10000";
+        const ONE: &str = "SELECT FamilyID, Username, GroupName, Scope, ClientID, \
+             MIN(CreationTime), MAX(ExpiresAt) FROM RefreshTokens \
+             WHERE VO = ? AND Status = 'active' AND ExpiresAt > ? AND Username = ? \
+             GROUP BY FamilyID, Username, GroupName, Scope, ClientID ORDER BY 6 LIMIT 10000";
+        let q = sqlx::query_as(self.db.sql(if username.is_some() { ONE } else { ALL }))
+            .bind(vo.to_string())
+            .bind(time::now());
+        let q = match username {
+            Some(u) => q.bind(u.to_string()),
+            None => q,
+        };
+        Ok(q.fetch_all(self.db.pool()).await?)
+    }
+
+    /// (VO, user) of a session, if it exists.
+    pub async fn session_owner(&self, family: &str) -> Result<Option<(String, String)>, AuthError> {
+        Ok(sqlx::query_as(
+            self.db
+                .sql("SELECT VO, Username FROM RefreshTokens WHERE FamilyID = ? LIMIT 1"),
+        )
+        .bind(family.to_string())
+        .fetch_optional(self.db.pool())
+        .await?)
+    }
+
     /// Record a pilot secret (by its peppered hash).
     pub async fn insert_pilot_secret(
         &self,

@@ -21,7 +21,13 @@ pub mod dirac {
             tonic::include_proto!("dirac.wms.v1");
         }
     }
+    pub mod auth {
+        pub mod v1 {
+            tonic::include_proto!("dirac.auth.v1");
+        }
+    }
 }
 
+pub use dirac::auth::v1 as auth;
 pub use dirac::common::v1 as common;
 pub use dirac::wms::v1 as wms;

@@ -267,6 +267,7 @@ pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> 
 pub fn policy_table() -> PolicyTable {
     let mut policies = PolicyTable::new();
     dirac_wms::policy::register(&mut policies);
+    dirac_auth::admin::register(&mut policies);
     policies
 }
 
@@ -350,6 +351,9 @@ pub async fn run_all(
     )
     .await
     .map_err(|e| anyhow::anyhow!("AuthServer: {e}"))?;
+    services.add(dirac_proto::auth::auth_admin_server::AuthAdminServer::new(
+        dirac_auth::admin::AdminService(auth.clone()),
+    ));
     if config.services.auth.dev_login {
         tracing::warn!(url = %auth_url, "development login enabled: any registered user logs in by name");
     }

@@ -855,6 +855,98 @@ async fn token_exchange_changes_group_within_the_registry() {
     });
 }
 
+fn as_user<T>(message: T, username: &str, properties: &[&str]) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.extensions_mut().insert(dirac_core::auth::Identity {
+        sub: format!("lhcb:{username}"),
+        username: username.into(),
+        vo: "lhcb".into(),
+        group: "lhcb_user".into(),
+        properties: properties.iter().map(|p| p.to_string()).collect(),
+        job: None,
+    });
+    req
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_revoked_by_their_owner_or_an_administrator() {
+    use dirac_auth::admin::AdminService;
+    use dirac_proto::auth as pb;
+    use dirac_proto::auth::auth_admin_server::AuthAdmin as _;
+    on_all_backends!(|_| {}, |h| {
+        let admin = AdminService(h.server.clone());
+        let first = h.login("vo:lhcb", "alice").await;
+        h.login("vo:lhcb group:lhcb_prod", "alice").await;
+        h.login("vo:lhcb", "bob").await;
+        let list = |user: &str, asked: &str, props: &[&str]| {
+            admin.list_sessions(as_user(
+                pb::ListSessionsRequest {
+                    username: asked.into(),
+                },
+                user,
+                props,
+            ))
+        };
+        let mine = list("alice", "", &["NormalUser"])
+            .await
+            .expect("own")
+            .into_inner();
+        assert_eq!(mine.sessions.len(), 2);
+        assert!(mine.sessions.iter().all(|s| s.username == "alice"));
+        let denied = list("alice", "bob", &["NormalUser"])
+            .await
+            .expect_err("not hers");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        let bobs = list("root", "bob", &["ServiceAdministrator"])
+            .await
+            .expect("admin")
+            .into_inner();
+        assert_eq!(bobs.sessions.len(), 1);
+
+        // alice cannot end bob's session; she ends one of hers.
+        let revoke = |user: &str, ids: Vec<String>| {
+            admin.revoke_sessions(as_user(
+                pb::RevokeSessionsRequest { session_ids: ids },
+                user,
+                &["NormalUser"],
+            ))
+        };
+        let bob_session = bobs.sessions[0].session_id.clone();
+        let out = revoke("alice", vec![bob_session.clone(), "no-such".into()])
+            .await
+            .expect("revoke")
+            .into_inner();
+        assert_eq!((out.revoked, out.not_found.len()), (0, 2));
+        // Find the session of the first login: its refresh stops working.
+        let target = mine
+            .sessions
+            .iter()
+            .find(|s| s.scope == "vo:lhcb group:lhcb_user")
+            .expect("first session")
+            .session_id
+            .clone();
+        let out = revoke("alice", vec![target])
+            .await
+            .expect("revoke")
+            .into_inner();
+        assert_eq!(out.revoked, 1);
+        let (status, _) = h.refresh(str_of(&first, "refresh_token")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let mine = list("alice", "", &["NormalUser"])
+            .await
+            .expect("own")
+            .into_inner();
+        assert_eq!(mine.sessions.len(), 1);
+
+        let who = admin
+            .who_am_i(as_user(pb::WhoAmIRequest {}, "alice", &["NormalUser"]))
+            .await
+            .expect("whoami")
+            .into_inner();
+        assert_eq!((who.sub.as_str(), who.job_id), ("lhcb:alice", None));
+    });
+}
+
 #[tokio::test]
 async fn pilot_secrets_are_one_time_and_constrained() {
     on_all_backends!(|s| s.pilot_pepper = "pepper".into(), |h| {
