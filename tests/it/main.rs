@@ -988,6 +988,33 @@ Services:
         "{said}"
     );
     assert!(said.contains("JobAdministrator"), "{said}");
+    // The federated session refreshes (rotation) without asking the IdP;
+    // presenting the rotated-out token again revokes the whole session.
+    let creds: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(home.path().join(".config/dirac/credentials.json")).expect("credentials"),
+    )
+    .expect("json");
+    let refresh = |token: &str| -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-s", "-d", "grant_type=refresh_token", "-d"])
+            .arg(format!("refresh_token={token}"))
+            .arg(format!("{auth_url}/api/auth/token"))
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let old = creds["refresh_token"].as_str().expect("refresh token");
+    let rotated = refresh(old);
+    let next = rotated["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{rotated}"));
+    assert_eq!(rotated["scope"], "vo:dteam group:dteam_admin", "{rotated}");
+    assert_eq!(refresh(old)["error"], "invalid_grant");
+    assert_eq!(
+        refresh(next)["error"],
+        "invalid_grant",
+        "the family is revoked"
+    );
 
     // eve's IdP groups do not include /dteam/admin: refused at the callback.
     let mut cli = login("dteam_admin");
