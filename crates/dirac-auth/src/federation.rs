@@ -64,13 +64,17 @@ pub async fn start(s: &AuthServer, user_code: &str, idp: &IdpConfig) -> Result<S
     ))
 }
 
-/// The IdP's answer: approve the device flow of this state, or say why not.
-/// The approved identity and the flow's user code.
-pub async fn finish(
-    s: &AuthServer,
-    state: &str,
-    code: &str,
-) -> Result<(Identity, String), AuthError> {
+/// What the registry made of the IdP's answer.
+pub enum Outcome {
+    /// The flow (user code) is approved for this identity.
+    Approved(Identity, String),
+    /// The flow (user code) is denied, for this reason.
+    Refused(String, String),
+}
+
+/// The IdP's answer: approve or deny the flow of this state; an error when
+/// the answer itself is unusable.
+pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Outcome, AuthError> {
     let (user_code, verifier, nonce) = s
         .store
         .take_federation_state(&store::digest(state))
@@ -147,7 +151,7 @@ pub async fn finish(
             // The waiting device learns at once (access_denied), not at expiry.
             s.store.deny(&user_code).await?;
             tracing::info!(vo = %scope.vo, group = %scope.group, "federated login refused");
-            return Err(AuthError::InvalidScope(reason));
+            return Ok(Outcome::Refused(reason, user_code));
         }
     };
     if !s.store.approve(&user_code, &identity).await? {
@@ -156,7 +160,7 @@ pub async fn finish(
         ));
     }
     tracing::info!(sub = %identity.sub, group = %identity.group, "federated login approved");
-    Ok((identity, user_code))
+    Ok(Outcome::Approved(identity, user_code))
 }
 
 /// Verify an ID token: asymmetric algorithms only, a key of the IdP's JWKS,

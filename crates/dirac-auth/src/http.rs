@@ -405,6 +405,22 @@ fn remaining_lifetime(token: &str) -> Option<u64> {
     exp.checked_sub(now)
 }
 
+/// After a denial: an authorization-code flow sends the browser back to
+/// its client with `error=access_denied`; a device flow shows `done`.
+async fn denied_page(s: &AuthServer, user_code: &str, done: Response) -> Response {
+    match s.store.authorization_redirect(user_code).await {
+        Ok(None) => done,
+        Ok(Some((redirect_uri, state))) => {
+            let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+            let state = state
+                .map(|st| format!("&state={}", crate::federation::enc(&st)))
+                .unwrap_or_default();
+            see_other(&format!("{redirect_uri}{sep}error=access_denied{state}"))
+        }
+        Err(e) => server_error(&e),
+    }
+}
+
 /// A pilot exchanges its one-time secret for a short GenericPilot token.
 pub const PILOT_GRANT: &str = "urn:dirac:params:oauth:grant-type:pilot-secret";
 
@@ -695,11 +711,14 @@ async fn verify_submit(
     };
     if value("action") == "deny" {
         return match s.store.deny(&code).await {
-            Ok(true) => page(
-                StatusCode::OK,
-                "Request denied",
-                "<p>The device will not get access. You can close this window.</p>",
-            ),
+            Ok(true) => {
+                let done = page(
+                    StatusCode::OK,
+                    "Request denied",
+                    "<p>The device will not get access. You can close this window.</p>",
+                );
+                denied_page(&s, &code, done).await
+            }
             Ok(false) => bad_code(),
             Err(e) => server_error(&e),
         };
@@ -778,7 +797,15 @@ async fn federation_callback(
         );
     };
     match crate::federation::finish(&s, state, code).await {
-        Ok((identity, user_code)) => {
+        Ok(crate::federation::Outcome::Refused(reason, user_code)) => {
+            let refused = page(
+                StatusCode::FORBIDDEN,
+                "Login refused",
+                &format!("<p>{}</p>", escape(&reason)),
+            );
+            denied_page(&s, &user_code, refused).await
+        }
+        Ok(crate::federation::Outcome::Approved(identity, user_code)) => {
             let done = page(
                 StatusCode::OK,
                 "Logged in",

@@ -375,6 +375,22 @@ impl Store {
         Ok(Some((redirect_uri, state, code)))
     }
 
+    /// The redirect (URI, client state) of an authorization-code flow in
+    /// any state; None for a device flow.
+    pub async fn authorization_redirect(
+        &self,
+        user_code: &str,
+    ) -> Result<Option<(String, Option<String>)>, AuthError> {
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            self.db
+                .sql("SELECT RedirectURI, ClientState FROM DeviceFlows WHERE UserCode = ?"),
+        )
+        .bind(user_code.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.and_then(|(r, st)| r.map(|r| (r, st))))
+    }
+
     /// Exchange an authorization code once: the client, the redirect URI
     /// and the PKCE verifier must match what the authorization asked for.
     pub async fn exchange_authorization_code(

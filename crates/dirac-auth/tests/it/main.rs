@@ -803,6 +803,27 @@ async fn authorization_code_with_pkce() {
         assert!(info.contains("lhcb:alice"), "{info}");
         let again = exchange(VERIFIER, redirect).await;
         assert!(again.1.to_string().contains("already used"), "{}", again.1);
+
+        // A denial goes back to the client as access_denied.
+        let (_, verify) =
+            redirect_of(&h, &authorize_path("notebook", redirect, "S256", CHALLENGE)).await;
+        let user_code = verify.rsplit('=').next().expect("user code");
+        let response = h
+            .router
+            .clone()
+            .oneshot(
+                Request::post("/api/auth/device/verify")
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(format!("user_code={user_code}&action=deny")))
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "http://127.0.0.1:5555/callback?error=access_denied&state=xyz"
+        );
     });
 }
 
