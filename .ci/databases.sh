@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure MariaDB, PostgreSQL and Redis answer on loopback: start them when
-# installed and stopped, install them from Debian's packages when missing.
+# Make sure MariaDB, PostgreSQL and Redis answer on loopback, and that Node is
+# there for the test IdP: start them when installed and stopped, install them
+# from Debian's packages when missing.
 set -euo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -48,3 +49,6 @@ if ! up 6379; then
   wait_port 6379
 fi
 echo "databases up: mariadb 3306, postgresql 5432, redis 6379"
+
+# Node runs the real OIDC provider of the federation tests (make test-tools).
+command -v npm >/dev/null || install nodejs npm
