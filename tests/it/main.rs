@@ -262,12 +262,20 @@ fn embedded_installation_runs_the_job_lifecycle() {
     d.stop();
 }
 
+/// Where `scripts/test-tools.sh` installs the test tools.
+fn test_tools() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("DIRAC_TEST_TOOLS") {
+        return Some(PathBuf::from(dir));
+    }
+    let home = std::env::var("HOME").ok()?;
+    Some(Path::new(&home).join(".cache/dirac-test-tools"))
+}
+
 fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("DIRAC_TEST_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let home = std::env::var("HOME").ok()?;
-    let p = Path::new(&home).join(".cache/dirac-test-tools/venv/bin/python");
+    let p = test_tools()?.join("venv/bin/python");
     p.exists().then_some(p)
 }
 
@@ -825,8 +833,7 @@ impl Drop for Reaped {
 }
 
 fn idp_dir() -> Option<PathBuf> {
-    let home = std::env::var("HOME").ok()?;
-    let dir = Path::new(&home).join(".cache/dirac-test-tools/idp");
+    let dir = test_tools()?.join("idp");
     dir.join("node_modules/oidc-provider")
         .exists()
         .then_some(dir)
