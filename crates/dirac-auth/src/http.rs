@@ -49,6 +49,25 @@ impl Params {
         })
     }
 
+    /// A query string's parameters (an unparsable one has none).
+    fn from_query(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Self {
+        Params(query.map(|Query(q)| q).unwrap_or_default())
+    }
+
+    /// The first parameter given more than once (RFC 6749 §3.1 forbids it).
+    fn repeated(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| self.0[..*i].iter().any(|(seen, _)| seen == k))
+            .map(|(_, (k, _))| k.as_str())
+    }
+
+    /// The value of `name`, None when absent or repeated.
+    fn one(&self, name: &str) -> Option<&str> {
+        self.get(name).ok().flatten()
+    }
+
     fn get(&self, name: &str) -> Result<Option<&str>, AuthError> {
         let mut values = self.0.iter().filter(|(k, _)| k == name);
         let first = values.next().map(|(_, v)| v.as_str());
@@ -217,13 +236,8 @@ async fn authorize(
     State(s): Srv,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let params = query.map(|Query(q)| q).unwrap_or_default();
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let params = Params::from_query(query);
+    let get = |k: &str| params.one(k);
     // Nothing is redirected before the client and its redirect URI are known.
     let refuse = |why: &str| {
         page(
@@ -232,6 +246,9 @@ async fn authorize(
             &format!("<p>{}</p>", escape(why)),
         )
     };
+    if let Some(name) = params.repeated() {
+        return refuse(&format!("parameter '{name}' is repeated"));
+    }
     let Some(client_id) = get("client_id") else {
         return refuse("client_id is required");
     };
@@ -322,14 +339,19 @@ async fn approved_page(s: &AuthServer, user_code: &str, done: Response) -> Respo
     match s.store.issue_authorization_code(user_code).await {
         Ok(None) => done,
         Ok(Some((redirect_uri, state, code))) => {
-            let sep = if redirect_uri.contains('?') { '&' } else { '?' };
-            let state = state
-                .map(|st| format!("&state={}", crate::federation::enc(&st)))
-                .unwrap_or_default();
-            see_other(&format!("{redirect_uri}{sep}code={code}{state}"))
+            back_to_client(&redirect_uri, &format!("code={code}"), state)
         }
         Err(e) => server_error(&e),
     }
+}
+
+/// The client's redirect URI with `answer` and its `state` added.
+fn back_to_client(redirect_uri: &str, answer: &str, state: Option<String>) -> Response {
+    let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+    let state = state
+        .map(|st| format!("&state={}", crate::federation::enc(&st)))
+        .unwrap_or_default();
+    see_other(&format!("{redirect_uri}{sep}{answer}{state}"))
 }
 
 /// RFC 8693 token exchange.
@@ -353,11 +375,12 @@ async fn exchange(s: &AuthServer, p: &Params) -> Result<Response, AuthError> {
             "only access tokens are issued by exchange".into(),
         ));
     }
-    let subject = p.require("subject_token")?;
-    let identity = s
+    let claims = s
         .verifier
-        .verify(subject)
+        .verify_claims(p.require("subject_token")?)
         .map_err(|e| AuthError::InvalidGrant(format!("subject_token: {e}")))?;
+    let left = u64::try_from(claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0);
+    let identity = dirac_core::auth::Identity::from(claims);
     if identity.job.is_some() {
         return Err(AuthError::InvalidGrant(
             "job tokens cannot be exchanged".into(),
@@ -377,7 +400,6 @@ async fn exchange(s: &AuthServer, p: &Params) -> Result<Response, AuthError> {
     }
     let new =
         scope::regrant(&s.config, &scope, &identity.username).map_err(AuthError::InvalidScope)?;
-    let left = remaining_lifetime(subject).unwrap_or(0);
     let lifetime = left.min(s.settings.access_lifetime_s);
     if lifetime == 0 {
         return Err(AuthError::InvalidGrant("subject_token expires now".into()));
@@ -393,29 +415,13 @@ async fn exchange(s: &AuthServer, p: &Params) -> Result<Response, AuthError> {
     })))
 }
 
-/// Seconds left on a token already verified (its `exp` claim).
-fn remaining_lifetime(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_u64()?;
-    let now = u64::try_from(chrono::Utc::now().timestamp()).ok()?;
-    exp.checked_sub(now)
-}
-
 /// After a denial: an authorization-code flow sends the browser back to
 /// its client with `error=access_denied`; a device flow shows `done`.
 async fn denied_page(s: &AuthServer, user_code: &str, done: Response) -> Response {
     match s.store.authorization_redirect(user_code).await {
         Ok(None) => done,
         Ok(Some((redirect_uri, state))) => {
-            let sep = if redirect_uri.contains('?') { '&' } else { '?' };
-            let state = state
-                .map(|st| format!("&state={}", crate::federation::enc(&st)))
-                .unwrap_or_default();
-            see_other(&format!("{redirect_uri}{sep}error=access_denied{state}"))
+            back_to_client(&redirect_uri, "error=access_denied", state)
         }
         Err(e) => server_error(&e),
     }
@@ -775,13 +781,8 @@ async fn federation_callback(
     State(s): Srv,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let params = query.map(|Query(q)| q).unwrap_or_default();
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let params = Params::from_query(query);
+    let get = |k: &str| params.one(k);
     if let Some(error) = get("error") {
         return page(
             StatusCode::BAD_REQUEST,

@@ -11,7 +11,7 @@
 //! group's own).
 
 use dirac_core::auth::Identity;
-use dirac_core::config::DiracConfig;
+use dirac_core::config::{DiracConfig, GroupConfig, VoConfig};
 
 /// A parsed and checked scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,42 +94,67 @@ pub fn parse(scope: &str, config: &DiracConfig) -> Result<Scope, String> {
 
 /// The identity `username` gets for `scope`, or why it is refused.
 pub fn grant(config: &DiracConfig, scope: &Scope, username: &str) -> Result<Identity, String> {
-    let voc = config
-        .registry
-        .vos
-        .get(&scope.vo)
-        .ok_or_else(|| format!("unknown VO '{}'", scope.vo))?;
-    let user = voc.users.get(username).ok_or_else(|| {
-        format!(
+    let voc = vo_of(config, scope)?;
+    if !voc.users.contains_key(username) {
+        return Err(format!(
             "user '{}' is not registered in VO '{}'",
             clip(username),
             scope.vo
-        )
-    })?;
-    if user.suspended {
-        return Err(format!("user '{username}' is suspended"));
+        ));
+    }
+    grant_with(voc, scope, username, |g| {
+        g.users.iter().any(|u| u == username)
+    })
+    .map_err(|not_member| {
+        not_member.unwrap_or_else(|| {
+            format!(
+                "user '{}' is not a member of group '{}'",
+                clip(username),
+                scope.group
+            )
+        })
+    })
+}
+
+fn vo_of<'a>(config: &'a DiracConfig, scope: &Scope) -> Result<&'a VoConfig, String> {
+    config
+        .registry
+        .vos
+        .get(&scope.vo)
+        .ok_or_else(|| format!("unknown VO '{}'", scope.vo))
+}
+
+/// The identity for `scope` when `member` says which groups the user is in:
+/// the requested group must be one, and each requested property must be
+/// held by one. `Err(None)`: the user is not in the requested group.
+fn grant_with(
+    voc: &VoConfig,
+    scope: &Scope,
+    username: &str,
+    member: impl Fn(&GroupConfig) -> bool,
+) -> Result<Identity, Option<String>> {
+    if voc.users.get(username).is_some_and(|u| u.suspended) {
+        return Err(Some(format!("user '{}' is suspended", clip(username))));
     }
     let group = voc
         .groups
         .get(&scope.group)
-        .ok_or_else(|| format!("unknown group '{}'", scope.group))?;
-    if !group.users.iter().any(|u| u == username) {
-        return Err(format!(
-            "user '{username}' is not a member of group '{}'",
-            scope.group
-        ));
+        .ok_or_else(|| Some(format!("unknown group '{}'", scope.group)))?;
+    if !member(group) {
+        return Err(None);
     }
     let mut properties = group.properties.clone();
     for p in &scope.properties {
-        let allowed = voc
+        if !voc
             .groups
             .values()
-            .filter(|g| g.users.iter().any(|u| u == username))
-            .any(|g| g.properties.contains(p));
-        if !allowed {
-            return Err(format!(
-                "property '{p}' is not held by any group of user '{username}'"
-            ));
+            .filter(|g| member(g))
+            .any(|g| g.properties.contains(p))
+        {
+            return Err(Some(format!(
+                "property '{p}' is not held by any group of user '{}'",
+                clip(username)
+            )));
         }
         if !properties.contains(p) {
             properties.push(p.clone());
@@ -198,60 +223,26 @@ pub fn grant_federated(
     username: &str,
     claim_groups: &[String],
 ) -> Result<Identity, String> {
-    let voc = config
-        .registry
-        .vos
-        .get(&scope.vo)
-        .ok_or_else(|| format!("unknown VO '{}'", scope.vo))?;
-    if voc.users.get(username).is_some_and(|u| u.suspended) {
-        return Err(format!("user '{}' is suspended", clip(username)));
-    }
-    let member = |g: &dirac_core::config::GroupConfig| {
+    let voc = vo_of(config, scope)?;
+    let member = |g: &GroupConfig| {
         g.idp_role
             .as_ref()
             .is_some_and(|r| claim_groups.contains(r))
             || g.users.iter().any(|u| u == username)
     };
-    let group = voc
-        .groups
-        .get(&scope.group)
-        .ok_or_else(|| format!("unknown group '{}'", scope.group))?;
-    if !member(group) {
-        return Err(format!(
-            "the identity provider does not make '{}' a member of group '{}'{}",
-            clip(username),
-            scope.group,
-            group
-                .idp_role
-                .as_ref()
-                .map(|r| format!(" (needs {r})"))
-                .unwrap_or_default()
-        ));
-    }
-    let mut properties = group.properties.clone();
-    for p in &scope.properties {
-        if !voc
-            .groups
-            .values()
-            .filter(|g| member(g))
-            .any(|g| g.properties.contains(p))
-        {
-            return Err(format!(
-                "property '{p}' is not held by any group of user '{}'",
-                clip(username)
-            ));
-        }
-        if !properties.contains(p) {
-            properties.push(p.clone());
-        }
-    }
-    Ok(Identity {
-        sub: format!("{}:{username}", scope.vo),
-        username: username.to_string(),
-        vo: scope.vo.clone(),
-        group: scope.group.clone(),
-        properties,
-        job: None,
+    grant_with(voc, scope, username, member).map_err(|not_member| {
+        not_member.unwrap_or_else(|| {
+            let role = voc
+                .groups
+                .get(&scope.group)
+                .and_then(|g| g.idp_role.as_ref());
+            format!(
+                "the identity provider does not make '{}' a member of group '{}'{}",
+                clip(username),
+                scope.group,
+                role.map(|r| format!(" (needs {r})")).unwrap_or_default()
+            )
+        })
     })
 }
 
@@ -260,11 +251,7 @@ pub fn grant_federated(
 /// keeps a group while the registry still maps it to an IdP role (or lists
 /// the user) and the user is not suspended.
 pub fn regrant(config: &DiracConfig, scope: &Scope, username: &str) -> Result<Identity, String> {
-    let voc = config
-        .registry
-        .vos
-        .get(&scope.vo)
-        .ok_or_else(|| format!("unknown VO '{}'", scope.vo))?;
+    let voc = vo_of(config, scope)?;
     if voc.idp.is_none() {
         return grant(config, scope, username);
     }

@@ -353,25 +353,23 @@ impl Store {
         &self,
         user_code: &str,
     ) -> Result<Option<(String, Option<String>, String)>, AuthError> {
-        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(self.db.sql(
-            "SELECT RedirectURI, ClientState FROM DeviceFlows WHERE UserCode = ? AND Status = 'READY'",
-        ))
-        .bind(user_code.to_string())
-        .fetch_optional(self.db.pool())
-        .await?;
-        let Some((Some(redirect_uri), state)) = row else {
+        let Some((redirect_uri, state)) = self.authorization_redirect(user_code).await? else {
             return Ok(None);
         };
         let code = random_secret();
-        sqlx::query(
-            self.db.sql(
+        let issued =
+            sqlx::query(self.db.sql(
                 "UPDATE DeviceFlows SET DeviceCode = ? WHERE UserCode = ? AND Status = 'READY'",
-            ),
-        )
-        .bind(digest(&code))
-        .bind(user_code.to_string())
-        .execute(self.db.pool())
-        .await?;
+            ))
+            .bind(digest(&code))
+            .bind(user_code.to_string())
+            .execute(self.db.pool())
+            .await?;
+        if issued.rows_affected() != 1 {
+            return Err(AuthError::InvalidGrant(
+                "the authorization was answered already".into(),
+            ));
+        }
         Ok(Some((redirect_uri, state, code)))
     }
 

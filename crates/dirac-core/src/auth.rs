@@ -379,6 +379,11 @@ impl TokenVerifier {
     /// are refused), a known key id, the issuer, the audience, `exp` and
     /// `nbf` (30 s leeway).
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        self.verify_claims(token).map(Identity::from)
+    }
+
+    /// [`verify`](Self::verify), returning the whole claim set (`exp`, `jti`, …).
+    pub fn verify_claims(&self, token: &str) -> Result<Claims, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
@@ -413,7 +418,7 @@ impl TokenVerifier {
                 continue;
             }
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-                Ok(data) => return Ok(data.claims.into()),
+                Ok(data) => return Ok(data.claims),
                 Err(e) => last = TokenError::Invalid(e.to_string()),
             }
         }
