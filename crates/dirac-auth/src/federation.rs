@@ -200,3 +200,77 @@ fn verify_id_token(
     }
     Ok(data.claims)
 }
+
+#[cfg(test)]
+mod tests {
+    use dirac_core::auth::TokenIssuer;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const IDP: &str = "https://idp.example.org";
+
+    /// An IdP key (Ed25519, made by our own issuer) and its JWKS.
+    fn idp_key() -> (EncodingKey, String, jsonwebtoken::jwk::JwkSet) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("idp.pem");
+        let issuer = TokenIssuer::load_or_create(&path, IDP, "x").expect("key");
+        let pem = std::fs::read(&path).expect("pem");
+        let jwks = serde_json::from_value(issuer.jwks()).expect("jwks");
+        (
+            EncodingKey::from_ed_pem(&pem).expect("encoding key"),
+            issuer.kid().to_string(),
+            jwks,
+        )
+    }
+
+    fn id_token(key: &EncodingKey, kid: &str, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, &claims, key).expect("sign")
+    }
+
+    #[test]
+    fn id_tokens_are_checked() {
+        let (key, kid, jwks) = idp_key();
+        let now = chrono::Utc::now().timestamp();
+        let good =
+            json!({"iss": IDP, "aud": "dirac", "sub": "u1", "exp": now + 300, "nonce": "n1"});
+        let verify = |token: &str| verify_id_token(token, &jwks, IDP, "dirac", "n1");
+        assert_eq!(
+            verify(&id_token(&key, &kid, good.clone())).expect("valid")["sub"],
+            "u1"
+        );
+
+        let mut refused = Vec::new();
+        for (field, value) in [
+            ("nonce", json!("other")),
+            ("aud", json!("someone-else")),
+            ("iss", json!("https://evil.example.org")),
+            ("exp", json!(now - 3600)),
+        ] {
+            let mut claims = good.clone();
+            claims[field] = value;
+            refused.push((field, verify(&id_token(&key, &kid, claims))));
+        }
+        refused.push(("kid", verify(&id_token(&key, "unknown-kid", good.clone()))));
+        // HMAC with a guessable secret is never accepted.
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &good,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .expect("sign");
+        refused.push(("alg", verify(&hs)));
+        let mut tampered = id_token(&key, &kid, good);
+        tampered.insert(tampered.len() - 2, 'A');
+        refused.push(("signature", verify(&tampered)));
+        for (what, result) in refused {
+            assert!(
+                matches!(&result, Err(AuthError::InvalidGrant(m)) if m.starts_with("ID token")),
+                "{what}: {result:?}"
+            );
+        }
+    }
+}

@@ -730,6 +730,17 @@ async fn authorization_code_with_pkce() {
                 "code_challenge",
             ),
         ];
+        let (status, page) = h
+            .get(
+                &format!(
+                    "{}&client_id=notebook",
+                    authorize_path("notebook", "http://127.0.0.1/callback", "S256", CHALLENGE)
+                ),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("&#39;client_id&#39; is repeated"), "{page}");
         for (client, redirect, method, challenge, why) in refused {
             let (status, page) = h
                 .get(&authorize_path(client, redirect, method, challenge), None)
@@ -873,6 +884,64 @@ async fn token_exchange_changes_group_within_the_registry() {
         tampered.push('x');
         let refused = exchange(tampered, "group:lhcb_prod").await;
         assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_grant");
+        // Only access tokens are exchanged, and only for access tokens.
+        let refresh = str_of(&alice, "refresh_token");
+        for (field, value) in [
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:refresh_token",
+            ),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:refresh_token",
+            ),
+        ] {
+            let mut form = vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", token.as_str()),
+                ("scope", "group:lhcb_prod"),
+            ];
+            if field == "requested_token_type" {
+                form.push((
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token",
+                ));
+            }
+            form.push((field, value));
+            let refused = h.post("/api/auth/token", &form).await;
+            assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_request");
+        }
+        let refused = exchange(refresh.to_string(), "group:lhcb_prod").await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_grant");
+        // A job token stays a job token.
+        let job = TokenIssuer::load_or_create(
+            &h._keys.path().join("key.pem"),
+            "https://auth.test",
+            "dirac-rs",
+        )
+        .expect("the server's key")
+        .issue(
+            &dirac_core::auth::Identity {
+                sub: "lhcb:alice".into(),
+                username: "alice".into(),
+                vo: "lhcb".into(),
+                group: "lhcb_user".into(),
+                properties: vec!["NormalUser".into()],
+                job: Some(7),
+            },
+            600,
+        )
+        .expect("job token");
+        let refused = exchange(job, "group:lhcb_prod").await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_grant");
+        assert!(
+            refused.1.to_string().contains("job tokens"),
+            "{}",
+            refused.1
+        );
     });
 }
 
@@ -959,6 +1028,16 @@ async fn sessions_are_listed_and_revoked_by_their_owner_or_an_administrator() {
             .into_inner();
         assert_eq!(mine.sessions.len(), 1);
 
+        let mut job = as_user(pb::ListSessionsRequest::default(), "alice", &["NormalUser"]);
+        if let Some(id) = job.extensions_mut().get_mut::<dirac_core::auth::Identity>() {
+            id.job = Some(7);
+        }
+        let denied = admin.list_sessions(job).await.expect_err("job token");
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        let too_many = revoke("alice", vec![String::new(); 1001])
+            .await
+            .expect_err("bound");
+        assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
         let who = admin
             .who_am_i(as_user(pb::WhoAmIRequest {}, "alice", &["NormalUser"]))
             .await
