@@ -822,6 +822,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// curl's standard output, silent, with `jar` as cookie jar if given.
+fn curl(jar: Option<&Path>, args: &[&str]) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.arg("-s");
+    if let Some(jar) = jar {
+        cmd.args(["-L", "-c"]).arg(jar).arg("-b").arg(jar);
+    }
+    let out = cmd.args(args).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Where curl ends up after following redirects (even a dead end).
+const FINAL_URL: [&str; 4] = ["-o", "/dev/null", "-w", "%{url_effective}"];
+
 /// A child process killed and reaped when the test ends, panics included.
 struct Reaped(std::process::Child);
 
@@ -929,37 +943,25 @@ Services:
     // Follow the verification URL to the IdP's login form and log in there.
     let browse = |url: &str, user: &str| -> String {
         let jar = home.path().join(format!("cookies-{user}"));
-        let form = Command::new("curl")
-            .args(["-s", "-L", "-c"])
-            .arg(&jar)
-            .arg("-b")
-            .arg(&jar)
-            .args(["-o", "/dev/null", "-w", "%{url_effective}", url])
-            .output()
-            .expect("curl");
-        let interaction = String::from_utf8_lossy(&form.stdout).to_string();
+        let interaction = curl(Some(&jar), &[&FINAL_URL[..], &[url]].concat());
         assert!(
             interaction.contains("/interaction/"),
             "not at the IdP login form: {interaction}\n{}",
             d.log()
         );
-        let done = Command::new("curl")
-            .args(["-s", "-L", "-c"])
-            .arg(&jar)
-            .arg("-b")
-            .arg(&jar)
-            .args([
+        let login = format!("login={user}");
+        curl(
+            Some(&jar),
+            &[
                 "-d",
                 "prompt=login",
                 "-d",
-                &format!("login={user}"),
+                &login,
                 "-d",
                 "password=any",
                 &interaction,
-            ])
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&done.stdout).to_string()
+            ],
+        )
     };
     let verification_url = |child: &mut std::process::Child| {
         let stderr = child.stderr.take().expect("stderr");
@@ -1001,14 +1003,14 @@ Services:
         &std::fs::read(home.path().join(".config/dirac/credentials.json")).expect("credentials"),
     )
     .expect("json");
+    let token_url = format!("{auth_url}/api/auth/token");
     let refresh = |token: &str| -> serde_json::Value {
-        let out = Command::new("curl")
-            .args(["-s", "-d", "grant_type=refresh_token", "-d"])
-            .arg(format!("refresh_token={token}"))
-            .arg(format!("{auth_url}/api/auth/token"))
-            .output()
-            .expect("curl");
-        serde_json::from_slice(&out.stdout).expect("json")
+        let form = format!("refresh_token={token}");
+        let out = curl(
+            None,
+            &["-d", "grant_type=refresh_token", "-d", &form, &token_url],
+        );
+        serde_json::from_str(&out).expect("json")
     };
     let old = creds["refresh_token"].as_str().expect("refresh token");
     let rotated = refresh(old);
@@ -1060,25 +1062,15 @@ Services:
 
     // A web client: authorization code + PKCE, the user logs in at the IdP.
     let jar = home.path().join("cookies-web");
-    let curl = |extra: &[&str], url: &str| -> String {
-        let out = Command::new("curl")
-            .args(["-s", "-L", "-c"])
-            .arg(&jar)
-            .arg("-b")
-            .arg(&jar)
-            .args(extra)
-            .args(["-o", "/dev/null", "-w", "%{url_effective}", url])
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let web =
+        |extra: &[&str], url: &str| curl(Some(&jar), &[extra, &FINAL_URL[..], &[url]].concat());
     let (verifier, challenge) = (
         "dBjftJeZ4CVP-mJ92ZLSTJ8QsZZgyqxjHkUJtKYkKCU",
         "j3yHXpD1iMP57S7Wg9wf_PxATnq2nwvh71oHnbWdl40",
     );
     // Nothing listens there: curl stops at the client's redirect URI.
     let redirect = format!("http://127.0.0.1:{}/cb", free_port());
-    let interaction = curl(
+    let interaction = web(
         &[],
         &format!(
             "{auth_url}/api/auth/authorize?response_type=code&client_id=notebook\
@@ -1087,7 +1079,7 @@ Services:
         ),
     );
     assert!(interaction.contains("/interaction/"), "{interaction}");
-    let back = curl(
+    let back = web(
         &[
             "-d",
             "prompt=login",
@@ -1102,34 +1094,36 @@ Services:
         .strip_prefix(&format!("{redirect}?code="))
         .and_then(|q| q.strip_suffix("&state=s1"))
         .unwrap_or_else(|| panic!("not back at the client: {back}"));
-    let tokens = Command::new("curl")
-        .args([
-            "-s",
+    let (code, verifier_field, redirect_field) = (
+        format!("code={code}"),
+        format!("code_verifier={verifier}"),
+        format!("redirect_uri={redirect}"),
+    );
+    let tokens = curl(
+        None,
+        &[
             "-d",
             "grant_type=authorization_code",
             "-d",
             "client_id=notebook",
-        ])
-        .args([
             "-d",
-            &format!("code={code}"),
+            &code,
             "-d",
-            &format!("code_verifier={verifier}"),
-        ])
-        .args(["--data-urlencode", &format!("redirect_uri={redirect}")])
-        .arg(format!("{auth_url}/api/auth/token"))
-        .output()
-        .expect("curl");
-    let tokens: serde_json::Value = serde_json::from_slice(&tokens.stdout).expect("json");
+            &verifier_field,
+            "--data-urlencode",
+            &redirect_field,
+            &token_url,
+        ],
+    );
+    let tokens: serde_json::Value = serde_json::from_str(&tokens).expect("json");
     let access = tokens["access_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{tokens}"));
-    let info = Command::new("curl")
-        .args(["-s", "-H", &format!("Authorization: Bearer {access}")])
-        .arg(format!("{auth_url}/api/auth/userinfo"))
-        .output()
-        .expect("curl");
-    let info = String::from_utf8_lossy(&info.stdout);
+    let bearer = format!("Authorization: Bearer {access}");
+    let info = curl(
+        None,
+        &["-H", &bearer, &format!("{auth_url}/api/auth/userinfo")],
+    );
     assert!(
         info.contains("dteam:bob") && info.contains("dteam_admin"),
         "{info}"
@@ -1211,18 +1205,16 @@ Services:
     let mut cli = login("dteam_admin");
     let (url, _) = verification_url(&mut cli);
     let user_code = url.split("user_code=").nth(1).expect("user_code in url");
-    let forged = Command::new("curl")
-        .args([
-            "-s",
+    let forged = curl(
+        None,
+        &[
             "-d",
             &format!("user_code={user_code}"),
             "-d",
             "username=eve",
-        ])
-        .arg(format!("{auth_url}/api/auth/device/verify"))
-        .output()
-        .expect("curl");
-    let forged = String::from_utf8_lossy(&forged.stdout);
+            &format!("{auth_url}/api/auth/device/verify"),
+        ],
+    );
     assert!(forged.contains("through its identity provider"), "{forged}");
     let _ = cli.kill();
     drop(idp);
