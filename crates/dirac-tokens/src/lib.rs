@@ -7,10 +7,10 @@
 pub mod idp;
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use dirac_core::config::IdpConfig;
-use tokio::sync::Mutex;
 
 /// Scopes of a pilot-submission token (WLCG JWT profile).
 pub const PILOT_SUBMISSION_SCOPES: &str =
@@ -83,8 +83,9 @@ impl TokenManager {
         scope: &str,
     ) -> Result<AccessToken, TokenError> {
         let key = (audience.to_string(), scope.to_string());
-        let mut cache = self.cache.lock().await;
-        if let Some(t) = cache.get(&key)
+        // No lock is held across the IdP call: a slow IdP answer for one
+        // CE does not hold up the others (two racing misses fetch twice).
+        if let Some(t) = self.cached().get(&key)
             && t.expires_at > Instant::now() + RENEW_BEFORE
         {
             return Ok(t.clone());
@@ -121,8 +122,14 @@ impl TokenManager {
             expires_at: Instant::now() + Duration::from_secs(lifetime),
         };
         tracing::info!(audience, scope = %t.scope, lifetime, "client-credentials token minted");
-        cache.insert(key, t.clone());
+        self.cached().insert(key, t.clone());
         Ok(t)
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), AccessToken>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
