@@ -15,9 +15,9 @@ fi
 # A real OIDC identity provider (panva's oidc-provider) for the federation tests.
 IDP="$TOOLS/idp"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
-if [ ! -f "$IDP/.dirac-idp-1" ]; then
+if [ ! -f "$IDP/.dirac-idp-2" ]; then
   mkdir -p "$IDP"
   cp "$HERE/tests/idp/package.json" "$IDP/"
   (cd "$IDP" && npm install --silent --no-audit --no-fund)
-  touch "$IDP/.dirac-idp-1"
+  touch "$IDP/.dirac-idp-2"
 fi

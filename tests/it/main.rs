@@ -651,9 +651,11 @@ fn no_secret_reaches_the_logs() {
         .lines()
         .filter(|l| !l.starts_with("-----"))
         .collect();
+    let vault_key = text("token-vault.key").trim().to_string();
     for (what, secret) in [
         ("user token", token.as_str()),
         ("signing key", key.as_str()),
+        ("vault key", vault_key.as_str()),
     ] {
         // Any 24-character piece of the secret would do: look for its signature part.
         let piece = &secret[secret.len() - 24..];
@@ -785,9 +787,15 @@ fn rotated_signing_keys_keep_old_tokens_valid() {
         .find_map(|l| l.strip_prefix("token: ").map(str::to_string))
         .expect("token");
     let dir = d.stop_and_keep();
+    // The installation moves from Ed25519 to RSA keys on the way.
+    let rs256 = (
+        "DIRAC__SERVICES__AUTH__SIGNINGALGORITHM",
+        "RS256".to_string(),
+    );
     let out = Command::new(bin("diracd"))
         .args(["rotate-key", "--data-dir"])
         .arg(dir.path())
+        .env(rs256.0, &rs256.1)
         .output()
         .expect("rotate");
     assert!(
@@ -795,9 +803,28 @@ fn rotated_signing_keys_keep_old_tokens_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let d = Diracd::start_with(dir, &no_sites);
+    let d = Diracd::start_with(dir, &[no_sites[0].clone(), rs256]);
     let new = std::fs::read_to_string(d.client_config()).expect("client.yaml");
     assert!(!new.contains(&old), "a new token after the restart");
+    let new_token = new
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token");
+    let header: serde_json::Value = {
+        use base64::Engine as _;
+        let part = new_token.split('.').next().expect("header");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .expect("base64url");
+        serde_json::from_slice(&bytes).expect("json")
+    };
+    assert_eq!(header["alg"], "RS256", "{header}");
+    let out = d.dirac(&["job", "search"]);
+    assert!(
+        out.status.success(),
+        "the RS256 token is refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The token of the retired key still works; a forged one does not.
     let out = d.dirac(&["--token", &old, "job", "search"]);
     assert!(
@@ -809,7 +836,13 @@ fn rotated_signing_keys_keep_old_tokens_valid() {
         &std::fs::read_to_string(d.dir.path().join("jwks.json")).expect("jwks"),
     )
     .expect("json");
-    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(2));
+    let kinds: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kty"].as_str())
+        .collect();
+    assert_eq!(kinds, ["RSA", "OKP"]);
     d.stop();
 }
 
@@ -1200,6 +1233,104 @@ Services:
         matches!(&refused, Err(dirac_tokens::TokenError::Refused(m)) if m.contains("invalid_client")),
         "{refused:?}"
     );
+
+    // The TokenManager works on bob's behalf with the refresh token his
+    // login left, sealed in AuthDB under the installation's vault key.
+    let db_url = format!("sqlite://{}", d.dir.path().join("jobdb.sqlite").display());
+    let idp_config = dirac_core::config::IdpConfig {
+        url: format!("http://127.0.0.1:{idp_port}"),
+        client_id: "dirac-auth".into(),
+        client_secret_file: Some(secret.clone()),
+        group_claim: "wlcg.groups".into(),
+    };
+    let sealed_row = |user: &str| -> Option<String> {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute(\
+                 'SELECT Sealed FROM IdPTokens WHERE Username=?',(sys.argv[2],)).fetchone(); \
+                 print(r[0] if r else '')",
+            ])
+            .arg(d.dir.path().join("jobdb.sqlite"))
+            .arg(user)
+            .output()
+            .expect("python3");
+        let row = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!row.is_empty()).then_some(row)
+    };
+    let before = sealed_row("bob").expect("bob's IdP token is kept");
+    assert!(before.starts_with("xc1."), "sealed, not plain: {before}");
+    let (user, storage, refused, stranger, wrong_key) = rt.block_on(async {
+        let vault = dirac_auth::TokenVault::open(
+            dirac_core::db::Db::connect(&db_url, 2)
+                .await
+                .expect("AuthDB"),
+        )
+        .await
+        .expect("vault");
+        let sealer = dirac_tokens::Sealer::from_file(&d.dir.path().join("token-vault.key"))
+            .expect("vault key");
+        let tokens = dirac_tokens::TokenManager::new(idp_config.clone()).with_sealer(sealer);
+        let user = tokens.user_token(&vault, "bob", "", None).await;
+        let read = dirac_tokens::storage_scope("read", "/dteam/data").expect("scope");
+        let create = dirac_tokens::storage_scope("create", "/dteam/user/b/bob").expect("scope");
+        let storage = tokens
+            .storage_token(&vault, "bob", "https://se.example.org", &[read, create])
+            .await;
+        let other_vo = dirac_tokens::storage_scope("read", "/atlas").expect("scope");
+        let refused = tokens
+            .storage_token(&vault, "bob", "https://se.example.org", &[other_vo])
+            .await;
+        let stranger = tokens.user_token(&vault, "nobody", "", None).await;
+        let other_key =
+            dirac_tokens::Sealer::load_or_create(&home.path().join("other.key")).expect("key");
+        let wrong_key = dirac_tokens::TokenManager::new(idp_config.clone())
+            .with_sealer(other_key)
+            .user_token(&vault, "bob", "", None)
+            .await;
+        (user, storage, refused, stranger, wrong_key)
+    });
+    let user = user.expect("a user token from bob's kept refresh token");
+    assert!(user.scope.contains("wlcg.groups"), "{user:?}");
+    let info = curl(
+        None,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {}", user.token),
+            &format!("http://127.0.0.1:{idp_port}/me"),
+        ],
+    );
+    assert!(
+        info.contains("/dteam/admin"),
+        "the IdP knows bob by it: {info}"
+    );
+    let after = sealed_row("bob").expect("kept");
+    assert_ne!(
+        before, after,
+        "the rotated refresh token replaced the old one"
+    );
+    let storage = storage.expect("a storage token by token exchange");
+    let c = claims_of(&storage.token);
+    assert_eq!(c["aud"], "https://se.example.org", "{c}");
+    assert_eq!(c["sub"], "bob", "{c}");
+    assert_eq!(
+        c["scope"], "storage.read:/dteam/data storage.create:/dteam/user/b/bob",
+        "{c}"
+    );
+    assert!(
+        matches!(&refused, Err(dirac_tokens::TokenError::Refused(m)) if m.contains("invalid_scope")),
+        "bob has no /atlas: {refused:?}"
+    );
+    assert!(
+        matches!(&stranger, Err(dirac_tokens::TokenError::NotStored(u)) if u == "nobody"),
+        "{stranger:?}"
+    );
+    assert!(
+        matches!(&wrong_key, Err(dirac_tokens::TokenError::Vault(_))),
+        "{wrong_key:?}"
+    );
+    // The log never shows the IdP's tokens.
+    assert!(!d.log().contains(&user.token) && !d.log().contains(&storage.token));
 
     // The development login form cannot approve a login of this VO.
     let mut cli = login("dteam_admin");

@@ -60,7 +60,16 @@ pub async fn start(s: &AuthServer, user_code: &str, idp: &IdpConfig) -> Result<S
         meta.authorization_endpoint,
         enc(&idp.client_id),
         enc(&redirect_uri(s)),
-        enc(&format!("openid profile {}", idp.group_claim)),
+        enc(&format!(
+            "openid profile {}{}",
+            idp.group_claim,
+            // The TokenManager keeps a refresh token for later work.
+            if s.settings.vault_key_file.is_some() {
+                " offline_access"
+            } else {
+                ""
+            }
+        )),
     ))
 }
 
@@ -160,6 +169,26 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Outcome, 
         ));
     }
     tracing::info!(sub = %identity.sub, group = %identity.group, "federated login approved");
+    if let (Some(key), Some(refresh)) = (&s.settings.vault_key_file, v["refresh_token"].as_str()) {
+        // The login stands even if the token cannot be kept: work on the
+        // user's behalf will say that no token is kept.
+        let kept = match dirac_tokens::Sealer::from_file(key) {
+            Ok(sealer) => {
+                dirac_tokens::TokenManager::new(idp.clone())
+                    .with_sealer(sealer)
+                    .keep_refresh_token(
+                        &crate::TokenVault(s.store.clone()),
+                        &identity.username,
+                        refresh,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = kept {
+            tracing::warn!(user = %identity.username, error = %e, "identity-provider token not kept");
+        }
+    }
     Ok(Outcome::Approved(identity, user_code))
 }
 

@@ -51,6 +51,9 @@ pub struct AuthSettings {
     pub pilot_pepper: String,
     /// Seconds a pilot token is valid.
     pub pilot_token_lifetime_s: u64,
+    /// The TokenManager's vault key: when set, federated logins ask the IdP
+    /// for a refresh token (`offline_access`) and keep it sealed in AuthDB.
+    pub vault_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AuthSettings {
@@ -64,6 +67,7 @@ impl Default for AuthSettings {
             public_url: "http://127.0.0.1:8080".into(),
             pilot_pepper: String::new(),
             pilot_token_lifetime_s: 2 * 86_400,
+            vault_key_file: None,
         }
     }
 }
@@ -137,6 +141,43 @@ impl IntoResponse for AuthError {
             );
         }
         response
+    }
+}
+
+/// AuthDB as the TokenManager's vault of sealed IdP refresh tokens.
+#[derive(Clone)]
+pub struct TokenVault(store::Store);
+
+impl TokenVault {
+    /// Migrate AuthDB and open its vault table.
+    pub async fn open(db: Db) -> Result<Self, AuthError> {
+        db.migrate("AuthDB", MIGRATIONS).await?;
+        Ok(TokenVault(store::Store::new(db)))
+    }
+}
+
+impl dirac_tokens::Vault for TokenVault {
+    async fn load(
+        &self,
+        idp: &str,
+        user: &str,
+    ) -> Result<Option<String>, dirac_tokens::TokenError> {
+        self.0
+            .idp_token(idp, user)
+            .await
+            .map_err(|e| dirac_tokens::TokenError::Vault(e.to_string()))
+    }
+
+    async fn save(
+        &self,
+        idp: &str,
+        user: &str,
+        sealed: &str,
+    ) -> Result<(), dirac_tokens::TokenError> {
+        self.0
+            .put_idp_token(idp, user, sealed)
+            .await
+            .map_err(|e| dirac_tokens::TokenError::Vault(e.to_string()))
     }
 }
 

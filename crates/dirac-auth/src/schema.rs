@@ -67,6 +67,17 @@ macro_rules! v3 {
     };
 }
 
+/// Version 5: the TokenManager's IdP refresh tokens, sealed (never plain).
+macro_rules! v5 {
+    ($suffix:literal) => {
+        [concat!(
+            "CREATE TABLE IdPTokens (IdP VARCHAR(255) NOT NULL, Username VARCHAR(64) NOT NULL, ",
+            "Sealed TEXT NOT NULL, UpdateTime VARCHAR(32) NOT NULL, PRIMARY KEY (IdP, Username))",
+            $suffix
+        )]
+    };
+}
+
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -95,5 +106,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: &V4,
         mysql: &V4,
         postgres: &V4,
+    },
+    Migration {
+        version: 5,
+        description: "sealed identity-provider refresh tokens",
+        sqlite: &v5!(""),
+        mysql: &v5!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+        postgres: &v5!(""),
     },
 ];

@@ -167,6 +167,7 @@ fn approved(
 /// (session id, user, group, scope, client, created, expires).
 pub type SessionRow = (String, String, String, String, String, String, String);
 
+#[derive(Clone)]
 pub struct Store {
     db: Db,
 }
@@ -747,6 +748,55 @@ impl Store {
         .execute(self.db.pool())
         .await?;
         Ok(row.filter(|_| gone.rows_affected() == 1))
+    }
+
+    /// The sealed IdP refresh token of (`idp`, `user`), if one is kept.
+    pub async fn idp_token(&self, idp: &str, user: &str) -> Result<Option<String>, AuthError> {
+        Ok(sqlx::query_scalar(
+            self.db
+                .sql("SELECT Sealed FROM IdPTokens WHERE IdP = ? AND Username = ?"),
+        )
+        .bind(idp.to_string())
+        .bind(user.to_string())
+        .fetch_optional(self.db.pool())
+        .await?)
+    }
+
+    /// Keep `sealed` as (`idp`, `user`)'s IdP refresh token, replacing any.
+    pub async fn put_idp_token(
+        &self,
+        idp: &str,
+        user: &str,
+        sealed: &str,
+    ) -> Result<(), AuthError> {
+        let update = || {
+            sqlx::query(self.db.sql(
+                "UPDATE IdPTokens SET Sealed = ?, UpdateTime = ? WHERE IdP = ? AND Username = ?",
+            ))
+            .bind(sealed.to_string())
+            .bind(time::now())
+            .bind(idp.to_string())
+            .bind(user.to_string())
+            .execute(self.db.pool())
+        };
+        if update().await?.rows_affected() == 1 {
+            return Ok(());
+        }
+        let inserted =
+            sqlx::query(self.db.sql(
+                "INSERT INTO IdPTokens (IdP, Username, Sealed, UpdateTime) VALUES (?, ?, ?, ?)",
+            ))
+            .bind(idp.to_string())
+            .bind(user.to_string())
+            .bind(sealed.to_string())
+            .bind(time::now())
+            .execute(self.db.pool())
+            .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            // A concurrent first login inserted the row: the latest wins.
+            Err(_) => update().await.map(drop).map_err(AuthError::from),
+        }
     }
 }
 

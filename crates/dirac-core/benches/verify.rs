@@ -1,7 +1,7 @@
 //! Token verification in the shared auth layer: the cost every RPC pays.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dirac_core::auth::{AuthLayer, Identity, PolicyTable, TokenIssuer};
+use dirac_core::auth::{AuthLayer, Identity, PolicyTable, SigningAlgorithm, TokenIssuer};
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tmp");
@@ -23,6 +23,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             verifier
                 .verify(std::hint::black_box(&token))
+                .expect("valid")
+        })
+    });
+    let rsa = TokenIssuer::load_or_create_with(
+        &dir.path().join("rsa.pem"),
+        SigningAlgorithm::RS256,
+        "bench",
+        "dirac-bench",
+    )
+    .expect("rsa key");
+    let rsa_token = rsa.issue(&who, 3600).expect("token");
+    let rsa_verifier = rsa.verifier();
+    group.bench_function("verify_token_rs256", |b| {
+        b.iter(|| {
+            rsa_verifier
+                .verify(std::hint::black_box(&rsa_token))
                 .expect("valid")
         })
     });

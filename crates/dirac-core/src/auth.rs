@@ -87,74 +87,202 @@ pub enum KeyError {
     Invalid(String),
 }
 
-/// Ed25519 signing key of the installation (embedded mode), kept as PKCS#8.
+/// The algorithm of the installation's signing keys. Keys of either kind
+/// verify side by side, so an installation can rotate from one to the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SigningAlgorithm {
+    /// Ed25519 (small, fast): the default.
+    #[default]
+    EdDSA,
+    /// RSA 2048 with SHA-256, for relying parties that know only RS256.
+    RS256,
+}
+
+/// The public half of a signing key.
+#[derive(Debug, Clone, PartialEq)]
+enum PublicKey {
+    Ed25519([u8; 32]),
+    /// Big-endian modulus and exponent.
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+}
+
+impl PublicKey {
+    fn alg(&self) -> Algorithm {
+        match self {
+            PublicKey::Ed25519(_) => Algorithm::EdDSA,
+            PublicKey::Rsa { .. } => Algorithm::RS256,
+        }
+    }
+
+    /// A key id derived from the key itself, so every replica agrees.
+    fn kid(&self) -> String {
+        use sha2::Digest as _;
+        match self {
+            PublicKey::Ed25519(pk) => URL_SAFE_NO_PAD.encode(&pk[..8]),
+            PublicKey::Rsa { n, e } => {
+                let digest = sha2::Sha256::new()
+                    .chain_update(n)
+                    .chain_update(e)
+                    .finalize();
+                format!("rsa-{}", URL_SAFE_NO_PAD.encode(&digest[..8]))
+            }
+        }
+    }
+
+    fn jwk(&self, kid: &str) -> serde_json::Value {
+        match self {
+            PublicKey::Ed25519(pk) => serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                "kid": kid, "x": URL_SAFE_NO_PAD.encode(pk),
+            }),
+            PublicKey::Rsa { n, e } => serde_json::json!({
+                "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
+                "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e),
+            }),
+        }
+    }
+
+    fn decoding_key(&self) -> DecodingKey {
+        match self {
+            PublicKey::Ed25519(pk) => DecodingKey::from_ed_der(pk),
+            PublicKey::Rsa { n, e } => DecodingKey::from_rsa_raw_components(n, e),
+        }
+    }
+}
+
+/// RSA keys shorter than this are refused.
+const RSA_MIN_BITS: usize = 2048;
+
+/// The installation's signing key (embedded mode): an Ed25519 or RSA key
+/// in PEM (PKCS#8, or PKCS#1 for RSA), with the retired keys that still
+/// verify.
 pub struct TokenIssuer {
     issuer: String,
     audience: String,
     kid: String,
     key: EncodingKey,
-    public: [u8; 32],
+    public: PublicKey,
     /// Earlier signing keys: published and accepted, never used to sign.
-    retired: Vec<(String, [u8; 32])>,
+    retired: Vec<(String, PublicKey)>,
 }
 
 const PKCS8_ED25519_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
+/// A new private key of `alg`, as PEM.
+fn new_private_key(alg: SigningAlgorithm) -> Result<String, KeyError> {
+    match alg {
+        SigningAlgorithm::EdDSA => {
+            let seed: [u8; 32] = rand::random();
+            let mut der = PKCS8_ED25519_PREFIX.to_vec();
+            der.extend_from_slice(&seed);
+            Ok(format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                STANDARD.encode(&der)
+            ))
+        }
+        SigningAlgorithm::RS256 => {
+            use rsa::pkcs1::EncodeRsaPrivateKey as _;
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, RSA_MIN_BITS)
+                .map_err(|e| KeyError::Invalid(format!("cannot make an RSA key: {e}")))?;
+            key.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+                .map(|pem| pem.to_string())
+                .map_err(|e| KeyError::Invalid(format!("cannot encode the RSA key: {e}")))
+        }
+    }
+}
+
+/// The signing and public halves of a private key in PEM.
+fn parse_private_key(pem: &str) -> Result<(EncodingKey, PublicKey), String> {
+    use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    if pem.contains("-----BEGIN RSA PRIVATE KEY-----")
+        || pem.contains("-----BEGIN PRIVATE KEY-----")
+    {
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD
+            .decode(body.trim())
+            .map_err(|e| format!("not PEM: {e}"))?;
+        if der.len() == 48 && der[..16] == PKCS8_ED25519_PREFIX {
+            let mut seed = [0u8; 32];
+            seed.copy_from_slice(&der[16..]);
+            let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes();
+            return Ok((EncodingKey::from_ed_der(&der), PublicKey::Ed25519(public)));
+        }
+        let rsa = rsa::RsaPrivateKey::from_pkcs1_der(&der)
+            .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_der(&der))
+            .map_err(|_| "neither an Ed25519 nor an RSA private key".to_string())?;
+        if rsa.size() * 8 < RSA_MIN_BITS {
+            return Err(format!(
+                "an RSA key of {} bits; at least {RSA_MIN_BITS} are needed",
+                rsa.size() * 8
+            ));
+        }
+        let pkcs1 = rsa
+            .to_pkcs1_der()
+            .map_err(|e| format!("cannot encode the RSA key: {e}"))?;
+        let public = PublicKey::Rsa {
+            n: rsa.n().to_bytes_be(),
+            e: rsa.e().to_bytes_be(),
+        };
+        return Ok((EncodingKey::from_rsa_der(pkcs1.as_bytes()), public));
+    }
+    Err("not a PEM private key".into())
+}
+
 impl TokenIssuer {
-    /// Load the key at `path`, creating it (mode 0600) when missing.
+    /// Load the key at `path`, creating an Ed25519 one (mode 0600) when
+    /// missing.
     pub fn load_or_create(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        Self::load_or_create_with(path, SigningAlgorithm::EdDSA, issuer, audience)
+    }
+
+    /// Load the key at `path` (of any supported kind), creating one of
+    /// `alg` (mode 0600) when missing.
+    pub fn load_or_create_with(
+        path: &Path,
+        alg: SigningAlgorithm,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io {
             path: path.display().to_string(),
             source,
         };
         if !path.exists() {
-            let seed: [u8; 32] = rand::random();
-            let mut der = PKCS8_ED25519_PREFIX.to_vec();
-            der.extend_from_slice(&seed);
-            let pem = format!(
-                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-                STANDARD.encode(&der)
-            );
-            write_private(path, pem.as_bytes()).map_err(io)?;
+            write_private(path, new_private_key(alg)?.as_bytes()).map_err(io)?;
         }
         let pem = std::fs::read_to_string(path).map_err(io)?;
-        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        let der = STANDARD
-            .decode(body.trim())
-            .map_err(|e| KeyError::Invalid(format!("{}: not PEM: {e}", path.display())))?;
-        if der.len() != 48 || der[..16] != PKCS8_ED25519_PREFIX {
-            return Err(KeyError::Invalid(format!(
-                "{}: not an Ed25519 PKCS#8 key",
-                path.display()
-            )));
-        }
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(&der[16..]);
-        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
-            .verifying_key()
-            .to_bytes();
-        let kid = URL_SAFE_NO_PAD.encode(&public[..8]);
+        let (key, public) = parse_private_key(&pem)
+            .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))?;
         Ok(TokenIssuer {
             issuer: issuer.to_string(),
             audience: audience.to_string(),
-            kid,
-            key: EncodingKey::from_ed_der(&der),
+            kid: public.kid(),
+            key,
             public,
             retired: Vec::new(),
         })
     }
 
-    /// The current key at `current` plus every retired key in `retired_dir`
-    /// (`*.pem`), which stay valid for verification until deleted.
+    /// The current key at `current` (created of `alg` when missing) plus
+    /// every retired key in `retired_dir` (`*.pem`), which stay valid for
+    /// verification until deleted.
     pub fn load_ring(
         current: &Path,
         retired_dir: &Path,
+        alg: SigningAlgorithm,
         issuer: &str,
         audience: &str,
     ) -> Result<Self, KeyError> {
-        let mut ring = Self::load_or_create(current, issuer, audience)?;
+        let mut ring = Self::load_or_create_with(current, alg, issuer, audience)?;
         if let Ok(entries) = std::fs::read_dir(retired_dir) {
             let mut paths: Vec<_> = entries
                 .flatten()
@@ -172,11 +300,13 @@ impl TokenIssuer {
         Ok(ring)
     }
 
-    /// Retire the current key (into `retired_dir`) and create a new one.
-    /// Tokens signed before keep verifying while the retired key is kept.
+    /// Retire the current key (into `retired_dir`) and create a new one of
+    /// `alg`. Tokens signed before keep verifying while the retired key is
+    /// kept.
     pub fn rotate(
         current: &Path,
         retired_dir: &Path,
+        alg: SigningAlgorithm,
         issuer: &str,
         audience: &str,
     ) -> Result<Self, KeyError> {
@@ -184,16 +314,24 @@ impl TokenIssuer {
             let path = path.display().to_string();
             move |source| KeyError::Io { path, source }
         };
-        let old = Self::load_or_create(current, issuer, audience)?;
+        let old = Self::load_or_create_with(current, alg, issuer, audience)?;
         std::fs::create_dir_all(retired_dir).map_err(io(retired_dir))?;
         let target = retired_dir.join(format!("{}.pem", old.kid));
         std::fs::rename(current, &target).map_err(io(&target))?;
-        Self::load_ring(current, retired_dir, issuer, audience)
+        Self::load_ring(current, retired_dir, alg, issuer, audience)
     }
 
     /// Key id of the current signing key.
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The algorithm the current key signs with.
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        match self.public {
+            PublicKey::Ed25519(_) => SigningAlgorithm::EdDSA,
+            PublicKey::Rsa { .. } => SigningAlgorithm::RS256,
+        }
     }
 
     /// A signed access token for `identity`, valid for `lifetime_s` seconds.
@@ -217,7 +355,7 @@ impl TokenIssuer {
 
     /// Sign arbitrary claims with the current key.
     pub fn sign(&self, claims: &Claims) -> Result<String, KeyError> {
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(self.public.alg());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)
             .map_err(|e| KeyError::Invalid(e.to_string()))
@@ -236,18 +374,13 @@ impl TokenIssuer {
         let keys: Vec<serde_json::Value> = self
             .public_keys()
             .into_iter()
-            .map(|(kid, public)| {
-                serde_json::json!({
-                    "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
-                    "kid": kid, "x": URL_SAFE_NO_PAD.encode(public),
-                })
-            })
+            .map(|(kid, public)| public.jwk(&kid))
             .collect();
         serde_json::json!({ "keys": keys })
     }
 
-    fn public_keys(&self) -> Vec<(String, [u8; 32])> {
-        std::iter::once((self.kid.clone(), self.public))
+    fn public_keys(&self) -> Vec<(String, PublicKey)> {
+        std::iter::once((self.kid.clone(), self.public.clone()))
             .chain(self.retired.iter().cloned())
             .collect()
     }
@@ -282,9 +415,10 @@ pub struct TokenVerifier {
     source: Option<Arc<Source>>,
 }
 
-type KeySet = Vec<(Option<String>, DecodingKey)>;
-/// Ed25519 public keys with their key ids.
-type PublicKeys = Vec<(Option<String>, [u8; 32])>;
+/// Verification keys with their key ids and the one algorithm each accepts.
+type KeySet = Vec<(Option<String>, Algorithm, DecodingKey)>;
+/// Public keys with their key ids.
+type PublicKeys = Vec<(Option<String>, PublicKey)>;
 
 struct Source {
     /// A file path or an http(s) URL.
@@ -312,8 +446,8 @@ impl TokenVerifier {
         }
     }
 
-    /// Keys from a JWKS document (`{"keys": [...]}`) or an Ed25519 public key
-    /// in PEM (`-----BEGIN PUBLIC KEY-----`). A JWKS file is re-read when a
+    /// Keys from a JWKS document (`{"keys": [...]}`, Ed25519 and RSA keys)
+    /// or an Ed25519 or RSA public key in PEM (`-----BEGIN PUBLIC KEY-----`). A JWKS file is re-read when a
     /// token names a key id it does not hold (key rotation).
     pub fn from_file(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
         Self::from_location(&path.to_string_lossy(), issuer, audience)
@@ -375,9 +509,9 @@ impl TokenVerifier {
         }
     }
 
-    /// Verify a token: EdDSA only (the algorithm is pinned, `none` and HMAC
-    /// are refused), a known key id, the issuer, the audience, `exp` and
-    /// `nbf` (30 s leeway).
+    /// Verify a token: EdDSA or RS256, each only with a key of its own
+    /// kind (`none`, HMAC and algorithm confusion are refused), a known key
+    /// id, the issuer, the audience, `exp` and `nbf` (30 s leeway).
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         self.verify_claims(token).map(Identity::from)
     }
@@ -386,13 +520,13 @@ impl TokenVerifier {
     pub fn verify_claims(&self, token: &str) -> Result<Claims, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        if header.alg != Algorithm::EdDSA {
+        if !matches!(header.alg, Algorithm::EdDSA | Algorithm::RS256) {
             return Err(TokenError::Invalid(format!(
                 "algorithm {:?} is not accepted",
                 header.alg
             )));
         }
-        let mut validation = Validation::new(Algorithm::EdDSA);
+        let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
@@ -400,7 +534,10 @@ impl TokenVerifier {
         validation.leeway = 30;
         let mut keys = self.current();
         if let Some(kid) = &header.kid
-            && !keys.iter().any(|(k, _)| k.as_deref() == Some(kid.as_str()))
+            // A key without an id (a PEM public key) may verify any token.
+            && !keys
+                .iter()
+                .any(|(k, _, _)| k.is_none() || k.as_deref() == Some(kid.as_str()))
         {
             if !self.reload() {
                 return Err(TokenError::Invalid(format!(
@@ -411,10 +548,18 @@ impl TokenVerifier {
             keys = self.current();
         }
         let mut last = TokenError::Invalid("no key matches".into());
-        for (kid, key) in keys.iter() {
+        for (kid, alg, key) in keys.iter() {
             if let (Some(want), Some(have)) = (&header.kid, kid)
                 && want != have
             {
+                continue;
+            }
+            // A key verifies only its own algorithm.
+            if *alg != header.alg {
+                last = TokenError::Invalid(format!(
+                    "algorithm {:?} does not match the key",
+                    header.alg
+                ));
                 continue;
             }
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
@@ -432,7 +577,7 @@ fn crate_clip(s: &str) -> String {
 
 fn decoding_keys(keys: PublicKeys) -> KeySet {
     keys.into_iter()
-        .map(|(kid, pk)| (kid, DecodingKey::from_ed_der(&pk)))
+        .map(|(kid, pk)| (kid, pk.alg(), pk.decoding_key()))
         .collect()
 }
 
@@ -457,9 +602,15 @@ fn read_keys(location: &str) -> Result<PublicKeys, KeyError> {
     parse_keys(&text).map_err(|e| KeyError::Invalid(format!("{location}: {e}")))
 }
 
-/// Ed25519 keys of a JWKS document or of one PEM public key.
+/// Ed25519 and RSA keys of a JWKS document or of one PEM public key.
 fn parse_keys(text: &str) -> Result<PublicKeys, KeyError> {
     let invalid = |m: &str| KeyError::Invalid(m.to_string());
+    let b64 = |key: &serde_json::Value, field: &str| -> Result<Vec<u8>, KeyError> {
+        key[field]
+            .as_str()
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .ok_or_else(|| KeyError::Invalid(format!("JWK without a base64url '{field}'")))
+    };
     if text.trim_start().starts_with('{') {
         let doc: serde_json::Value =
             serde_json::from_str(text).map_err(|e| KeyError::Invalid(format!("bad JWKS: {e}")))?;
@@ -468,35 +619,60 @@ fn parse_keys(text: &str) -> Result<PublicKeys, KeyError> {
             .as_array()
             .ok_or_else(|| invalid("JWKS has no 'keys' list"))?
         {
-            if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
+            // Encryption keys and other algorithms are not ours to use.
+            if key["use"].as_str().is_some_and(|u| u != "sig") {
                 continue;
             }
-            let x = key["x"]
-                .as_str()
-                .ok_or_else(|| invalid("JWK without 'x'"))?;
-            let pk: [u8; 32] = URL_SAFE_NO_PAD
-                .decode(x)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| invalid("JWK 'x' is not a 32-byte key"))?;
-            keys.push((key["kid"].as_str().map(str::to_string), pk));
+            let public = match (key["kty"].as_str(), key["alg"].as_str()) {
+                (Some("OKP"), None | Some("EdDSA")) if key["crv"] == "Ed25519" => {
+                    PublicKey::Ed25519(
+                        b64(key, "x")?
+                            .try_into()
+                            .map_err(|_| invalid("JWK 'x' is not a 32-byte key"))?,
+                    )
+                }
+                (Some("RSA"), None | Some("RS256")) => {
+                    let (n, e) = (b64(key, "n")?, b64(key, "e")?);
+                    if n.len() * 8 < RSA_MIN_BITS {
+                        return Err(invalid("JWK: an RSA key shorter than 2048 bits"));
+                    }
+                    PublicKey::Rsa { n, e }
+                }
+                _ => continue,
+            };
+            keys.push((key["kid"].as_str().map(str::to_string), public));
         }
         if keys.is_empty() {
-            return Err(invalid("JWKS has no Ed25519 key"));
+            return Err(invalid("JWKS has no Ed25519 or RSA signing key"));
         }
         Ok(keys)
     } else {
+        use rsa::pkcs1::DecodeRsaPublicKey as _;
+        use rsa::pkcs8::DecodePublicKey as _;
+        use rsa::traits::PublicKeyParts as _;
         let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = STANDARD
             .decode(body.trim())
             .map_err(|_| invalid("not a PEM public key"))?;
         // SubjectPublicKeyInfo for Ed25519: 12-byte header + 32-byte key.
-        if der.len() != 44 {
-            return Err(invalid("not an Ed25519 public key"));
+        if der.len() == 44 {
+            let mut pk = [0u8; 32];
+            pk.copy_from_slice(&der[12..]);
+            return Ok(vec![(None, PublicKey::Ed25519(pk))]);
         }
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(&der[12..]);
-        Ok(vec![(None, pk)])
+        let rsa = rsa::RsaPublicKey::from_public_key_der(&der)
+            .or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(&der))
+            .map_err(|_| invalid("neither an Ed25519 nor an RSA public key"))?;
+        if rsa.size() * 8 < RSA_MIN_BITS {
+            return Err(invalid("an RSA key shorter than 2048 bits"));
+        }
+        Ok(vec![(
+            None,
+            PublicKey::Rsa {
+                n: rsa.n().to_bytes_be(),
+                e: rsa.e().to_bytes_be(),
+            },
+        )])
     }
 }
 
@@ -747,9 +923,23 @@ mod tests {
             dir.path().join("signing-key.pem"),
             dir.path().join("retired"),
         );
-        let first = TokenIssuer::load_ring(&current, &retired, "test", "dirac-test").expect("ring");
+        let first = TokenIssuer::load_ring(
+            &current,
+            &retired,
+            SigningAlgorithm::EdDSA,
+            "test",
+            "dirac-test",
+        )
+        .expect("ring");
         let old_token = first.issue(&alice(), 600).expect("sign");
-        let second = TokenIssuer::rotate(&current, &retired, "test", "dirac-test").expect("rotate");
+        let second = TokenIssuer::rotate(
+            &current,
+            &retired,
+            SigningAlgorithm::RS256,
+            "test",
+            "dirac-test",
+        )
+        .expect("rotate");
         assert_ne!(first.kid(), second.kid());
         let new_token = second.issue(&alice(), 600).expect("sign");
         let verifier = second.verifier();
@@ -763,12 +953,24 @@ mod tests {
         let header = jsonwebtoken::decode_header(&new_token).expect("header");
         assert_eq!(header.kid.as_deref(), Some(second.kid()));
         // Reloading finds the same ring; deleting the retired key ends the old tokens.
-        let reloaded =
-            TokenIssuer::load_ring(&current, &retired, "test", "dirac-test").expect("ring");
+        let reloaded = TokenIssuer::load_ring(
+            &current,
+            &retired,
+            SigningAlgorithm::EdDSA,
+            "test",
+            "dirac-test",
+        )
+        .expect("ring");
         assert!(reloaded.verifier().verify(&old_token).is_ok());
         std::fs::remove_dir_all(&retired).expect("rm");
-        let trimmed =
-            TokenIssuer::load_ring(&current, &retired, "test", "dirac-test").expect("ring");
+        let trimmed = TokenIssuer::load_ring(
+            &current,
+            &retired,
+            SigningAlgorithm::EdDSA,
+            "test",
+            "dirac-test",
+        )
+        .expect("ring");
         assert!(trimmed.verifier().verify(&old_token).is_err());
     }
 
@@ -921,6 +1123,158 @@ mod tests {
                 .verify(&old.issue(&alice(), 60).expect("sign"))
                 .is_ok()
         );
+    }
+
+    fn rsa_issuer(dir: &Path, name: &str) -> TokenIssuer {
+        TokenIssuer::load_or_create_with(
+            &dir.join(name),
+            SigningAlgorithm::RS256,
+            "test",
+            "dirac-test",
+        )
+        .expect("rsa key")
+    }
+
+    #[test]
+    fn rs256_keys_sign_verify_and_publish_their_modulus() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let issuer = rsa_issuer(dir.path(), "rsa.pem");
+        assert_eq!(issuer.algorithm(), SigningAlgorithm::RS256);
+        let token = issuer.issue(&alice(), 60).expect("sign");
+        let header = jsonwebtoken::decode_header(&token).expect("header");
+        assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(issuer.verifier().verify(&token).expect("valid"), alice());
+        // The same key loads again, whatever algorithm is configured.
+        let again = TokenIssuer::load_or_create(&dir.path().join("rsa.pem"), "test", "dirac-test")
+            .expect("reload");
+        assert_eq!(again.kid(), issuer.kid());
+        let jwk = &issuer.jwks()["keys"][0];
+        assert_eq!(
+            (jwk["kty"].as_str(), jwk["alg"].as_str()),
+            (Some("RSA"), Some("RS256"))
+        );
+        let from_jwks = TokenVerifier::from_text(&issuer.jwks().to_string(), "test", "dirac-test")
+            .expect("jwks");
+        assert!(from_jwks.verify(&token).is_ok());
+        // A PEM public key (SubjectPublicKeyInfo) works as well.
+        let public_pem = {
+            use rsa::pkcs1::DecodeRsaPrivateKey as _;
+            use rsa::pkcs8::EncodePublicKey as _;
+            let pem = std::fs::read_to_string(dir.path().join("rsa.pem")).expect("pem");
+            rsa::RsaPrivateKey::from_pkcs1_pem(&pem)
+                .expect("pkcs1")
+                .to_public_key()
+                .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+                .expect("spki")
+        };
+        let from_pem = TokenVerifier::from_text(&public_pem, "test", "dirac-test").expect("pem");
+        assert!(from_pem.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn a_ring_rotates_from_eddsa_to_rs256_and_both_verify() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (current, retired) = (
+            dir.path().join("signing-key.pem"),
+            dir.path().join("retired"),
+        );
+        let ed = TokenIssuer::load_ring(
+            &current,
+            &retired,
+            SigningAlgorithm::EdDSA,
+            "test",
+            "dirac-test",
+        )
+        .expect("ring");
+        let old = ed.issue(&alice(), 600).expect("sign");
+        let rsa = TokenIssuer::rotate(
+            &current,
+            &retired,
+            SigningAlgorithm::RS256,
+            "test",
+            "dirac-test",
+        )
+        .expect("rotate");
+        assert_eq!(rsa.algorithm(), SigningAlgorithm::RS256);
+        let new = rsa.issue(&alice(), 600).expect("sign");
+        let verifier = rsa.verifier();
+        assert!(verifier.verify(&old).is_ok(), "the retired Ed25519 key");
+        assert!(verifier.verify(&new).is_ok());
+        let kinds: Vec<_> = rsa.jwks()["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kty"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(kinds, ["RSA", "OKP"]);
+    }
+
+    /// A token may not pick an algorithm its key was not made for, and a
+    /// short RSA key is refused outright.
+    #[test]
+    fn algorithm_confusion_and_weak_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ed = issuer(dir.path(), "ed.pem");
+        let rsa = rsa_issuer(dir.path(), "rsa.pem");
+        // An RS256 signature presented under the Ed25519 key's id.
+        let mut c = claims(&rsa);
+        c.aud = "dirac-test".into();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(ed.kid().to_string());
+        let rsa_pem = std::fs::read(dir.path().join("rsa.pem")).expect("pem");
+        let confused = jsonwebtoken::encode(
+            &header,
+            &c,
+            &EncodingKey::from_rsa_pem(&rsa_pem).expect("rsa"),
+        )
+        .expect("sign");
+        let both = {
+            let mut jwks = ed.jwks();
+            jwks["keys"]
+                .as_array_mut()
+                .expect("keys")
+                .push(rsa.jwks()["keys"][0].clone());
+            TokenVerifier::from_text(&jwks.to_string(), "test", "dirac-test").expect("jwks")
+        };
+        assert!(both.verify(&rsa.issue(&alice(), 60).expect("sign")).is_ok());
+        assert!(
+            both.verify(&confused).is_err(),
+            "RS256 under an Ed25519 kid"
+        );
+        // HS256 keyed with the RSA modulus.
+        let n = URL_SAFE_NO_PAD
+            .decode(rsa.jwks()["keys"][0]["n"].as_str().expect("n"))
+            .expect("n");
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &c,
+            &EncodingKey::from_secret(&n),
+        )
+        .expect("hs256");
+        assert!(both.verify(&hs).is_err());
+        // RS512, PS256: other algorithms with the same key are not accepted.
+        let mut header = Header::new(Algorithm::PS256);
+        header.kid = Some(rsa.kid().to_string());
+        let ps = jsonwebtoken::encode(
+            &header,
+            &c,
+            &EncodingKey::from_rsa_pem(&rsa_pem).expect("rsa"),
+        )
+        .expect("ps256");
+        assert!(both.verify(&ps).is_err());
+        // A 1024-bit RSA key is not a signing key.
+        let weak = {
+            use rsa::pkcs1::EncodeRsaPrivateKey as _;
+            rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024)
+                .expect("key")
+                .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+                .expect("pem")
+        };
+        std::fs::write(dir.path().join("weak.pem"), weak.as_bytes()).expect("write");
+        let err = TokenIssuer::load_or_create(&dir.path().join("weak.pem"), "test", "dirac-test")
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("2048"), "{err}");
     }
 
     #[test]

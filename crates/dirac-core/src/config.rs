@@ -466,6 +466,9 @@ pub struct AuthConfig {
     pub verification_keys: Option<PathBuf>,
     /// Lifetime of the tokens the embedded installation signs, in seconds.
     pub token_lifetime: u64,
+    /// Kind of signing key made when none exists (or on rotation):
+    /// `EdDSA` (default) or `RS256`. Keys of both kinds verify side by side.
+    pub signing_algorithm: crate::auth::SigningAlgorithm,
     /// Address of the AuthServer's HTTP endpoints (OAuth2/OIDC).
     pub http_listen: String,
     /// Public base URL of those endpoints (default `http://<HttpListen>`).
@@ -480,6 +483,10 @@ pub struct AuthConfig {
     pub refresh_token_lifetime: u64,
     /// OAuth clients allowed the authorization-code flow, by client id.
     pub clients: BTreeMap<String, OAuthClientConfig>,
+    /// The TokenManager's vault key (32 bytes, base64), which seals the
+    /// IdP refresh tokens kept in AuthDB. In Kubernetes a mounted Secret;
+    /// the embedded installation makes `DATA_DIR/token-vault.key`.
+    pub token_vault_key_file: Option<PathBuf>,
 }
 
 /// An OAuth client of the authorization-code flow.
@@ -504,7 +511,9 @@ impl Default for AuthConfig {
             refresh_token_lifetime: 7 * 86_400,
             verification_keys: None,
             token_lifetime: 30 * 86_400,
+            signing_algorithm: crate::auth::SigningAlgorithm::EdDSA,
             clients: BTreeMap::new(),
+            token_vault_key_file: None,
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct Metadata {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    #[serde(default)]
+    pub grant_types_supported: Vec<String>,
 }
 
 fn http_error(url: &str, e: impl std::fmt::Display) -> TokenError {

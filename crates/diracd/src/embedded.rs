@@ -113,6 +113,7 @@ fn issuer(data_dir: &Path, config: &DiracConfig) -> anyhow::Result<TokenIssuer> 
     Ok(TokenIssuer::load_ring(
         &data_dir.join("signing-key.pem"),
         &data_dir.join("retired-keys"),
+        config.services.auth.signing_algorithm,
         &config.services.auth.issuer,
         &config.services.auth.audience,
     )?)
@@ -153,11 +154,24 @@ pub fn rotate_key(data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<St
     let ring = TokenIssuer::rotate(
         &data_dir.join("signing-key.pem"),
         &data_dir.join("retired-keys"),
+        config.services.auth.signing_algorithm,
         &config.services.auth.issuer,
         &config.services.auth.audience,
     )?;
     std::fs::write(data_dir.join("jwks.json"), ring.jwks().to_string())?;
     Ok(ring.kid().to_string())
+}
+
+/// The TokenManager's vault key: the configured file, or one made once in
+/// the data directory (mode 0600).
+fn vault_key(data_dir: &Path, config: &DiracConfig) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &config.services.auth.token_vault_key_file {
+        dirac_tokens::Sealer::from_file(path)?;
+        return Ok(path.clone());
+    }
+    let path = data_dir.join("token-vault.key");
+    dirac_tokens::Sealer::load_or_create(&path)?;
+    Ok(path)
 }
 
 /// The installation's pilot-secret pepper, created once in the data
@@ -346,6 +360,7 @@ pub async fn run_all(
             dev_login: config.services.auth.dev_login,
             public_url: auth_url.clone(),
             pilot_pepper: pepper(data_dir)?,
+            vault_key_file: Some(vault_key(data_dir, &config)?),
             ..dirac_auth::AuthSettings::default()
         },
     )

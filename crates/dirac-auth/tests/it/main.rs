@@ -1179,3 +1179,41 @@ async fn pilot_secrets_are_one_time_and_constrained() {
         );
     });
 }
+
+#[tokio::test]
+async fn the_token_vault_keeps_one_sealed_token_per_user_and_idp() {
+    use dirac_tokens::Vault as _;
+    on_all_backends!(|_| {}, |h| {
+        let vault = dirac_auth::TokenVault::open(h.db.db.clone())
+            .await
+            .expect("vault");
+        let idp = "https://iam.example.org";
+        assert_eq!(vault.load(idp, "alice").await.expect("load"), None);
+        vault.save(idp, "alice", "xc1.first").await.expect("save");
+        vault
+            .save(idp, "alice", "xc1.second")
+            .await
+            .expect("replace");
+        vault
+            .save("https://other.example.org", "alice", "xc1.other")
+            .await
+            .expect("save");
+        vault.save(idp, "bob", "xc1.bob").await.expect("save");
+        assert_eq!(
+            vault.load(idp, "alice").await.expect("load").as_deref(),
+            Some("xc1.second")
+        );
+        assert_eq!(
+            vault
+                .load("https://other.example.org", "alice")
+                .await
+                .expect("load")
+                .as_deref(),
+            Some("xc1.other")
+        );
+        assert_eq!(
+            vault.load(idp, "bob").await.expect("load").as_deref(),
+            Some("xc1.bob")
+        );
+    });
+}
