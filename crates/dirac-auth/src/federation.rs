@@ -139,7 +139,7 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Outcome, 
         .as_str()
         .filter(|u| !u.is_empty())
         .ok_or_else(|| AuthError::InvalidGrant("the ID token has no subject".into()))?;
-    let groups: Vec<String> = match &claims[idp.group_claim.as_str()] {
+    let raw: Vec<String> = match &claims[idp.group_claim.as_str()] {
         serde_json::Value::Array(a) => a
             .iter()
             .filter_map(|g| g.as_str().map(str::to_string))
@@ -147,6 +147,7 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Outcome, 
         serde_json::Value::String(g) => vec![g.clone()],
         _ => Vec::new(),
     };
+    let groups = claim_groups(&raw);
     let granted = scope::federated_user(
         &s.config,
         &scope.vo,
@@ -190,6 +191,49 @@ pub async fn finish(s: &AuthServer, state: &str, code: &str) -> Result<Outcome, 
         }
     }
     Ok(Outcome::Approved(identity, user_code))
+}
+
+/// The group names a claim's values stand for: each value as it is, and
+/// for an entitlement (AARC-G002, EGI Check-In:
+/// `urn:mace:egi.eu:group:dteam:sub:role=admin#aai.egi.eu`) also without its
+/// authority and as a path: `/dteam/sub/admin`, and `/dteam/sub` for the
+/// plain `member` role. So `IdPRole` may name either form.
+pub fn claim_groups(values: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |g: String| {
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    };
+    for value in values {
+        push(value.clone());
+        let Some((_, rest)) = value.split_once(":group:") else {
+            continue;
+        };
+        if !value.starts_with("urn:") {
+            continue;
+        }
+        let bare = value.split('#').next().unwrap_or(value);
+        push(bare.to_string());
+        let rest = rest.split('#').next().unwrap_or(rest);
+        let mut parts: Vec<&str> = rest.split(':').collect();
+        let role = match parts.last().and_then(|p| p.strip_prefix("role=")) {
+            Some(role) => {
+                parts.pop();
+                Some(role)
+            }
+            None => None,
+        };
+        if parts.is_empty() || parts.iter().any(|p| p.is_empty() || p.contains('/')) {
+            continue;
+        }
+        let path = format!("/{}", parts.join("/"));
+        match role {
+            Some(r) if r != "member" => push(format!("{path}/{r}")),
+            _ => push(path),
+        }
+    }
+    out
 }
 
 /// Verify an ID token: asymmetric algorithms only, a key of the IdP's JWKS,
@@ -258,6 +302,30 @@ mod tests {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.to_string());
         jsonwebtoken::encode(&header, &claims, key).expect("sign")
+    }
+
+    #[test]
+    fn entitlements_name_groups_as_paths_too() {
+        let got = claim_groups(&[
+            "urn:mace:egi.eu:group:dteam:role=member#aai.egi.eu".into(),
+            "urn:mace:egi.eu:group:dteam:prod:role=manager#aai.egi.eu".into(),
+            "/dteam/admin".into(),
+            "urn:mace:egi.eu:group:dteam:role=member#aai.egi.eu".into(),
+            "urn:mace:egi.eu:group::role=x".into(),
+        ]);
+        assert_eq!(
+            got,
+            [
+                "urn:mace:egi.eu:group:dteam:role=member#aai.egi.eu",
+                "urn:mace:egi.eu:group:dteam:role=member",
+                "/dteam",
+                "urn:mace:egi.eu:group:dteam:prod:role=manager#aai.egi.eu",
+                "urn:mace:egi.eu:group:dteam:prod:role=manager",
+                "/dteam/prod/manager",
+                "/dteam/admin",
+                "urn:mace:egi.eu:group::role=x",
+            ]
+        );
     }
 
     #[test]
