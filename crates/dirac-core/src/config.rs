@@ -225,18 +225,76 @@ pub struct QueueConfig {
     pub platform: Option<String>,
 }
 
+/// A storage element: where it is (its site), how it is reached (protocol
+/// sections in preference order) and what it may be used for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct StorageElementConfig {
-    /// Plugin: file, s3, xroot, https.
+    /// The site the SE belongs to: jobs with input data on it may run there.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Protocol sections; reads and writes try them in this order unless
+    /// `AccessProtocols`/`WriteProtocols` say otherwise.
+    pub protocols: Vec<SeProtocolConfig>,
+    /// Protocols for reading, in preference order (default: all).
+    #[serde(default)]
+    pub access_protocols: Vec<String>,
+    /// Protocols for writing and removing, in preference order (default: all).
+    #[serde(default)]
+    pub write_protocols: Vec<String>,
+    #[serde(default)]
+    pub read_access: SeAccess,
+    #[serde(default)]
+    pub write_access: SeAccess,
+    /// Where a `{"Total": bytes, "Free": bytes}` JSON document sits on the
+    /// storage, for protocols that cannot tell free space themselves
+    /// (default `/<vo>/occupancy.json`).
+    #[serde(default, rename = "OccupancyLFN")]
+    pub occupancy_lfn: Option<String>,
+}
+
+/// DIRAC's SE access flags.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SeAccess {
+    #[default]
+    Active,
+    /// Usable, but chosen last.
+    Degraded,
+    Banned,
+}
+
+/// One protocol section of a storage element. The physical name of a file
+/// is `<protocol>://<host>:<port><path>/<lfn>` (DIRAC's convention).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SeProtocolConfig {
+    /// `file` (a directory of the server, served to clients as `dips`),
+    /// `dips` (the installation's StorageElement service), `root`, `https`,
+    /// `s3`.
     pub protocol: String,
     #[serde(default)]
-    pub endpoint: Option<String>,
+    pub host: Option<String>,
     #[serde(default)]
-    pub path: Option<String>,
+    pub port: Option<u16>,
+    /// Base path: a directory for `file`, the export prefix for `root` and
+    /// `https`, the bucket (and optional prefix) for `s3`.
     #[serde(default)]
-    pub read_only: bool,
+    pub path: String,
+    /// `s3`: region (default us-east-1) and files holding the access key
+    /// id and the secret key.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    /// `https`: a CA bundle to trust besides the system roots.
+    #[serde(default, rename = "CAFile")]
+    pub ca_file: Option<PathBuf>,
 }
+
+/// Protocols a storage-element section may name.
+pub const SE_PROTOCOLS: [&str; 5] = ["file", "dips", "root", "https", "s3"];
 
 /// Operational policy: JDL defaults and limits, scheduling.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -588,6 +646,41 @@ impl DiracConfig {
                             format!("unknown property '{prop}'"),
                         ));
                     }
+                }
+            }
+        }
+        for (se, sec) in &self.resources.storage_elements {
+            let base = format!("Resources.StorageElements.{se}");
+            if sec.protocols.is_empty() {
+                return Err(invalid(
+                    format!("{base}.Protocols"),
+                    "at least one protocol section is needed".to_string(),
+                ));
+            }
+            for p in &sec.protocols {
+                if !SE_PROTOCOLS.contains(&p.protocol.as_str()) {
+                    return Err(invalid(
+                        format!("{base}.Protocols"),
+                        format!(
+                            "unknown protocol '{}' (one of {})",
+                            p.protocol,
+                            SE_PROTOCOLS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            for (key, list) in [
+                ("AccessProtocols", &sec.access_protocols),
+                ("WriteProtocols", &sec.write_protocols),
+            ] {
+                if let Some(p) = list
+                    .iter()
+                    .find(|p| !sec.protocols.iter().any(|s| &s.protocol == *p))
+                {
+                    return Err(invalid(
+                        format!("{base}.{key}"),
+                        format!("'{p}' has no protocol section"),
+                    ));
                 }
             }
         }

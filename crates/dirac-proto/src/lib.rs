@@ -26,8 +26,14 @@ pub mod dirac {
             tonic::include_proto!("dirac.auth.v1");
         }
     }
+    pub mod dms {
+        pub mod v1 {
+            tonic::include_proto!("dirac.dms.v1");
+        }
+    }
 }
 
 pub use dirac::auth::v1 as auth;
 pub use dirac::common::v1 as common;
+pub use dirac::dms::v1 as dms;
 pub use dirac::wms::v1 as wms;
