@@ -134,6 +134,43 @@ impl Db {
         }
     }
 
+    /// Reserve `n` consecutive ids from the row `name` of the sequence
+    /// table `table` (`Name`, `NextID` columns); returns the first. Ids are
+    /// never handed out twice, even to concurrent callers; a failed insert
+    /// leaves a gap.
+    pub async fn allocate_ids(
+        &self,
+        table: &'static str,
+        name: &str,
+        n: u64,
+    ) -> Result<u64, sqlx::Error> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX / 2);
+        let next: i64 = match self.backend {
+            Backend::MySql => {
+                let done = sqlx::query(self.sql_dynamic(format!(
+                    "UPDATE {table} SET NextID = LAST_INSERT_ID(NextID + ?) WHERE Name = ?"
+                )))
+                .bind(n)
+                .bind(name.to_string())
+                .execute(&self.pool)
+                .await?;
+                done.last_insert_id().ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("no id from the sequence {table}.{name}"))
+                })?
+            }
+            _ => {
+                sqlx::query_scalar(self.sql_dynamic(format!(
+                    "UPDATE {table} SET NextID = NextID + ? WHERE Name = ? RETURNING NextID"
+                )))
+                .bind(n)
+                .bind(name.to_string())
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
+        Ok(u64::try_from(next - n).unwrap_or(0))
+    }
+
     /// Apply the migrations of `component` that this database has not seen,
     /// in version order. Concurrent starters wait on a database lock; on
     /// SQLite and PostgreSQL each migration and its version row commit

@@ -173,26 +173,7 @@ impl JobDb {
 
     /// Reserve `n` consecutive job ids; returns the first.
     pub async fn allocate_ids(&self, n: u64) -> Result<u64> {
-        let n = to_i64(n);
-        let next: i64 = match self.db.backend() {
-            Backend::MySql => {
-                let done = sqlx::query(
-                    "UPDATE JobIdSequence SET NextID = LAST_INSERT_ID(NextID + ?) WHERE Name = 'Jobs'",
-                )
-                .bind(n)
-                .execute(self.db.pool())
-                .await?;
-                done.last_insert_id()
-                    .ok_or_else(|| WmsError::Internal("no id from the job id sequence".into()))?
-            }
-            _ => sqlx::query_scalar(self.db.sql(
-                "UPDATE JobIdSequence SET NextID = NextID + ? WHERE Name = 'Jobs' RETURNING NextID",
-            ))
-            .bind(n)
-            .fetch_one(self.db.pool())
-            .await?,
-        };
-        Ok(to_u64(next - n))
+        Ok(self.db.allocate_ids("JobIdSequence", "Jobs", n).await?)
     }
 
     /// Insert the jobs of one submission (ids `first..first+len`) and, when
