@@ -233,7 +233,7 @@ async fn namespace_homes_permissions_and_bad_paths() {
         let long = format!("{HOME}/{}", "n".repeat(256));
         assert!(matches!(
             err(
-                &c.create_directories(&alice(), &[long.clone()])
+                &c.create_directories(&alice(), std::slice::from_ref(&long))
                     .await
                     .expect("mkdir"),
                 &long
@@ -249,7 +249,7 @@ async fn namespace_homes_permissions_and_bad_paths() {
                 .join("/")
         );
         ok(&c
-            .create_directories(&alice(), &[deep.clone()])
+            .create_directories(&alice(), std::slice::from_ref(&deep))
             .await
             .expect("deep"));
         ok(&c
@@ -300,10 +300,10 @@ async fn files_replicas_and_usage_counters() {
         ok(&c.add_files(&a, vec![file(&f1, 10, "SE-A"), file(&f2, 20, "SE-A")]).await.expect("add"));
         // The same registration again succeeds and adds only new replicas.
         let mut again = file(&f1, 10, "SE-B");
-        let (files, _) = c.get_files(&a, &[f1.clone()], false).await.expect("get");
+        let (files, _) = c.get_files(&a, std::slice::from_ref(&f1), false).await.expect("get");
         again.guid = files[&f1].0.guid.clone();
         ok(&c.add_files(&a, vec![again]).await.expect("re-add"));
-        let (files, _) = c.get_files(&a, &[f1.clone()], false).await.expect("get");
+        let (files, _) = c.get_files(&a, std::slice::from_ref(&f1), false).await.expect("get");
         let ses: Vec<&str> = files[&f1].1.iter().map(|r| r.se.as_str()).collect();
         assert_eq!(ses, ["SE-A", "SE-B"]);
         assert_eq!(files[&f1].0.checksum, "0000000b");
@@ -357,11 +357,11 @@ async fn files_replicas_and_usage_counters() {
         assert_eq!((kinds[&f1].as_str(), kinds[&f2].as_str(), kinds[&format!("{HOME}/data")].as_str()), ("File", "", "Directory"));
         // Others read but do not remove alice's files.
         let bob = caller("bob", "dteam_user");
-        let out = c.remove_files(&bob, &[f1.clone()]).await.expect("rm");
+        let out = c.remove_files(&bob, std::slice::from_ref(&f1)).await.expect("rm");
         assert!(matches!(err(&out, &f1), DmsError::PermissionDenied(_)));
-        assert!(c.get_files(&bob, &[f1.clone()], false).await.expect("get").0.contains_key(&f1));
-        ok(&c.change_mode(&a, &[f1.clone()], 0o600, false).await.expect("chmod"));
-        assert!(matches!(c.get_files(&bob, &[f1.clone()], false).await.expect("get").1.get(&f1), Some(DmsError::PermissionDenied(_))));
+        assert!(c.get_files(&bob, std::slice::from_ref(&f1), false).await.expect("get").0.contains_key(&f1));
+        ok(&c.change_mode(&a, std::slice::from_ref(&f1), 0o600, false).await.expect("chmod"));
+        assert!(matches!(c.get_files(&bob, std::slice::from_ref(&f1), false).await.expect("get").1.get(&f1), Some(DmsError::PermissionDenied(_))));
         // Drifted counters are found and repaired.
         let home = c.dir(&dirac_dms::lfn::Lfn::parse(&format!("{HOME}/data")).expect("lfn")).await.expect("dir").expect("exists");
         sqlx::query(c.db().sql("UPDATE FC_DirUsage SET Size = Size + 1000, Files = Files - 7 WHERE DirID = ? AND SE = ''"))
