@@ -503,6 +503,9 @@ impl Default for Services {
 pub struct Databases {
     #[serde(rename = "JobDB")]
     pub job_db: Option<String>,
+    /// The file catalog's database; JobDB's when unset.
+    #[serde(rename = "FileCatalogDB")]
+    pub file_catalog_db: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -186,14 +186,14 @@ impl StorageElement {
 /// Copy `lfn` from `source` to `dest`: storage to storage when the
 /// destination's protocol can pull from the source's, otherwise streamed
 /// through a local temporary file. The copy must match `expected` (Adler32)
-/// when given.
+/// when given. Says whether the copy was third-party.
 pub async fn replicate(
     source: &StorageElement,
     dest: &StorageElement,
     lfn: &str,
     expected: Option<&str>,
     scratch: &Path,
-) -> Result<Stat, StorageError> {
+) -> Result<(Stat, bool), StorageError> {
     let reader = source.reader()?;
     let writer = dest.writer()?;
     if writer.third_party_sources().contains(&reader.protocol()) {
@@ -208,7 +208,7 @@ pub async fn replicate(
                 got: got.to_string(),
             });
         }
-        return Ok(stat);
+        return Ok((stat, true));
     }
     let tmp = scratch.join(format!(".replicate-{:016x}", rand::random::<u64>()));
     let result = async {
@@ -222,7 +222,7 @@ pub async fn replicate(
                 got: have.to_string(),
             });
         }
-        dest.put(lfn, &tmp, expected).await
+        dest.put(lfn, &tmp, expected).await.map(|s| (s, false))
     }
     .await;
     let _ = tokio::fs::remove_file(&tmp).await;
@@ -287,7 +287,7 @@ mod tests {
         let copied = replicate(&a, &b, "/vo/f", Some(&sum), dir.path())
             .await
             .expect("copy");
-        assert_eq!(copied, stat);
+        assert_eq!(copied, (stat, false));
         assert_eq!(
             std::fs::read(dir.path().join("b/vo/f")).expect("read"),
             b"payload"

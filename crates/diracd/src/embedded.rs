@@ -253,6 +253,20 @@ async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<
     Ok(wms)
 }
 
+/// The file catalog (in JobDB's database unless `FileCatalogDB` is set)
+/// and the storage elements.
+async fn open_dms(config: &Arc<DiracConfig>, data_dir: &Path, job_db: &Db) -> anyhow::Result<dirac_dms::Dms> {
+    let db = match &config.services.databases.file_catalog_db {
+        Some(url) => Db::connect(url, DB_CONNECTIONS)
+            .await
+            .with_context(|| format!("connect to {}", dirac_core::db::redact(url)))?,
+        None => job_db.clone(),
+    };
+    dirac_dms::Dms::open(db, config.clone(), data_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("FileCatalogDB and storage elements: {e}"))
+}
+
 /// `diracd agent NAME`: one agent until SIGTERM.
 pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
     if !dirac_wms::agents::AGENTS.contains(&name) {
@@ -282,6 +296,7 @@ pub fn policy_table() -> PolicyTable {
     let mut policies = PolicyTable::new();
     dirac_wms::policy::register(&mut policies);
     dirac_auth::admin::register(&mut policies);
+    dirac_dms::policy::register(&mut policies);
     policies
 }
 
@@ -322,6 +337,8 @@ pub async fn run_all(
     let policies = policy_table();
     let mut services = ServiceSet::new();
     wms.register_services(&mut services);
+    let dms = open_dms(&config, data_dir, wms.db.db()).await?;
+    dms.register_services(&mut services);
 
     let listener = tokio::net::TcpListener::bind(&config.services.listen)
         .await

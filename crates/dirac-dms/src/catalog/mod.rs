@@ -1739,6 +1739,39 @@ impl Catalog {
         Ok(out)
     }
 
+    // ---- access to stored files ----
+
+    /// May the caller create (or replace) the file `lfn`: its directory
+    /// exists and is writable, or could be made by the caller.
+    pub async fn may_write_file(&self, caller: &Caller, lfn: &str) -> Result<Lfn> {
+        let l = Lfn::parse(lfn).map_err(DmsError::InvalidArgument)?;
+        caller.check_vo(&l)?;
+        let parent = l
+            .parent()
+            .ok_or_else(|| DmsError::InvalidArgument(format!("{l} is a VO root, not a file")))?;
+        let (existing, _planned, failed) = self.resolve_dirs(caller, std::slice::from_ref(&parent)).await?;
+        if let Some(e) = failed.get(parent.as_str()) {
+            return Err(DmsError::PermissionDenied(format!("{l}: {e}")));
+        }
+        if let Some(d) = existing.get(parent.as_str()) {
+            d.perm.check(caller, Want::Write, parent.as_str())?;
+        }
+        Ok(l)
+    }
+
+    /// May the caller read the stored file `lfn`: a registered file they
+    /// may read, or an unregistered one they could have written.
+    pub async fn may_read_file(&self, caller: &Caller, lfn: &str) -> Result<Lfn> {
+        let (mut found, mut failed) = self.lookup_files(caller, &[lfn.to_string()], Want::Read).await?;
+        if found.remove(lfn).is_some() {
+            return Lfn::parse(lfn).map_err(DmsError::InvalidArgument);
+        }
+        match failed.remove(lfn) {
+            Some(DmsError::NotFound(_)) | None => self.may_write_file(caller, lfn).await,
+            Some(e) => Err(e),
+        }
+    }
+
     // ---- permissions ----
 
     /// chmod: the owner or an administrator, optionally on a whole subtree.
