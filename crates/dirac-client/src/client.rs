@@ -87,6 +87,11 @@ pub type Matcher = MatcherClient<AuthChannel>;
 pub type SandboxStore = SandboxStoreClient<AuthChannel>;
 /// Pilot registration, states and logs.
 pub type PilotManager = PilotManagerClient<AuthChannel>;
+/// The file catalog.
+pub type FileCatalog = dirac_proto::dms::file_catalog_client::FileCatalogClient<AuthChannel>;
+/// The installation's storage elements (`dips`).
+pub type StorageElement =
+    dirac_proto::dms::storage_element_client::StorageElementClient<AuthChannel>;
 
 /// A connection to one dirac-rs server. Cheap to clone; clones share the channel.
 #[derive(Clone, Debug)]
@@ -188,6 +193,20 @@ impl Client {
     /// The PilotManager stub.
     pub fn pilot_manager(&self) -> PilotManager {
         PilotManagerClient::new(self.intercepted())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// The FileCatalog stub.
+    pub fn file_catalog(&self) -> FileCatalog {
+        FileCatalog::new(self.intercepted())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// The StorageElement stub.
+    pub fn storage_element(&self) -> StorageElement {
+        StorageElement::new(self.intercepted())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }

@@ -12,14 +12,15 @@
 
 mod client;
 mod config;
+pub mod data;
 mod error;
 pub mod login;
 mod query;
 pub mod sandbox;
 
 pub use client::{
-    AuthChannel, AuthInterceptor, Client, JobManager, JobMonitoring, JobStateUpdate,
-    MAX_MESSAGE_SIZE, Matcher, PilotManager, SandboxStore,
+    AuthChannel, AuthInterceptor, Client, FileCatalog, JobManager, JobMonitoring, JobStateUpdate,
+    MAX_MESSAGE_SIZE, Matcher, PilotManager, SandboxStore, StorageElement,
 };
 pub use config::{ClientConfig, Env, MapEnv, ProcessEnv, default_config_path};
 pub use error::ClientError;

@@ -53,7 +53,10 @@ pub fn path_result(out: Outcome) -> PathResult {
 }
 
 fn failed_map(failed: BTreeMap<String, DmsError>) -> std::collections::HashMap<String, ItemError> {
-    failed.into_iter().map(|(k, e)| (k, item_error(&e))).collect()
+    failed
+        .into_iter()
+        .map(|(k, e)| (k, item_error(&e)))
+        .collect()
 }
 
 fn mode(m: u32) -> u32 {
@@ -133,7 +136,10 @@ fn dataset_pb(d: &Dataset) -> pb::Dataset {
 }
 
 fn replica_refs(r: ReplicasRequest) -> Vec<(String, String, String)> {
-    r.replicas.into_iter().map(|x| (x.lfn, x.se, x.pfn)).collect()
+    r.replicas
+        .into_iter()
+        .map(|x| (x.lfn, x.se, x.pfn))
+        .collect()
 }
 
 /// Stream pages of LFNs from `next(after)` until it answers an empty page.
@@ -170,19 +176,34 @@ where
 
 #[tonic::async_trait]
 impl pb::file_catalog_server::FileCatalog for CatalogService {
-    async fn create_directories(&self, req: Request<Paths>) -> Result<Response<PathResult>, Status> {
+    async fn create_directories(
+        &self,
+        req: Request<Paths>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
-        let out = self.0.create_directories(&who, &req.into_inner().paths).await?;
+        let out = self
+            .0
+            .create_directories(&who, &req.into_inner().paths)
+            .await?;
         Ok(Response::new(path_result(out)))
     }
 
-    async fn remove_directories(&self, req: Request<Paths>) -> Result<Response<PathResult>, Status> {
+    async fn remove_directories(
+        &self,
+        req: Request<Paths>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
-        let out = self.0.remove_directories(&who, &req.into_inner().paths).await?;
+        let out = self
+            .0
+            .remove_directories(&who, &req.into_inner().paths)
+            .await?;
         Ok(Response::new(path_result(out)))
     }
 
-    async fn add_files(&self, req: Request<AddFilesRequest>) -> Result<Response<PathResult>, Status> {
+    async fn add_files(
+        &self,
+        req: Request<AddFilesRequest>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
         let files = req
             .into_inner()
@@ -208,15 +229,27 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         Ok(Response::new(path_result(out)))
     }
 
-    async fn add_replicas(&self, req: Request<ReplicasRequest>) -> Result<Response<PathResult>, Status> {
+    async fn add_replicas(
+        &self,
+        req: Request<ReplicasRequest>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
-        let out = self.0.add_replicas(&who, &replica_refs(req.into_inner())).await?;
+        let out = self
+            .0
+            .add_replicas(&who, &replica_refs(req.into_inner()))
+            .await?;
         Ok(Response::new(path_result(out)))
     }
 
-    async fn remove_replicas(&self, req: Request<ReplicasRequest>) -> Result<Response<PathResult>, Status> {
+    async fn remove_replicas(
+        &self,
+        req: Request<ReplicasRequest>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
-        let out = self.0.remove_replicas(&who, &replica_refs(req.into_inner())).await?;
+        let out = self
+            .0
+            .remove_replicas(&who, &replica_refs(req.into_inner()))
+            .await?;
         Ok(Response::new(path_result(out)))
     }
 
@@ -229,20 +262,32 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         }))
     }
 
-    async fn get_files(&self, req: Request<GetFilesRequest>) -> Result<Response<GetFilesResponse>, Status> {
+    async fn get_files(
+        &self,
+        req: Request<GetFilesRequest>,
+    ) -> Result<Response<GetFilesResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let (found, failed) = self.0.get_files(&who, &r.lfns, r.all_status).await?;
         Ok(Response::new(GetFilesResponse {
-            files: found.into_iter().map(|(k, (f, reps))| (k, file_info(&f, &reps))).collect(),
+            files: found
+                .into_iter()
+                .map(|(k, (f, reps))| (k, file_info(&f, &reps)))
+                .collect(),
             failed: failed_map(failed),
         }))
     }
 
-    async fn get_directories(&self, req: Request<Paths>) -> Result<Response<GetFilesResponse>, Status> {
+    async fn get_directories(
+        &self,
+        req: Request<Paths>,
+    ) -> Result<Response<GetFilesResponse>, Status> {
         // Directories answer as FileInfo without size or replicas.
         let who = caller(&req)?;
-        let (found, failed) = self.0.get_directories(&who, &req.into_inner().paths).await?;
+        let (found, failed) = self
+            .0
+            .get_directories(&who, &req.into_inner().paths)
+            .await?;
         Ok(Response::new(GetFilesResponse {
             files: found
                 .into_iter()
@@ -267,7 +312,10 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
 
     type ListDirectoryStream = BoxStream<EntryBatch>;
 
-    async fn list_directory(&self, req: Request<ListRequest>) -> Result<Response<Self::ListDirectoryStream>, Status> {
+    async fn list_directory(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<Self::ListDirectoryStream>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let dir = self.0.readable_dir(&who, &r.path).await?;
@@ -276,7 +324,10 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         tokio::spawn(async move {
             let mut cursor = Cursor::Dirs(0);
             while cursor != Cursor::Done {
-                match catalog.list_page(&dir, r.recursive, r.with_replicas, cursor, PAGE).await {
+                match catalog
+                    .list_page(&dir, r.recursive, r.with_replicas, cursor, PAGE)
+                    .await
+                {
                     Ok((entries, next)) => {
                         cursor = next;
                         if entries.is_empty() {
@@ -288,7 +339,9 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
                                 .map(|e| pb::Entry {
                                     kind: Some(match e {
                                         Entry::Dir(d) => pb::entry::Kind::Directory(dir_info(d)),
-                                        Entry::File(f, reps) => pb::entry::Kind::File(file_info(f, reps)),
+                                        Entry::File(f, reps) => {
+                                            pb::entry::Kind::File(file_info(f, reps))
+                                        }
                                     }),
                                 })
                                 .collect(),
@@ -304,10 +357,15 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn get_directory_size(&self, req: Request<Paths>) -> Result<Response<DirectorySizeResponse>, Status> {
+    async fn get_directory_size(
+        &self,
+        req: Request<Paths>,
+    ) -> Result<Response<DirectorySizeResponse>, Status> {
         let who = caller(&req)?;
         let (sizes, failed) = self.0.directory_size(&who, &req.into_inner().paths).await?;
         Ok(Response::new(DirectorySizeResponse {
@@ -333,10 +391,17 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         }))
     }
 
-    async fn repair_directory_usage(&self, req: Request<RepairUsageRequest>) -> Result<Response<RepairUsageResponse>, Status> {
+    async fn repair_directory_usage(
+        &self,
+        req: Request<RepairUsageRequest>,
+    ) -> Result<Response<RepairUsageResponse>, Status> {
         let who = caller(&req)?;
         let (directories, drift) = self.0.repair_usage(&who, &req.into_inner().path).await?;
-        tracing::info!(directories, drifted = drift.len(), "usage counters repaired");
+        tracing::info!(
+            directories,
+            drifted = drift.len(),
+            "usage counters repaired"
+        );
         Ok(Response::new(RepairUsageResponse {
             directories,
             differences: drift
@@ -353,21 +418,36 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         }))
     }
 
-    async fn change_mode(&self, req: Request<ChangeModeRequest>) -> Result<Response<PathResult>, Status> {
+    async fn change_mode(
+        &self,
+        req: Request<ChangeModeRequest>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let out = self.0.change_mode(&who, &r.paths, r.mode, r.recursive).await?;
+        let out = self
+            .0
+            .change_mode(&who, &r.paths, r.mode, r.recursive)
+            .await?;
         Ok(Response::new(path_result(out)))
     }
 
-    async fn change_owner(&self, req: Request<ChangeOwnerRequest>) -> Result<Response<PathResult>, Status> {
+    async fn change_owner(
+        &self,
+        req: Request<ChangeOwnerRequest>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let out = self.0.change_owner(&who, &r.paths, &r.owner, &r.group, r.recursive).await?;
+        let out = self
+            .0
+            .change_owner(&who, &r.paths, &r.owner, &r.group, r.recursive)
+            .await?;
         Ok(Response::new(path_result(out)))
     }
 
-    async fn add_metadata_field(&self, req: Request<MetadataField>) -> Result<Response<Empty>, Status> {
+    async fn add_metadata_field(
+        &self,
+        req: Request<MetadataField>,
+    ) -> Result<Response<Empty>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let field = Field {
@@ -379,13 +459,19 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn remove_metadata_field(&self, req: Request<MetadataField>) -> Result<Response<Empty>, Status> {
+    async fn remove_metadata_field(
+        &self,
+        req: Request<MetadataField>,
+    ) -> Result<Response<Empty>, Status> {
         let who = caller(&req)?;
         self.0.remove_field(&who, &req.into_inner().name).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn get_metadata_fields(&self, req: Request<Empty>) -> Result<Response<MetadataFields>, Status> {
+    async fn get_metadata_fields(
+        &self,
+        req: Request<Empty>,
+    ) -> Result<Response<MetadataFields>, Status> {
         let who = caller(&req)?;
         let fields = self.0.fields(&who.vo).await?;
         Ok(Response::new(MetadataFields {
@@ -400,7 +486,10 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         }))
     }
 
-    async fn set_metadata(&self, req: Request<SetMetadataRequest>) -> Result<Response<Empty>, Status> {
+    async fn set_metadata(
+        &self,
+        req: Request<SetMetadataRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let mut values = BTreeMap::new();
@@ -411,14 +500,20 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn remove_metadata(&self, req: Request<RemoveMetadataRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove_metadata(
+        &self,
+        req: Request<RemoveMetadataRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         self.0.remove_metadata(&who, &r.path, &r.names).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn get_metadata(&self, req: Request<Paths>) -> Result<Response<GetMetadataResponse>, Status> {
+    async fn get_metadata(
+        &self,
+        req: Request<Paths>,
+    ) -> Result<Response<GetMetadataResponse>, Status> {
         let who = caller(&req)?;
         let (found, failed) = self.0.get_metadata(&who, &req.into_inner().paths).await?;
         Ok(Response::new(GetMetadataResponse {
@@ -441,7 +536,10 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
 
     type FindFilesStream = BoxStream<LfnBatch>;
 
-    async fn find_files(&self, req: Request<FindRequest>) -> Result<Response<Self::FindFilesStream>, Status> {
+    async fn find_files(
+        &self,
+        req: Request<FindRequest>,
+    ) -> Result<Response<Self::FindFilesStream>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let dir = self.0.readable_dir(&who, &r.path).await?;
@@ -449,24 +547,37 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         let catalog = self.0.clone();
         Ok(Response::new(lfn_stream(move |after| {
             let (catalog, compiled) = (catalog.clone(), compiled.clone());
-            async move { catalog.find_page(dir.id, compiled.as_ref().as_ref(), after, PAGE).await }
+            async move {
+                catalog
+                    .find_page(dir.id, compiled.as_ref().as_ref(), after, PAGE)
+                    .await
+            }
         })))
     }
 
-    async fn add_dataset(&self, req: Request<pb::Dataset>) -> Result<Response<pb::Dataset>, Status> {
+    async fn add_dataset(
+        &self,
+        req: Request<pb::Dataset>,
+    ) -> Result<Response<pb::Dataset>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let d = self.0.add_dataset(&who, &r.name, &r.path, &r.query).await?;
         Ok(Response::new(dataset_pb(&d)))
     }
 
-    async fn freeze_dataset(&self, req: Request<DatasetRef>) -> Result<Response<pb::Dataset>, Status> {
+    async fn freeze_dataset(
+        &self,
+        req: Request<DatasetRef>,
+    ) -> Result<Response<pb::Dataset>, Status> {
         let who = caller(&req)?;
         let d = self.0.freeze_dataset(&who, &req.into_inner().name).await?;
         Ok(Response::new(dataset_pb(&d)))
     }
 
-    async fn release_dataset(&self, req: Request<DatasetRef>) -> Result<Response<pb::Dataset>, Status> {
+    async fn release_dataset(
+        &self,
+        req: Request<DatasetRef>,
+    ) -> Result<Response<pb::Dataset>, Status> {
         let who = caller(&req)?;
         let d = self.0.release_dataset(&who, &req.into_inner().name).await?;
         Ok(Response::new(dataset_pb(&d)))
@@ -478,10 +589,17 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn get_datasets(&self, req: Request<DatasetsRequest>) -> Result<Response<Datasets>, Status> {
+    async fn get_datasets(
+        &self,
+        req: Request<DatasetsRequest>,
+    ) -> Result<Response<Datasets>, Status> {
         let who = caller(&req)?;
         let path = req.into_inner().path;
-        let path = if path.is_empty() { format!("/{}", who.vo) } else { path };
+        let path = if path.is_empty() {
+            format!("/{}", who.vo)
+        } else {
+            path
+        };
         let list = self.0.datasets(&who, &path).await?;
         Ok(Response::new(Datasets {
             datasets: list.iter().map(dataset_pb).collect(),
@@ -490,7 +608,10 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
 
     type GetDatasetFilesStream = BoxStream<LfnBatch>;
 
-    async fn get_dataset_files(&self, req: Request<DatasetRef>) -> Result<Response<Self::GetDatasetFilesStream>, Status> {
+    async fn get_dataset_files(
+        &self,
+        req: Request<DatasetRef>,
+    ) -> Result<Response<Self::GetDatasetFilesStream>, Status> {
         let who = caller(&req)?;
         let d = Arc::new(self.0.dataset(&who, &req.into_inner().name).await?);
         let catalog = self.0.clone();
@@ -500,17 +621,31 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
         })))
     }
 
-    async fn add_ancestors(&self, req: Request<AddAncestorsRequest>) -> Result<Response<PathResult>, Status> {
+    async fn add_ancestors(
+        &self,
+        req: Request<AddAncestorsRequest>,
+    ) -> Result<Response<PathResult>, Status> {
         let who = caller(&req)?;
-        let links: Vec<(String, Vec<String>)> = req.into_inner().links.into_iter().map(|l| (l.lfn, l.ancestors)).collect();
+        let links: Vec<(String, Vec<String>)> = req
+            .into_inner()
+            .links
+            .into_iter()
+            .map(|l| (l.lfn, l.ancestors))
+            .collect();
         let out = self.0.add_ancestors(&who, &links).await?;
         Ok(Response::new(path_result(out)))
     }
 
-    async fn get_lineage(&self, req: Request<LineageRequest>) -> Result<Response<LineageResponse>, Status> {
+    async fn get_lineage(
+        &self,
+        req: Request<LineageRequest>,
+    ) -> Result<Response<LineageResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let (found, failed) = self.0.lineage(&who, &r.lfns, r.depth, r.descendants).await?;
+        let (found, failed) = self
+            .0
+            .lineage(&who, &r.lfns, r.depth, r.descendants)
+            .await?;
         Ok(Response::new(LineageResponse {
             lineage: found
                 .into_iter()
@@ -518,7 +653,10 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
                     (
                         k,
                         Lineage {
-                            related: list.into_iter().map(|(lfn, depth)| Related { lfn, depth }).collect(),
+                            related: list
+                                .into_iter()
+                                .map(|(lfn, depth)| Related { lfn, depth })
+                                .collect(),
                         },
                     )
                 })

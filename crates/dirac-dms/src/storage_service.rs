@@ -62,24 +62,46 @@ impl Drop for Scratch {
 
 #[tonic::async_trait]
 impl pb::storage_element_server::StorageElement for StorageService {
-    async fn put(&self, req: Request<Streaming<ObjectChunk>>) -> Result<Response<PutObjectResponse>, Status> {
+    async fn put(
+        &self,
+        req: Request<Streaming<ObjectChunk>>,
+    ) -> Result<Response<PutObjectResponse>, Status> {
         let who = Caller::from_identity(identity(&req)?);
         let mut stream = req.into_inner();
         let Some(first) = stream.message().await? else {
-            return Err(DmsError::InvalidArgument("empty upload: a header must come first".into()).into());
+            return Err(
+                DmsError::InvalidArgument("empty upload: a header must come first".into()).into(),
+            );
         };
-        let Some(pb::object_chunk::Kind::Header(ObjectHeader { se, lfn, size, adler32 })) = first.kind else {
-            return Err(DmsError::InvalidArgument("the first message of an upload must be its header".into()).into());
+        let Some(pb::object_chunk::Kind::Header(ObjectHeader {
+            se,
+            lfn,
+            size,
+            adler32,
+        })) = first.kind
+        else {
+            return Err(DmsError::InvalidArgument(
+                "the first message of an upload must be its header".into(),
+            )
+            .into());
         };
-        if adler32.len() > 8 || !adler32.bytes().all(|b| b.is_ascii_hexdigit()) || adler32.is_empty() {
-            return Err(DmsError::InvalidArgument(format!("'{adler32}' is not an Adler32 checksum")).into());
+        if adler32.len() > 8
+            || !adler32.bytes().all(|b| b.is_ascii_hexdigit())
+            || adler32.is_empty()
+        {
+            return Err(DmsError::InvalidArgument(format!(
+                "'{adler32}' is not an Adler32 checksum"
+            ))
+            .into());
         }
         let storage = self.ses.get(&se).map_err(DmsError::from)?;
         storage.writer().map_err(DmsError::from)?;
         let l = self.catalog.may_write_file(&who, &lfn).await?;
         tokio::fs::create_dir_all(&self.scratch)
             .await
-            .map_err(|e| DmsError::Unavailable(format!("scratch {}: {e}", self.scratch.display())))?;
+            .map_err(|e| {
+                DmsError::Unavailable(format!("scratch {}: {e}", self.scratch.display()))
+            })?;
         let target = self.scratch_file("put");
         let (part, mut file) = Part::create(&target)
             .await
@@ -101,11 +123,18 @@ impl pb::storage_element_server::StorageElement for StorageService {
                         .await
                         .map_err(|e| DmsError::from(StorageError::io("scratch", &e)))?;
                 }
-                _ => return Err(DmsError::InvalidArgument("only data may follow the header".into()).into()),
+                _ => {
+                    return Err(
+                        DmsError::InvalidArgument("only data may follow the header".into()).into(),
+                    );
+                }
             }
         }
         if got != size {
-            return Err(DmsError::InvalidArgument(format!("{l}: {got} bytes arrived, {size} were announced")).into());
+            return Err(DmsError::InvalidArgument(format!(
+                "{l}: {got} bytes arrived, {size} were announced"
+            ))
+            .into());
         }
         if !checksum::same(&sum.hex(), &adler32) {
             return Err(DmsError::InvalidArgument(format!(
@@ -114,9 +143,14 @@ impl pb::storage_element_server::StorageElement for StorageService {
             ))
             .into());
         }
-        part.commit(file).await.map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
+        part.commit(file)
+            .await
+            .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
         let _cleanup = Scratch(target.clone());
-        let stored = storage.put(l.as_str(), &target, Some(&adler32)).await.map_err(DmsError::from)?;
+        let stored = storage
+            .put(l.as_str(), &target, Some(&adler32))
+            .await
+            .map_err(DmsError::from)?;
         tracing::info!(se = %se, lfn = %l, size, "file stored");
         Ok(Response::new(PutObjectResponse {
             size: stored.size,
@@ -133,15 +167,22 @@ impl pb::storage_element_server::StorageElement for StorageService {
         let l = self.catalog.may_read_file(&who, &r.lfn).await?;
         tokio::fs::create_dir_all(&self.scratch)
             .await
-            .map_err(|e| DmsError::Unavailable(format!("scratch {}: {e}", self.scratch.display())))?;
+            .map_err(|e| {
+                DmsError::Unavailable(format!("scratch {}: {e}", self.scratch.display()))
+            })?;
         let scratch = Scratch(self.scratch_file("get"));
-        let stat = storage.get(l.as_str(), &scratch.0).await.map_err(DmsError::from)?;
+        let stat = storage
+            .get(l.as_str(), &scratch.0)
+            .await
+            .map_err(DmsError::from)?;
         let adler32 = match stat.adler32 {
             Some(a) => a,
-            None => checksum::of_file(&scratch.0)
-                .await
-                .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?
-                .1,
+            None => {
+                checksum::of_file(&scratch.0)
+                    .await
+                    .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?
+                    .1
+            }
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let header = ObjectChunk {
@@ -160,7 +201,9 @@ impl pb::storage_element_server::StorageElement for StorageService {
             let mut file = match tokio::fs::File::open(&scratch.0).await {
                 Ok(f) => f,
                 Err(e) => {
-                    let _ = tx.send(Err(Status::unavailable(format!("scratch: {e}")))).await;
+                    let _ = tx
+                        .send(Err(Status::unavailable(format!("scratch: {e}"))))
+                        .await;
                     return;
                 }
             };
@@ -177,13 +220,17 @@ impl pb::storage_element_server::StorageElement for StorageService {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Status::unavailable(format!("scratch: {e}")))).await;
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!("scratch: {e}"))))
+                            .await;
                         return;
                     }
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn remove(&self, req: Request<ObjectRefs>) -> Result<Response<PathResult>, Status> {
@@ -236,7 +283,10 @@ impl pb::storage_element_server::StorageElement for StorageService {
         let who = Caller::from_identity(identity(&req)?);
         let storage = self.ses.get(&req.into_inner().se).map_err(DmsError::from)?;
         if let Some(o) = storage.occupancy().await.map_err(DmsError::from)? {
-            return Ok(Response::new(Occupancy { total: o.total, free: o.free }));
+            return Ok(Response::new(Occupancy {
+                total: o.total,
+                free: o.free,
+            }));
         }
         // Protocols that cannot tell read `{"Total": …, "Free": …}` from the
         // storage itself (DIRAC's OccupancyLFN).
@@ -249,12 +299,16 @@ impl pb::storage_element_server::StorageElement for StorageService {
             .await
             .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
         let scratch = Scratch(self.scratch_file("occupancy"));
-        storage.get(&lfn, &scratch.0).await.map_err(DmsError::from)?;
+        storage
+            .get(&lfn, &scratch.0)
+            .await
+            .map_err(DmsError::from)?;
         let text = tokio::fs::read_to_string(&scratch.0)
             .await
             .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| DmsError::FailedPrecondition(format!("{lfn} is not occupancy JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            DmsError::FailedPrecondition(format!("{lfn} is not occupancy JSON: {e}"))
+        })?;
         let field = |k: &str| {
             v[k].as_u64()
                 .ok_or_else(|| DmsError::FailedPrecondition(format!("{lfn} has no numeric '{k}'")))
@@ -265,7 +319,10 @@ impl pb::storage_element_server::StorageElement for StorageService {
         }))
     }
 
-    async fn replicate(&self, req: Request<ReplicateRequest>) -> Result<Response<ReplicateResponse>, Status> {
+    async fn replicate(
+        &self,
+        req: Request<ReplicateRequest>,
+    ) -> Result<Response<ReplicateResponse>, Status> {
         let who = Caller::from_identity(identity(&req)?);
         let r = req.into_inner();
         let source = self.ses.get(&r.source_se).map_err(DmsError::from)?;
@@ -276,9 +333,10 @@ impl pb::storage_element_server::StorageElement for StorageService {
             .await
             .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
         let expected = (!r.adler32.is_empty()).then_some(r.adler32.as_str());
-        let (stat, third_party) = dirac_storage::se::replicate(&source, &dest, l.as_str(), expected, &self.scratch)
-            .await
-            .map_err(DmsError::from)?;
+        let (stat, third_party) =
+            dirac_storage::se::replicate(&source, &dest, l.as_str(), expected, &self.scratch)
+                .await
+                .map_err(DmsError::from)?;
         tracing::info!(lfn = %l, from = %r.source_se, to = %r.dest_se, third_party, "file replicated");
         Ok(Response::new(ReplicateResponse {
             size: stat.size,
@@ -287,7 +345,10 @@ impl pb::storage_element_server::StorageElement for StorageService {
         }))
     }
 
-    async fn list_storage_elements(&self, _req: Request<Empty>) -> Result<Response<StorageElementList>, Status> {
+    async fn list_storage_elements(
+        &self,
+        _req: Request<Empty>,
+    ) -> Result<Response<StorageElementList>, Status> {
         Ok(Response::new(StorageElementList {
             storage_elements: self
                 .ses
@@ -295,7 +356,12 @@ impl pb::storage_element_server::StorageElement for StorageService {
                 .map(|se| StorageElementInfo {
                     name: se.name.clone(),
                     site: se.config.site.clone().unwrap_or_default(),
-                    protocols: se.config.protocols.iter().map(|p| p.protocol.clone()).collect(),
+                    protocols: se
+                        .config
+                        .protocols
+                        .iter()
+                        .map(|p| p.protocol.clone())
+                        .collect(),
                     read_access: access(se.config.read_access),
                     write_access: access(se.config.write_access),
                 })

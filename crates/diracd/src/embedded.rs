@@ -255,7 +255,11 @@ async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<
 
 /// The file catalog (in JobDB's database unless `FileCatalogDB` is set)
 /// and the storage elements.
-async fn open_dms(config: &Arc<DiracConfig>, data_dir: &Path, job_db: &Db) -> anyhow::Result<dirac_dms::Dms> {
+async fn open_dms(
+    config: &Arc<DiracConfig>,
+    data_dir: &Path,
+    job_db: &Db,
+) -> anyhow::Result<dirac_dms::Dms> {
     let db = match &config.services.databases.file_catalog_db {
         Some(url) => Db::connect(url, DB_CONNECTIONS)
             .await

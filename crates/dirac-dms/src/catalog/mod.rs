@@ -1749,7 +1749,9 @@ impl Catalog {
         let parent = l
             .parent()
             .ok_or_else(|| DmsError::InvalidArgument(format!("{l} is a VO root, not a file")))?;
-        let (existing, _planned, failed) = self.resolve_dirs(caller, std::slice::from_ref(&parent)).await?;
+        let (existing, _planned, failed) = self
+            .resolve_dirs(caller, std::slice::from_ref(&parent))
+            .await?;
         if let Some(e) = failed.get(parent.as_str()) {
             return Err(DmsError::PermissionDenied(format!("{l}: {e}")));
         }
@@ -1762,7 +1764,9 @@ impl Catalog {
     /// May the caller read the stored file `lfn`: a registered file they
     /// may read, or an unregistered one they could have written.
     pub async fn may_read_file(&self, caller: &Caller, lfn: &str) -> Result<Lfn> {
-        let (mut found, mut failed) = self.lookup_files(caller, &[lfn.to_string()], Want::Read).await?;
+        let (mut found, mut failed) = self
+            .lookup_files(caller, &[lfn.to_string()], Want::Read)
+            .await?;
         if found.remove(lfn).is_some() {
             return Lfn::parse(lfn).map_err(DmsError::InvalidArgument);
         }
