@@ -1351,3 +1351,225 @@ Services:
     drop(idp);
     d.stop();
 }
+
+/// The data commands against `diracd all` with two local storage elements:
+/// upload, list, download with checksums, corruption detected, metadata
+/// queries, replication, recursive removal that really removes.
+#[test]
+fn data_commands_against_the_local_storage_elements() {
+    let ses = "{LOCAL-SE: {Site: LCG.Local.local, Protocols: [{Protocol: file}, {Protocol: dips}]}, \
+               OTHER-SE: {Protocols: [{Protocol: file, Path: other}]}}";
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__SITES", "{}".into()),
+            ("DIRAC__RESOURCES__STORAGEELEMENTS", ses.into()),
+        ],
+    );
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work");
+    let admin_token = {
+        let out = Command::new(bin("diracd"))
+            .args([
+                "token",
+                "--user",
+                "admin",
+                "--group",
+                "dteam_admin",
+                "--data-dir",
+            ])
+            .arg(d.dir.path())
+            .output()
+            .expect("diracd token");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let run = |token: Option<&str>, args: &[&str]| -> Output {
+        let mut cmd = Command::new(bin("dirac"));
+        cmd.arg("--config").arg(d.client_config());
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        cmd.args(args)
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DIRAC_URL")
+            .env_remove("DIRAC_TOKEN")
+            .env_remove("DIRAC_SE")
+            .current_dir(work.path())
+            .output()
+            .expect("run dirac")
+    };
+    let ok = |args: &[&str]| -> String {
+        let out = run(None, args);
+        assert!(
+            out.status.success(),
+            "dirac {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&ok(&[&["--json"], args].concat())).expect("json")
+    };
+    // Files of 0 bytes, 1 byte and a few MiB (several chunks).
+    let big: Vec<u8> = (0..3_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    for (name, content) in [("empty", &b""[..]), ("one", &b"x"[..]), ("big", &big[..])] {
+        std::fs::write(work.path().join(name), content).expect("write");
+    }
+    assert_eq!(ok(&["dpwd"]).trim(), "/dteam/user/a/alice");
+    let put = json(&["dput", "--se", "LOCAL-SE", "empty", "one", "big", "data/"]);
+    assert_eq!(put["uploaded"].as_array().map(Vec::len), Some(3), "{put}");
+    assert_eq!(put["uploaded"][1]["adler32"], "00790079");
+    let listed = json(&["dls", "-l", "data"]);
+    let names: Vec<&str> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["lfn"].as_str())
+        .collect();
+    assert_eq!(names.len(), 3, "{listed}");
+    assert_eq!(listed["entries"][2]["replicas"][0]["se"], "LOCAL-SE");
+    // The stored copy is where DIRAC's convention puts it.
+    let stored = d.dir.path().join("se/LOCAL-SE/dteam/user/a/alice/data/big");
+    assert_eq!(std::fs::read(&stored).expect("stored copy"), big);
+    // Download, checksum verified, into another directory.
+    let out_dir = work.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    ok(&["dcd", "data"]);
+    assert_eq!(ok(&["dpwd"]).trim(), "/dteam/user/a/alice/data");
+    ok(&[
+        "dget",
+        "-D",
+        out_dir.to_str().expect("utf-8"),
+        "big",
+        "empty",
+        "one",
+    ]);
+    assert_eq!(std::fs::read(out_dir.join("big")).expect("got big"), big);
+    assert_eq!(
+        std::fs::read(out_dir.join("empty")).expect("got empty"),
+        b""
+    );
+    // A copy corrupted on the storage is refused and nothing is written.
+    let one = d.dir.path().join("se/LOCAL-SE/dteam/user/a/alice/data/one");
+    std::fs::write(&one, b"y").expect("corrupt");
+    std::fs::remove_file(out_dir.join("one")).expect("rm");
+    let bad = run(
+        None,
+        &["dget", "-D", out_dir.to_str().expect("utf-8"), "one"],
+    );
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && said.contains("checksum mismatch"),
+        "{said}"
+    );
+    assert!(!out_dir.join("one").exists(), "no half-written download");
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Replication to the other SE, then sizes per SE.
+    ok(&["drepl", "--se", "OTHER-SE", "big"]);
+    assert_eq!(
+        std::fs::read(d.dir.path().join("se/other/dteam/user/a/alice/data/big")).expect("replica"),
+        big
+    );
+    let size = json(&["dsize", "/dteam/user/a/alice"]);
+    let s = &size["sizes"]["/dteam/user/a/alice"];
+    assert_eq!(s["logical_files"], 3, "{size}");
+    assert_eq!(s["per_se"]["OTHER-SE"]["files"], 1, "{size}");
+    // Metadata: the data manager declares fields, alice tags and finds.
+    for (name, kind) in [("energy", "float"), ("particle", "string")] {
+        let out = run(Some(&admin_token), &["dmeta", "add-field", name, kind]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (dir, e, p) in [
+        ("mc/a", "5", "electron"),
+        ("mc/b", "20", "electron"),
+        ("mc/c", "50", "photon"),
+        ("mc/d", "70", "muon"),
+    ] {
+        ok(&["dmkdir", &format!("/dteam/user/a/alice/{dir}")]);
+        ok(&[
+            "dput",
+            "--se",
+            "LOCAL-SE",
+            &work.path().join("one").display().to_string(),
+            &format!("/dteam/user/a/alice/{dir}/f"),
+        ]);
+        ok(&[
+            "dmeta",
+            "set",
+            &format!("/dteam/user/a/alice/{dir}"),
+            &format!("energy={e}"),
+            &format!("particle={p}"),
+        ]);
+    }
+    let found = json(&[
+        "dfind",
+        "/dteam/user/a/alice/mc",
+        "energy>10 and (particle=electron or particle=photon)",
+    ]);
+    assert_eq!(
+        found["lfns"],
+        serde_json::json!(["/dteam/user/a/alice/mc/b/f", "/dteam/user/a/alice/mc/c/f"])
+    );
+    let meta = ok(&["dmeta", "get", "/dteam/user/a/alice/mc/c/f"]);
+    assert!(
+        meta.contains("energy = 50 (from /dteam/user/a/alice/mc/c)"),
+        "{meta}"
+    );
+    let bad = run(None, &["dfind", "/dteam/user/a/alice/mc", "colour=red"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown metadata field 'colour'"));
+    // Outside the VO: refused, per file, with the reason.
+    let bad = run(
+        None,
+        &[
+            "dput",
+            "--se",
+            "LOCAL-SE",
+            &work.path().join("one").display().to_string(),
+            "/atlas/x",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("outside VO dteam"));
+    // A recursive removal really removes: catalog and storage.
+    ok(&["dcd"]);
+    let removed = json(&["drm", "-r", "data", "mc"]);
+    assert_eq!(removed["files"], 7, "{removed}");
+    assert_eq!(removed["failed"], serde_json::json!({}));
+    let gone = run(None, &["dls", "data"]);
+    assert!(!gone.status.success());
+    for root in ["se/LOCAL-SE", "se/other"] {
+        let files: Vec<_> = walk_files(&d.dir.path().join(root));
+        assert!(files.is_empty(), "left on {root}: {files:?}");
+    }
+    assert!(ok(&["dse"]).contains("LOCAL-SE site=LCG.Local.local"));
+    d.stop();
+}
+
+/// Every regular file below `dir`.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

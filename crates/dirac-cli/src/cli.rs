@@ -53,6 +53,162 @@ pub enum Command {
     Logout,
     /// Who the current token says you are.
     Whoami,
+    /// List catalog directories (COMDIRAC's dls).
+    Dls {
+        /// Long listing: mode, owner, group, size, date, replicas.
+        #[arg(short, long)]
+        long: bool,
+        /// The whole tree below (streamed).
+        #[arg(short, long)]
+        recursive: bool,
+        /// Directories or files (default: the session's directory).
+        paths: Vec<String>,
+    },
+    /// Change the session's catalog directory (default: your home).
+    Dcd { path: Option<String> },
+    /// Print the session's catalog directory.
+    Dpwd,
+    /// Make catalog directories (and their parents).
+    Dmkdir {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Upload local files and register them.
+    Dput {
+        /// Local files, then optionally the destination (an LFN, or a
+        /// directory ending in `/`; default: the session's directory).
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+        /// Storage element (default: the only one, or $DIRAC_SE).
+        #[arg(long)]
+        se: Option<String>,
+        /// Replace an existing file.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Download files (checksum verified).
+    Dget {
+        #[arg(required = true)]
+        lfns: Vec<String>,
+        /// Local directory to write into.
+        #[arg(short = 'D', long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
+    /// Replicate files to another storage element and register the copies.
+    Drepl {
+        #[arg(required = true)]
+        lfns: Vec<String>,
+        /// Destination storage element.
+        #[arg(long = "se", value_name = "SE")]
+        dest: String,
+        /// Source storage element (default: the first replica).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Remove files (every replica, then the entry); -r removes trees.
+    Drm {
+        #[arg(short, long)]
+        recursive: bool,
+        /// Remove only the replica at this SE.
+        #[arg(long)]
+        se: Option<String>,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Find files by metadata: `dfind /vo/path 'energy>10 and (p=e or p=g)'`.
+    Dfind {
+        /// Directory to search below (default: the session's directory).
+        path: Option<String>,
+        /// The query (empty: every file).
+        #[arg(default_value = "")]
+        query: String,
+    },
+    /// Size and file count of directories, logical and per SE.
+    Dsize { paths: Vec<String> },
+    /// Replicas of files.
+    Dreplicas {
+        #[arg(required = true)]
+        lfns: Vec<String>,
+    },
+    /// Change permission bits (octal).
+    Dchmod {
+        mode: String,
+        #[arg(required = true)]
+        paths: Vec<String>,
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Metadata of directories and files.
+    #[command(subcommand)]
+    Dmeta(MetaCommand),
+    /// Datasets: named queries, dynamic or frozen.
+    #[command(subcommand)]
+    Ddataset(DatasetCommand),
+    /// Storage elements and their free space.
+    Dse,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetaCommand {
+    /// Set values: `dmeta set PATH energy=10 particle=electron`.
+    Set {
+        path: String,
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        values: Vec<String>,
+    },
+    /// Show the values of paths (inherited ones with their source).
+    Get {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Remove values.
+    Rm {
+        path: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List the VO's metadata fields.
+    Ls,
+    /// Declare a field: `dmeta add-field energy float` (--file for a file field).
+    AddField {
+        name: String,
+        /// int, float, string or date.
+        kind: String,
+        #[arg(long)]
+        file: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Define a dataset from a query.
+    Add {
+        name: String,
+        /// Directory searched (default: the session's directory).
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long, default_value = "")]
+        query: String,
+    },
+    /// Fix the dataset's file list.
+    Freeze {
+        name: String,
+    },
+    /// Let the dataset's query run again.
+    Release {
+        name: String,
+    },
+    Rm {
+        name: String,
+    },
+    /// List datasets (below a directory).
+    Ls {
+        path: Option<String>,
+    },
+    /// The dataset's files.
+    Files {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

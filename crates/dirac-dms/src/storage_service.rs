@@ -124,9 +124,10 @@ impl pb::storage_element_server::StorageElement for StorageService {
                         .map_err(|e| DmsError::from(StorageError::io("scratch", &e)))?;
                 }
                 _ => {
-                    return Err(
-                        DmsError::InvalidArgument("only data may follow the header".into()).into(),
-                    );
+                    return Err(DmsError::InvalidArgument(
+                        "only data may follow the header".into(),
+                    )
+                    .into());
                 }
             }
         }

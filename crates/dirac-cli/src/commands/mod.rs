@@ -1,5 +1,6 @@
 //! Runs a parsed command line against the server.
 
+mod data;
 mod job;
 mod login;
 mod pilot;
@@ -45,6 +46,11 @@ pub async fn run(cli: Cli, env: &dyn Env) -> anyhow::Result<Report> {
             let resolved = ClientConfig::resolve(config.as_deref(), env, url, token)?;
             login::whoami(&resolved, env, json).await
         }
+        data_command => {
+            let resolved = ClientConfig::resolve(config.as_deref(), env, url, token)?;
+            let client = Client::connect(&resolved)?;
+            data::run(&client, &resolved, env, data_command, json).await
+        }
     }
 }
 
@@ -60,6 +66,10 @@ impl Progress {
         Self {
             enabled: !as_json && std::io::stderr().is_terminal(),
         }
+    }
+
+    pub fn enabled(self) -> bool {
+        self.enabled
     }
 
     pub fn line(self, text: impl std::fmt::Display) {
