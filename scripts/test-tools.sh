@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the tools the end-to-end tests use into ~/.cache/dirac-test-tools
 # (idempotent): a Python virtualenv with grpcio (reflection, health checking)
-# and a Node OIDC provider.
+# and moto (an S3 server), and a Node OIDC provider.
 set -euo pipefail
 TOOLS="${DIRAC_TEST_TOOLS:-$HOME/.cache/dirac-test-tools}"
 VENV="$TOOLS/venv"
@@ -11,6 +11,11 @@ if [ ! -f "$STAMP" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-reflection grpcio-health-checking protobuf
   touch "$STAMP"
+fi
+# An S3 server (moto) for the storage-element tests.
+if [ ! -f "$VENV/.dirac-s3-1" ]; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+  touch "$VENV/.dirac-s3-1"
 fi
 # A real OIDC identity provider (panva's oidc-provider) for the federation tests.
 IDP="$TOOLS/idp"

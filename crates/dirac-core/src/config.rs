@@ -280,8 +280,11 @@ pub struct SeProtocolConfig {
     /// `https`, the bucket (and optional prefix) for `s3`.
     #[serde(default)]
     pub path: String,
-    /// `s3`: region (default us-east-1) and files holding the access key
-    /// id and the secret key.
+    /// `s3`: the endpoint URL (`https://s3.example.org`, or
+    /// `http://127.0.0.1:9000`; default AWS), region (default us-east-1)
+    /// and files holding the access key id and the secret key.
+    #[serde(default, rename = "EndpointURL")]
+    pub endpoint_url: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
     #[serde(default)]

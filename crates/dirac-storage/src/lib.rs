@@ -6,13 +6,16 @@
 //! occupancy, third-party copy where the protocol has one), then
 //! [`se::StorageElement`], which picks a plugin per operation. Physical
 //! names follow DIRAC's convention: `<protocol>://<host>:<port><path>/<lfn>`
-//! ([`pfn`]). Plugins: [`file`] (a directory), more as protocols land.
+//! ([`pfn`]). Plugins: [`file`] (a directory), [`https`] (WebDAV),
+//! [`s3`] (any S3 store).
 //!
 //! This crate never talks to the catalog: registering what was stored is
 //! the DataManager's job.
 
 pub mod checksum;
 pub mod file;
+pub mod https;
+pub mod s3;
 pub mod se;
 
 use std::path::Path;

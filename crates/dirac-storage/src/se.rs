@@ -51,6 +51,40 @@ fn plugin(
             Ok(Some(Arc::new(crate::file::FilePlugin::new(root))))
         }
         "dips" => Ok(None),
+        "https" => {
+            let host = section.host.as_deref().ok_or_else(|| {
+                StorageError::Invalid(format!("storage element {se}: https needs Host"))
+            })?;
+            Ok(Some(Arc::new(crate::https::HttpsPlugin::new(
+                host,
+                section.port,
+                &section.path,
+                section.ca_file.as_deref(),
+            )?)))
+        }
+        "s3" => {
+            let read = |f: &Option<std::path::PathBuf>,
+                        what: &str|
+             -> Result<String, StorageError> {
+                let f = f.as_ref().ok_or_else(|| {
+                    StorageError::Invalid(format!("storage element {se}: s3 needs {what}"))
+                })?;
+                std::fs::read_to_string(f)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| {
+                        StorageError::Invalid(format!("storage element {se}: {}: {e}", f.display()))
+                    })
+            };
+            let key = read(&section.access_key_file, "AccessKeyFile")?;
+            let secret = read(&section.secret_key_file, "SecretKeyFile")?;
+            Ok(Some(Arc::new(crate::s3::S3Plugin::new(
+                section.endpoint_url.as_deref(),
+                section.region.as_deref(),
+                &section.path,
+                &key,
+                &secret,
+            )?)))
+        }
         other => Err(StorageError::Unsupported(format!(
             "storage element {se}: protocol '{other}' is not available in this build"
         ))),
