@@ -1573,3 +1573,94 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A job with InputData and OutputData runs end to end: the optimizer
+/// sends it to the site holding its data, the pilot downloads the input
+/// with the job's token, the payload's output is uploaded and registered.
+#[test]
+fn jobs_read_input_data_and_register_output_data() {
+    let d = Diracd::start_with(tempfile::tempdir().expect("tmp"), &[]);
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work");
+    let run = |args: &[&str]| -> Output {
+        Command::new(bin("dirac"))
+            .arg("--config")
+            .arg(d.client_config())
+            .args(args)
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DIRAC_URL")
+            .env_remove("DIRAC_TOKEN")
+            .current_dir(work.path())
+            .output()
+            .expect("run dirac")
+    };
+    std::fs::write(work.path().join("data.txt"), "hello grid\n").expect("write");
+    let put = run(&["dput", "data.txt", "/dteam/user/a/alice/in/data.txt"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let jdl = work.path().join("data.jdl");
+    std::fs::write(
+        &jdl,
+        r#"[ Executable = "/bin/sh";
+             Arguments = "-c 'tr a-z A-Z < data.txt > out.txt'";
+             InputData = {"LFN:/dteam/user/a/alice/in/data.txt"};
+             OutputData = {"out.txt"}; OutputPath = "results"; OutputSE = "LOCAL-SE";
+             JobName = "data"; ]"#,
+    )
+    .expect("write");
+    let missing = work.path().join("missing.jdl");
+    std::fs::write(
+        &missing,
+        r#"[ Executable = "/bin/true"; InputData = {"/dteam/user/a/alice/in/nothing"}; JobName = "nodata"; ]"#,
+    )
+    .expect("write");
+    let jobs = ids(&d.json(&[
+        "job",
+        "submit",
+        &jdl.display().to_string(),
+        &missing.display().to_string(),
+    ]));
+    let done = wait_final(&d, &jobs, Duration::from_secs(90));
+    let job = |id: u64| {
+        done.iter()
+            .find(|j| j["job_id"] == id)
+            .expect("job")
+            .clone()
+    };
+    let ok = job(jobs[0]);
+    assert_eq!(ok["status"], "Done", "{ok}");
+    assert_eq!(ok["site"], "LCG.Local.local", "{ok}");
+    let failed = job(jobs[1]);
+    assert_eq!(failed["status"], "Failed", "{failed}");
+    assert_eq!(
+        failed["minor_status"], "Input Data Not Available",
+        "{failed}"
+    );
+    assert!(
+        failed["application_status"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in/nothing"),
+        "{failed}"
+    );
+    let got = run(&[
+        "dget",
+        "-D",
+        work.path().to_str().expect("utf-8"),
+        "/dteam/user/a/alice/results/out.txt",
+    ]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("out.txt")).expect("out"),
+        "HELLO GRID\n"
+    );
+    d.stop();
+}

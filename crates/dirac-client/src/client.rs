@@ -151,6 +151,15 @@ impl Client {
         Ok(Self { channel, auth })
     }
 
+    /// The same connection, calling with another token (a pilot acting
+    /// with a job's token).
+    pub fn with_token(&self, token: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            channel: self.channel.clone(),
+            auth: AuthInterceptor::new(Some(token))?,
+        })
+    }
+
     fn intercepted(&self) -> AuthChannel {
         InterceptedService::new(self.channel.clone(), self.auth.clone())
     }

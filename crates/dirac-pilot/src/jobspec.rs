@@ -25,6 +25,17 @@ pub struct JobSpec {
     pub max_ram_mb: Option<i64>,
     /// `ExecutionEnvironment = {"A=1", "B=2"}`.
     pub environment: Vec<(String, String)>,
+    /// LFNs to download before the payload (`LFN:` dropped).
+    pub input_data: Vec<String>,
+    /// Files to upload and register after it: names in the job directory,
+    /// or `LFN:/vo/…` to choose the LFN (its last component is the file).
+    pub output_data: Vec<String>,
+    /// Storage elements to try for the output data, in order.
+    pub output_se: Vec<String>,
+    /// Directory under the owner's home for the output data.
+    pub output_path: Option<String>,
+    pub owner: Option<String>,
+    pub vo: Option<String>,
 }
 
 impl JobSpec {
@@ -37,6 +48,41 @@ impl JobSpec {
     /// Wall-clock limit in seconds: CPUTime × 1.2.
     pub fn wall_clock_limit_secs(&self) -> f64 {
         self.cpu_time as f64 * WALL_CLOCK_FACTOR
+    }
+
+    /// The LFN each `OutputData` entry is registered as, with the local
+    /// file it comes from: `LFN:` entries as given, the others under the
+    /// owner's home, in `OutputPath` or `<JobID/1000>/<JobID>` (DIRAC's
+    /// default).
+    pub fn output_lfns(&self, job_id: u64) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        for entry in &self.output_data {
+            if let Some(lfn) = entry
+                .strip_prefix("LFN:")
+                .or_else(|| entry.strip_prefix("lfn:"))
+            {
+                let name = lfn.rsplit('/').next().unwrap_or_default();
+                if name.is_empty() {
+                    return Err(format!("OutputData: '{entry}' names no file"));
+                }
+                out.push((name.to_owned(), lfn.to_owned()));
+                continue;
+            }
+            let (Some(owner), Some(vo)) = (&self.owner, &self.vo) else {
+                return Err("OutputData: the JDL has no Owner or VirtualOrganization".to_owned());
+            };
+            let initial = owner.chars().next().unwrap_or('x');
+            let dir = match &self.output_path {
+                Some(p) => p.trim_matches('/').to_owned(),
+                None => format!("{}/{job_id}", job_id / 1000),
+            };
+            let name = entry.rsplit('/').next().unwrap_or(entry);
+            out.push((
+                entry.clone(),
+                format!("/{vo}/user/{initial}/{owner}/{dir}/{name}"),
+            ));
+        }
+        Ok(out)
     }
 
     /// The `SB:` references of the input sandbox.
@@ -135,6 +181,19 @@ pub fn parse(jdl: &str) -> Result<JobSpec, String> {
         processors: processors(&ad)?,
         max_ram_mb: ad.get("MaxRAM").and_then(|v| v.as_int()).filter(|m| *m > 0),
         environment,
+        input_data: strings(&ad, "InputData")
+            .into_iter()
+            .map(|l| {
+                l.trim_start_matches("LFN:")
+                    .trim_start_matches("lfn:")
+                    .to_owned()
+            })
+            .collect(),
+        output_data: strings(&ad, "OutputData"),
+        output_se: strings(&ad, "OutputSE"),
+        output_path: string(&ad, "OutputPath"),
+        owner: string(&ad, "Owner"),
+        vo: string(&ad, "VirtualOrganization"),
     })
 }
 

@@ -286,6 +286,74 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// Uploads and registers each OutputData file, trying the OutputSE
+    /// list in order (by default the storage elements of this site).
+    async fn upload_output_data(
+        &self,
+        spec: &JobSpec,
+        job_dir: &Path,
+        data: Option<&dirac_client::data::DataManager>,
+    ) -> Result<(), String> {
+        let dm = data.ok_or("the matcher sent no job token to write data with")?;
+        let ses = if spec.output_se.is_empty() {
+            let list = self
+                .ctx
+                .reporter
+                .client()
+                .storage_element()
+                .list_storage_elements(dirac_proto::dms::Empty {})
+                .await
+                .map_err(|s| format!("cannot list the storage elements: {}", s.message()))?
+                .into_inner();
+            let here: Vec<String> = list
+                .storage_elements
+                .into_iter()
+                .filter(|se| se.site == self.ctx.site && se.write_access != "Banned")
+                .map(|se| se.name)
+                .collect();
+            if here.is_empty() {
+                return Err(format!(
+                    "no OutputSE given and site {} has no storage element",
+                    self.ctx.site
+                ));
+            }
+            here
+        } else {
+            spec.output_se.clone()
+        };
+        for (local, lfn) in spec.output_lfns(self.job_id)? {
+            let path = contained(&local)
+                .map(|p| job_dir.join(p))
+                .ok_or_else(|| format!("OutputData: '{local}' is not inside the job directory"))?;
+            if !path.is_file() {
+                return Err(format!("OutputData: {local} was not produced"));
+            }
+            let mut errors = Vec::new();
+            let mut stored = false;
+            for se in &ses {
+                match dm.put_and_register(&path, &lfn, se, true, &|_, _| {}).await {
+                    Ok((size, adler32)) => {
+                        tracing::info!(
+                            job_id = self.job_id,
+                            lfn,
+                            se,
+                            size,
+                            adler32,
+                            "output data stored"
+                        );
+                        stored = true;
+                        break;
+                    }
+                    Err(e) => errors.push(format!("{se}: {e}")),
+                }
+            }
+            if !stored {
+                return Err(format!("{lfn}: {}", errors.join("; ")));
+            }
+        }
+        Ok(())
+    }
+
     /// Packs, uploads and assigns the output sandbox; `Ok(false)` when none
     /// of its files exist.
     async fn upload_outputs(&self, spec: &JobSpec, job_dir: &Path) -> Result<bool, String> {
@@ -491,6 +559,34 @@ pub async fn run_job(
     if let Err(e) = job.download_inputs(&spec, &job_dir).await {
         return job.fail("Failed Downloading InputSandbox", &e).await;
     }
+    // Data is read and written as the job's owner, with the job's token.
+    let data = if job_token.is_empty() {
+        None
+    } else {
+        ctx.reporter
+            .client()
+            .with_token(&job_token)
+            .ok()
+            .map(dirac_client::data::DataManager::new)
+    };
+    if !spec.input_data.is_empty() {
+        job.status("Running", "Downloading InputData", "").await;
+        let Some(dm) = &data else {
+            return job
+                .fail(
+                    "Input Data Not Available",
+                    "the matcher sent no job token to read data with",
+                )
+                .await;
+        };
+        for lfn in &spec.input_data {
+            let name = lfn.rsplit('/').next().unwrap_or("input");
+            if let Err(e) = dm.get_file(lfn, &job_dir.join(name), &|_, _| {}).await {
+                return job.fail("Input Data Not Available", &e.to_string()).await;
+            }
+            tracing::info!(job_id, lfn, "input data downloaded");
+        }
+    }
 
     let stdout_name = contained(&spec.std_output).unwrap_or_else(|| PathBuf::from("std.out"));
     let stderr_name = contained(&spec.std_error).unwrap_or_else(|| PathBuf::from("std.err"));
@@ -617,6 +713,14 @@ pub async fn run_job(
                 tracing::warn!(job_id, error = e, "output sandbox failed");
                 output_failed = true;
             }
+        }
+    }
+
+    if !spec.output_data.is_empty() && code == 0 && run.stop.is_none() {
+        job.status("Completing", "Uploading Output Data", "").await;
+        if let Err(e) = job.upload_output_data(&spec, &job_dir, data.as_ref()).await {
+            job.parameters(&accounting).await;
+            return job.fail("Uploading Job OutputData", &e).await;
         }
     }
 

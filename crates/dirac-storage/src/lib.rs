@@ -7,7 +7,7 @@
 //! [`se::StorageElement`], which picks a plugin per operation. Physical
 //! names follow DIRAC's convention: `<protocol>://<host>:<port><path>/<lfn>`
 //! ([`pfn`]). Plugins: [`file`] (a directory), [`https`] (WebDAV),
-//! [`s3`] (any S3 store).
+//! [`s3`] (any S3 store), [`xroot`] (XRootD, through `xrdcp`/`xrdfs`).
 //!
 //! This crate never talks to the catalog: registering what was stored is
 //! the DataManager's job.
@@ -17,6 +17,7 @@ pub mod file;
 pub mod https;
 pub mod s3;
 pub mod se;
+pub mod xroot;
 
 use std::path::Path;
 

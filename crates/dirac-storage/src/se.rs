@@ -51,6 +51,16 @@ fn plugin(
             Ok(Some(Arc::new(crate::file::FilePlugin::new(root))))
         }
         "dips" => Ok(None),
+        "root" => {
+            let host = section.host.as_deref().ok_or_else(|| {
+                StorageError::Invalid(format!("storage element {se}: root needs Host"))
+            })?;
+            Ok(Some(Arc::new(crate::xroot::XrootPlugin::new(
+                host,
+                section.port,
+                &section.path,
+            ))))
+        }
         "https" => {
             let host = section.host.as_deref().ok_or_else(|| {
                 StorageError::Invalid(format!("storage element {se}: https needs Host"))
@@ -354,6 +364,7 @@ mod tests {
         let err = se.writer().err().expect("banned");
         assert!(err.to_string().contains("banned for writing"), "{err}");
         config.protocols[0].protocol = "gsiftp".into();
+        // (validation refuses it earlier; the plugin table does too)
         let err = StorageElement::new("SE-1", &config, dir.path()).expect_err("unknown");
         assert!(err.to_string().contains("gsiftp"), "{err}");
     }

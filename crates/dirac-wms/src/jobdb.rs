@@ -113,6 +113,17 @@ pub struct Claimed {
     pub jdl: String,
 }
 
+/// DIRAC's minor status of a job the optimizers reject, by reason.
+pub fn rejection_minor(reason: &str) -> &'static str {
+    if reason.starts_with("Input data not available") {
+        "Input Data Not Available"
+    } else if reason.starts_with("No candidate sites available") {
+        "No candidate sites available"
+    } else {
+        "Illegal Job JDL"
+    }
+}
+
 /// The optimizer's verdict on one claimed job.
 #[derive(Debug, Clone)]
 pub enum Verdict {
@@ -1123,11 +1134,13 @@ impl JobDb {
                     ));
                 }
                 Verdict::Failed(reason) => {
+                    let minor = rejection_minor(reason);
                     sqlx::query(self.db.sql(
-                        "UPDATE Jobs SET Status = 'Failed', MinorStatus = 'Illegal Job JDL', ApplicationStatus = ?, \
+                        "UPDATE Jobs SET Status = 'Failed', MinorStatus = ?, ApplicationStatus = ?, \
                          Lease = NULL, LastStatusTime = ?, LastUpdateTime = ?, EndExecTime = ? \
                          WHERE JobID = ? AND Lease = ?",
                     ))
+                    .bind(minor)
                     .bind(clip(reason, 255))
                     .bind(now.clone())
                     .bind(now.clone())
@@ -1138,13 +1151,7 @@ impl JobDb {
                     .await?;
                     history.push((
                         c.job_id,
-                        record(
-                            JobStatus::Failed,
-                            "Illegal Job JDL",
-                            reason,
-                            &now,
-                            "JobSanity",
-                        ),
+                        record(JobStatus::Failed, minor, reason, &now, "JobSanity"),
                     ));
                 }
             }

@@ -9,6 +9,7 @@
 
 pub mod agents;
 pub mod error;
+pub mod inputdata;
 pub mod jobdb;
 pub mod matching;
 pub mod optimizer;
@@ -47,6 +48,8 @@ pub struct Wms {
     pub optimizer_wake: Notify,
     /// Signs job tokens for matched jobs, when enabled.
     job_tokens: std::sync::OnceLock<Arc<dirac_core::auth::TokenIssuer>>,
+    /// Where input data is looked up, when the installation has a catalog.
+    replica_catalog: std::sync::OnceLock<Arc<dyn inputdata::ReplicaCatalog>>,
 }
 
 impl Wms {
@@ -64,7 +67,17 @@ impl Wms {
             config,
             optimizer_wake: Notify::new(),
             job_tokens: std::sync::OnceLock::new(),
+            replica_catalog: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Look up jobs' input data in `catalog` (the InputData step).
+    pub fn enable_input_data(&self, catalog: Arc<dyn inputdata::ReplicaCatalog>) {
+        let _ = self.replica_catalog.set(catalog);
+    }
+
+    pub fn replica_catalog(&self) -> Option<&Arc<dyn inputdata::ReplicaCatalog>> {
+        self.replica_catalog.get()
     }
 
     /// Give matched jobs a token of their owner signed by `issuer`.

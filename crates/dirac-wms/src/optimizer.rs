@@ -110,6 +110,12 @@ pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
         })
         .collect();
     assign_input_sandboxes(wms, &mut verdicts).await?;
+    if let Err(e) = crate::inputdata::resolve(wms, &mut verdicts).await {
+        // The catalog cannot answer: the jobs stay claimed and are taken
+        // again when the claim goes stale.
+        tracing::warn!(error = %e, "input data lookup failed; jobs retried later");
+        return Ok(0);
+    }
     let failed = verdicts
         .iter()
         .filter(|(_, v)| matches!(v, Verdict::Failed(_)))

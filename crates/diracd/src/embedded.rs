@@ -271,6 +271,37 @@ async fn open_dms(
         .map_err(|e| anyhow::anyhow!("FileCatalogDB and storage elements: {e}"))
 }
 
+/// The WMS's InputData step over the file catalog: replicas as the job's
+/// owner may see them.
+struct CatalogReplicas(Arc<dirac_dms::Catalog>);
+
+#[async_trait::async_trait]
+impl dirac_wms::inputdata::ReplicaCatalog for CatalogReplicas {
+    async fn replicas(
+        &self,
+        owner: &dirac_wms::inputdata::Owner,
+        lfns: &[String],
+    ) -> Result<dirac_wms::inputdata::Replicas, String> {
+        let caller = dirac_dms::perms::Caller {
+            username: owner.user.clone(),
+            group: owner.group.clone(),
+            vo: owner.vo.clone(),
+            admin: false,
+        };
+        let (found, failed) = self
+            .0
+            .get_files(&caller, lfns, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out: dirac_wms::inputdata::Replicas = found
+            .into_iter()
+            .map(|(lfn, (_, replicas))| (lfn, Ok(replicas.into_iter().map(|r| r.se).collect())))
+            .collect();
+        out.extend(failed.into_iter().map(|(lfn, e)| (lfn, Err(e.to_string()))));
+        Ok(out)
+    }
+}
+
 /// `diracd agent NAME`: one agent until SIGTERM.
 pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
     if !dirac_wms::agents::AGENTS.contains(&name) {
@@ -343,6 +374,7 @@ pub async fn run_all(
     wms.register_services(&mut services);
     let dms = open_dms(&config, data_dir, wms.db.db()).await?;
     dms.register_services(&mut services);
+    wms.enable_input_data(Arc::new(CatalogReplicas(dms.catalog.clone())));
 
     let listener = tokio::net::TcpListener::bind(&config.services.listen)
         .await
