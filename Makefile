@@ -5,7 +5,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/dirac-rs/target
 export CARGO_TARGET_DIR
 NEXTEST := $(shell cargo nextest --version >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: all build run test lint test-tools bench bench-jdl bench-matcher bench-match bench-e2e bench-auth clean-data
+.PHONY: all build run test lint test-tools bench bench-jdl bench-matcher bench-match bench-e2e bench-auth bench-catalog clean-data
 
 all: build
 
@@ -46,6 +46,11 @@ bench-matcher:
 bench-match:
 	cargo build --release -p diracd -p dirac-bench
 	scripts/bench-match.sh
+
+## The file catalog: registration, lookup, listings, metadata queries (see docs/benchmarks.md).
+bench-catalog:
+	cargo build --release -p diracd -p dirac-bench
+	scripts/bench-catalog.sh
 
 ## 1000 /bin/true jobs through local pilots, submission to all Done.
 bench-e2e:

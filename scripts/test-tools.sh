@@ -12,6 +12,8 @@ if [ ! -f "$STAMP" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-reflection grpcio-health-checking protobuf
   touch "$STAMP"
 fi
+# Real storage servers (nginx WebDAV, XRootD) for the storage-element tests.
+"$(dirname "$0")/storage-servers.sh"
 # An S3 server (moto) for the storage-element tests.
 if [ ! -f "$VENV/.dirac-s3-1" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'

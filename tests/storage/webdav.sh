@@ -15,6 +15,8 @@
 # Needs root (nginx drops its workers to www-data). Install with
 # scripts/storage-servers.sh.
 set -euo pipefail
+# Running and not a zombie (kill -0 also succeeds on an unreaped zombie).
+alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 if [ $# -ne 2 ]; then
   echo "usage: $0 DIR PORT" >&2
   exit 2
@@ -32,10 +34,32 @@ if [ -z "$MOD" ]; then
   exit 1
 fi
 
+# A stale pid file from a previous (killed) run would confuse the wait below.
+if [ -s "$DIR/nginx.pid" ] && alive "$(cat "$DIR/nginx.pid")"; then
+  echo "nginx already running for $DIR (pid $(cat "$DIR/nginx.pid"))" >&2
+  exit 1
+fi
+rm -f "$DIR/nginx.pid"
+
+# The server's unprivileged user must be able to reach DIR: give "others" the
+# search (x, not read) bit on DIR's ancestors that lack it, e.g. the 0700
+# directory made by mktemp -d or Rust's tempfile::tempdir().
+d="$(dirname "$DIR")"
+while [ "$d" != / ]; do
+  if [ "$(( 0$(stat -c %a "$d") & 1 ))" = 0 ]; then
+    echo "note: chmod o+x $d (so the server user can reach $DIR)" >&2
+    chmod o+x "$d"
+  fi
+  d="$(dirname "$d")"
+done
 # The workers run as www-data: DIR must be traversable (mktemp -d makes it 0700).
 chmod 755 "$DIR"
 mkdir -p "$DIR/root" "$DIR/tmp"
 chown www-data:www-data "$DIR/root" "$DIR/tmp"
+if ! runuser -u www-data -- test -w "$DIR/root"; then
+  echo "nginx's user www-data cannot write $DIR/root: is a parent directory of $DIR private (e.g. /root)?" >&2
+  exit 1
+fi
 
 # --- test PKI -----------------------------------------------------------------
 if [ ! -s "$DIR/ca.pem" ] || [ ! -s "$DIR/server.pem" ]; then
@@ -113,12 +137,6 @@ http {
 }
 EOF
 
-# A stale pid file from a previous (killed) run would confuse the wait below.
-if [ -s "$DIR/nginx.pid" ] && kill -0 "$(cat "$DIR/nginx.pid")" 2>/dev/null; then
-  echo "nginx already running for $DIR (pid $(cat "$DIR/nginx.pid"))" >&2
-  exit 1
-fi
-rm -f "$DIR/nginx.pid"
 
 # -e: the error log used before the config is read (default /var/log/nginx).
 if ! nginx -p "$DIR" -e "$DIR/error.log" -c "$DIR/nginx.conf" >/dev/null 2>"$DIR/start.err"; then

@@ -4,6 +4,7 @@
 //! sends them with a fixed number of calls in flight and reports throughput
 //! and the latency distribution of the calls.
 
+mod catalog;
 mod e2e;
 mod matching;
 
@@ -37,6 +38,8 @@ enum Command {
     Match(matching::MatchArgs),
     /// Submit short jobs and time them to all final (pilots must be running).
     E2e(e2e::E2eArgs),
+    /// The file catalog: registration, replica lookup, listings, metadata queries.
+    Catalog(catalog::CatalogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +245,7 @@ async fn main() -> std::process::ExitCode {
         Command::Submit(args) => submit(args).await,
         Command::Match(args) => matching::run(args).await,
         Command::E2e(args) => e2e::run(args).await,
+        Command::Catalog(args) => catalog::main(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

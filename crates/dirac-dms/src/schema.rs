@@ -40,6 +40,8 @@ macro_rules! v1 {
             ),
             "CREATE UNIQUE INDEX FC_FilesName ON FC_Files (DirID, Name)",
             "CREATE UNIQUE INDEX FC_FilesGUID ON FC_Files (GUID)",
+            // Listings walk a directory's files by id.
+            "CREATE INDEX FC_FilesDir ON FC_Files (DirID, FileID)",
             concat!(
                 "CREATE TABLE FC_Replicas (FileID BIGINT NOT NULL, SE VARCHAR(64) NOT NULL, ",
                 "Status VARCHAR(16) NOT NULL, PFN VARCHAR(1024) NULL, CreationTime BIGINT NOT NULL, ",

@@ -50,9 +50,21 @@ impl S3Plugin {
             .unwrap_or("https://s3.amazonaws.com")
             .trim_end_matches('/')
             .to_string();
+        // Client options first: they would reset allow_http.
         builder = builder
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_connect_timeout(std::time::Duration::from_secs(10))
+                    .with_timeout(std::time::Duration::from_secs(600)),
+            )
             .with_endpoint(&endpoint)
-            .with_allow_http(endpoint.starts_with("http://"));
+            .with_allow_http(endpoint.starts_with("http://"))
+            // A dead endpoint fails in seconds, not after minutes of retries.
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(30),
+                backoff: object_store::BackoffConfig::default(),
+            });
         let store = builder
             .build()
             .map_err(|e| StorageError::Invalid(format!("s3 storage element {bucket}: {e}")))?;
@@ -81,7 +93,20 @@ impl S3Plugin {
             object_store::Error::NotFound { .. } => StorageError::NotFound(url),
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => StorageError::PermissionDenied(url),
-            other => StorageError::Unavailable(format!("{url}: {other}")),
+            other => {
+                // The causes say what actually went wrong (connection refused …).
+                let mut text = other.to_string();
+                let mut source = std::error::Error::source(&other);
+                while let Some(cause) = source {
+                    let c = cause.to_string();
+                    if !text.contains(&c) {
+                        text.push_str(": ");
+                        text.push_str(&c);
+                    }
+                    source = cause.source();
+                }
+                StorageError::Unavailable(format!("{url}: {text}"))
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 //! computed locally and the server verifies it (`--cksum adler32:<value>`);
 //! replication between two XRootD endpoints is third-party
 //! (`--tpc first`: storage to storage when the servers can, streamed
-//! through otherwise).
+//! through otherwise). `xrdcp` makes missing parent directories itself.
 
 use std::path::Path;
 use std::time::Duration;
@@ -59,6 +59,7 @@ impl XrootPlugin {
             .kill_on_drop(true)
             // Fail fast on a dead server instead of retrying for minutes.
             .env("XRD_CONNECTIONRETRY", "1")
+            .env("XRD_CONNECTIONWINDOW", "5")
             .env("XRD_REQUESTTIMEOUT", "120")
             .env("XRD_STREAMTIMEOUT", "120");
         let out = tokio::time::timeout(timeout, cmd.output())
@@ -81,7 +82,8 @@ impl XrootPlugin {
 
     /// An xrd tool's failure as a storage error.
     fn failure(&self, url: &str, ran: &Ran) -> StorageError {
-        let text = format!("{}{}", ran.stderr, ran.stdout);
+        // The server's messages end in a NUL byte.
+        let text = format!("{}{}", ran.stderr, ran.stdout).replace('\0', "");
         let line = text
             .lines()
             .find(|l| l.contains("ERROR") || l.contains("rror"))

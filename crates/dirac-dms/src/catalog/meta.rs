@@ -342,6 +342,15 @@ impl Catalog {
         path: &str,
         values: &BTreeMap<String, String>,
     ) -> Result<()> {
+        super::with_retry(|| self.try_set_metadata(caller, path, values)).await
+    }
+
+    async fn try_set_metadata(
+        &self,
+        caller: &Caller,
+        path: &str,
+        values: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let l = Lfn::parse(path).map_err(DmsError::InvalidArgument)?;
         caller.check_vo(&l)?;
         let fields = self.fields(&caller.vo).await?;

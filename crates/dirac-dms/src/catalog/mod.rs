@@ -53,8 +53,39 @@ fn to_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| DmsError::InvalidArgument(format!("{v} is too large")))
 }
 
-fn unique_violation(e: &DmsError) -> bool {
-    matches!(e, DmsError::Db(sqlx::Error::Database(d)) if d.is_unique_violation())
+/// Lost a race: a unique index met a concurrent insert, or the database
+/// chose this transaction as a deadlock victim (MariaDB 1213, PostgreSQL
+/// 40P01/40001). Planning again from what is there now is safe.
+fn retryable(e: &DmsError) -> bool {
+    match e {
+        DmsError::Db(sqlx::Error::Database(d)) => {
+            d.is_unique_violation() || matches!(d.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+/// Run a planned write again while it loses races, a little later each
+/// time.
+pub(crate) async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    for n in 1..=ATTEMPTS {
+        match attempt().await {
+            Err(e) if retryable(&e) && n < ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    rand::random_range(5..50) * n as u64,
+                ))
+                .await;
+            }
+            other => return other,
+        }
+    }
+    Err(DmsError::Unavailable(
+        "the catalog is too busy; retry".into(),
+    ))
 }
 
 /// A directory row.
@@ -315,16 +346,50 @@ impl Catalog {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // Grouped by directory: `(DirID = ? AND Name IN (…)) OR …` is a
+        // range on the (DirID, Name) index on every backend (a row-value
+        // IN is not, on MariaDB).
+        let mut by_dir: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+        for (dir, name) in keys {
+            by_dir.entry(dir).or_default().push(name);
+        }
         let mut out = HashMap::new();
-        for chunk in keys.chunks(MAX_PARAMS / 2) {
+        let mut groups: Vec<(i64, Vec<&str>)> = Vec::new();
+        let mut params = 0;
+        let mut batches = Vec::new();
+        for (dir, names) in by_dir {
+            for part in names.chunks(MAX_PARAMS / 2) {
+                if params + part.len() + 1 > MAX_PARAMS {
+                    batches.push(std::mem::take(&mut groups));
+                    params = 0;
+                }
+                params += part.len() + 1;
+                groups.push((dir, part.to_vec()));
+            }
+        }
+        if !groups.is_empty() {
+            batches.push(groups);
+        }
+        for batch in batches {
+            let cond: Vec<String> = batch
+                .iter()
+                .map(|(_, names)| {
+                    format!(
+                        "(f.DirID = ? AND f.Name IN ({}))",
+                        list_placeholders(names.len())
+                    )
+                })
+                .collect();
             let sql = format!(
-                "SELECT {FILE_COLUMNS} FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID \
-                 WHERE (f.DirID, f.Name) IN ({})",
-                values_placeholders(2, chunk.len())
+                "SELECT {FILE_COLUMNS} FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID WHERE {}",
+                cond.join(" OR ")
             );
             let mut q = sqlx::query(self.db.sql_dynamic(sql));
-            for (dir, name) in chunk {
-                q = q.bind(*dir).bind(name.to_string());
+            for (dir, names) in &batch {
+                q = q.bind(*dir);
+                for n in names {
+                    q = q.bind(n.to_string());
+                }
             }
             for r in q.fetch_all(self.db.pool()).await? {
                 let f = file_row(&r)?;
@@ -608,28 +673,20 @@ impl Catalog {
             }
         }
         let lfns: Vec<Lfn> = wanted.iter().map(|(_, l)| l.clone()).collect();
-        for attempt in 1..=ATTEMPTS {
-            let (existing, planned, mut failed) = self.resolve_dirs(caller, &lfns).await?;
-            let keep: Vec<PlannedDir> = planned;
-            let result = self.apply_dirs(&existing, &keep).await;
-            match result {
-                Err(e) if unique_violation(&e) && attempt < ATTEMPTS => continue,
-                Err(e) => return Err(e),
-                Ok(()) => {
-                    for (input, l) in &wanted {
-                        let r = match failed.remove(l.as_str()) {
-                            Some(e) => Err(e),
-                            None => Ok(()),
-                        };
-                        out.insert(input.clone(), r);
-                    }
-                    return Ok(out);
-                }
-            }
+        let mut failed = with_retry(|| async {
+            let (existing, planned, failed) = self.resolve_dirs(caller, &lfns).await?;
+            self.apply_dirs(&existing, &planned).await?;
+            Ok(failed)
+        })
+        .await?;
+        for (input, l) in &wanted {
+            let r = match failed.remove(l.as_str()) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+            out.insert(input.clone(), r);
         }
-        Err(DmsError::Unavailable(
-            "the catalog is too busy; retry".into(),
-        ))
+        Ok(out)
     }
 
     async fn apply_dirs(
@@ -783,19 +840,9 @@ impl Catalog {
                 }
             }
         }
-        for attempt in 1..=ATTEMPTS {
-            match self.try_add_files(caller, &valid).await {
-                Err(e) if unique_violation(&e) && attempt < ATTEMPTS => continue,
-                Err(e) => return Err(e),
-                Ok(done) => {
-                    out.extend(done);
-                    return Ok(out);
-                }
-            }
-        }
-        Err(DmsError::Unavailable(
-            "the catalog is too busy; retry".into(),
-        ))
+        let done = with_retry(|| self.try_add_files(caller, &valid)).await?;
+        out.extend(done);
+        Ok(out)
     }
 
     async fn try_add_files(&self, caller: &Caller, files: &[(Lfn, NewFile)]) -> Result<Outcome> {
@@ -1161,6 +1208,10 @@ impl Catalog {
     /// Remove file entries with their replica entries; the caller needs
     /// write access to the parent directory. Missing files succeed.
     pub async fn remove_files(&self, caller: &Caller, lfns: &[String]) -> Result<Outcome> {
+        with_retry(|| self.try_remove_files(caller, lfns)).await
+    }
+
+    async fn try_remove_files(&self, caller: &Caller, lfns: &[String]) -> Result<Outcome> {
         let (found, failed) = self.lookup_files(caller, lfns, Want::Read).await?;
         let mut out: Outcome = Outcome::new();
         for (input, e) in failed {
@@ -1257,6 +1308,15 @@ impl Catalog {
     }
 
     async fn change_replicas(
+        &self,
+        caller: &Caller,
+        replicas: &[(String, String, String)],
+        add: bool,
+    ) -> Result<Outcome> {
+        with_retry(|| self.try_change_replicas(caller, replicas, add)).await
+    }
+
+    async fn try_change_replicas(
         &self,
         caller: &Caller,
         replicas: &[(String, String, String)],
