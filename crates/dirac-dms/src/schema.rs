@@ -32,7 +32,7 @@ macro_rules! v1 {
             "CREATE INDEX FC_DirClosureDescendant ON FC_DirClosure (Descendant, Depth)",
             concat!(
                 "CREATE TABLE FC_Files (FileID BIGINT NOT NULL PRIMARY KEY, DirID BIGINT NOT NULL, ",
-                "Name VARCHAR(255) NOT NULL, Size BIGINT NOT NULL, Checksum VARCHAR(64) NOT NULL, ",
+                "Name VARCHAR(255) NOT NULL, FileKey BIGINT NOT NULL, Size BIGINT NOT NULL, Checksum VARCHAR(64) NOT NULL, ",
                 "ChecksumType VARCHAR(16) NOT NULL, GUID VARCHAR(64) NOT NULL, Owner VARCHAR(64) NOT NULL, ",
                 "OwnerGroup VARCHAR(128) NOT NULL, Mode INT NOT NULL, Status VARCHAR(16) NOT NULL, ",
                 "CreationTime BIGINT NOT NULL, ModificationTime BIGINT NOT NULL)",
@@ -40,6 +40,7 @@ macro_rules! v1 {
             ),
             "CREATE UNIQUE INDEX FC_FilesName ON FC_Files (DirID, Name)",
             "CREATE UNIQUE INDEX FC_FilesGUID ON FC_Files (GUID)",
+            "CREATE INDEX FC_FilesKey ON FC_Files (FileKey)",
             // Listings walk a directory's files by id.
             "CREATE INDEX FC_FilesDir ON FC_Files (DirID, FileID)",
             concat!(

@@ -8,7 +8,7 @@ use dirac_core::db::{list_placeholders, values_placeholders};
 use sqlx::Row as _;
 
 use super::meta::Compiled;
-use super::{Catalog, GOOD, MAX_PARAMS, Outcome, hash, now, sum_u64};
+use super::{Catalog, GOOD, MAX_IN, MAX_PARAMS, Outcome, hash, now, sum_u64};
 use crate::error::{DmsError, Result};
 use crate::lfn::Lfn;
 use crate::perms::{Caller, Perm, Want};
@@ -412,7 +412,7 @@ impl Catalog {
             ("FileID", "AncestorID")
         };
         let mut out: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
-        for chunk in ids.chunks(MAX_PARAMS) {
+        for chunk in ids.chunks(MAX_IN) {
             let sql = format!(
                 "SELECT {key}, {other}, Depth FROM FC_Ancestors WHERE {key} IN ({}) ORDER BY Depth",
                 list_placeholders(chunk.len())
@@ -475,7 +475,7 @@ impl Catalog {
 
     async fn file_names(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
         let mut out = HashMap::new();
-        for chunk in ids.chunks(MAX_PARAMS) {
+        for chunk in ids.chunks(MAX_IN) {
             let sql = format!(
                 "SELECT f.FileID, d.Path, f.Name FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID WHERE f.FileID IN ({})",
                 list_placeholders(chunk.len())

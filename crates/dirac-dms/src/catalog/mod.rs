@@ -30,6 +30,9 @@ use crate::perms::{
 
 /// Largest number of bound parameters in one statement.
 const MAX_PARAMS: usize = 8000;
+/// Longest IN list: MariaDB turns longer ones (1000 by default) into a
+/// derived table, and then scans the whole table instead of the index.
+const MAX_IN: usize = 500;
 /// Largest number of items in one bulk call.
 pub const MAX_BULK: usize = 100_000;
 /// Visible status of files and replicas.
@@ -47,6 +50,16 @@ fn now() -> i64 {
 
 pub(crate) fn hash(path: &str) -> String {
     format!("{:x}", Sha256::digest(path.as_bytes()))
+}
+
+/// A file's lookup key: 64 bits of the SHA-256 of its LFN. Not unique
+/// (rows found by it are checked by name); one IN list of integers is what
+/// every backend plans fastest for bulk lookups.
+pub(crate) fn file_key(lfn: &str) -> i64 {
+    let d = Sha256::digest(lfn.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
 }
 
 fn to_i64(v: u64) -> Result<i64> {
@@ -144,7 +157,14 @@ pub enum Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cursor {
     Dirs(i64),
+    /// Files of one directory after this file id.
     Files(i64),
+    /// Files of a subtree: directories from `dir` on, in id order, and in
+    /// `dir` the files after `file`.
+    TreeFiles {
+        dir: i64,
+        file: i64,
+    },
     Done,
 }
 
@@ -280,6 +300,16 @@ impl Catalog {
         &self.db
     }
 
+    /// An index hint for MariaDB, whose optimizer turns bulk lookups into
+    /// table scans while a freshly filled table's statistics are stale.
+    pub(crate) fn force(&self, index: &str) -> String {
+        if self.db.backend() == Backend::MySql {
+            format!(" FORCE INDEX ({index})")
+        } else {
+            String::new()
+        }
+    }
+
     /// `SUM(expr)` as a BIGINT on every backend (MariaDB and PostgreSQL
     /// answer DECIMAL, which the Any driver does not read), 0 when empty.
     pub(crate) fn sum(&self, expr: &str) -> String {
@@ -310,9 +340,10 @@ impl Catalog {
         let mut out = HashMap::new();
         let unique: BTreeSet<&str> = paths.iter().copied().collect();
         let unique: Vec<&str> = unique.into_iter().collect();
-        for chunk in unique.chunks(MAX_PARAMS) {
+        for chunk in unique.chunks(MAX_IN) {
             let sql = format!(
-                "SELECT {DIR_COLUMNS} FROM FC_Dirs WHERE PathHash IN ({})",
+                "SELECT {DIR_COLUMNS} FROM FC_Dirs{} WHERE PathHash IN ({})",
+                self.force("FC_DirsPath"),
                 list_placeholders(chunk.len())
             );
             let mut q = sqlx::query(self.db.sql_dynamic(sql));
@@ -332,68 +363,34 @@ impl Catalog {
     }
 
     /// Existing files among `lfns` (whose parents are in `dirs`), by LFN.
-    async fn files_in(
-        &self,
-        dirs: &HashMap<String, DirRow>,
-        lfns: &[&Lfn],
-    ) -> Result<HashMap<String, FileRow>> {
-        let keys: Vec<(i64, &str)> = lfns
+    /// Existing files among `lfns`, by LFN: one indexed IN list of
+    /// 64-bit keys, each row checked against the LFN asked for.
+    async fn files_in(&self, lfns: &[&Lfn]) -> Result<HashMap<String, FileRow>> {
+        let wanted: BTreeSet<&str> = lfns.iter().map(|l| l.as_str()).collect();
+        let lookup: Vec<i64> = lfns
             .iter()
-            .filter_map(|l| {
-                let parent = l.parent()?;
-                Some((dirs.get(parent.as_str())?.id, l.name()))
-            })
+            .map(|l| file_key(l.as_str()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Grouped by directory: `(DirID = ? AND Name IN (…)) OR …` is a
-        // range on the (DirID, Name) index on every backend (a row-value
-        // IN is not, on MariaDB).
-        let mut by_dir: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
-        for (dir, name) in keys {
-            by_dir.entry(dir).or_default().push(name);
-        }
         let mut out = HashMap::new();
-        let mut groups: Vec<(i64, Vec<&str>)> = Vec::new();
-        let mut params = 0;
-        let mut batches = Vec::new();
-        for (dir, names) in by_dir {
-            for part in names.chunks(MAX_PARAMS / 2) {
-                if params + part.len() + 1 > MAX_PARAMS {
-                    batches.push(std::mem::take(&mut groups));
-                    params = 0;
-                }
-                params += part.len() + 1;
-                groups.push((dir, part.to_vec()));
-            }
-        }
-        if !groups.is_empty() {
-            batches.push(groups);
-        }
-        for batch in batches {
-            let cond: Vec<String> = batch
-                .iter()
-                .map(|(_, names)| {
-                    format!(
-                        "(f.DirID = ? AND f.Name IN ({}))",
-                        list_placeholders(names.len())
-                    )
-                })
-                .collect();
+        for chunk in lookup.chunks(MAX_IN) {
             let sql = format!(
-                "SELECT {FILE_COLUMNS} FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID WHERE {}",
-                cond.join(" OR ")
+                "SELECT {FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
+                 WHERE f.FileKey IN ({})",
+                self.force("FC_FilesKey"),
+                list_placeholders(chunk.len())
             );
             let mut q = sqlx::query(self.db.sql_dynamic(sql));
-            for (dir, names) in &batch {
-                q = q.bind(*dir);
-                for n in names {
-                    q = q.bind(n.to_string());
-                }
+            for k in chunk {
+                q = q.bind(*k);
             }
             for r in q.fetch_all(self.db.pool()).await? {
                 let f = file_row(&r)?;
-                out.insert(f.lfn.clone(), f);
+                // A key shared by another file is not this one.
+                if wanted.contains(f.lfn.as_str()) {
+                    out.insert(f.lfn.clone(), f);
+                }
             }
         }
         Ok(out)
@@ -406,9 +403,10 @@ impl Catalog {
         all_status: bool,
     ) -> Result<HashMap<i64, Vec<ReplicaRow>>> {
         let mut out: HashMap<i64, Vec<ReplicaRow>> = HashMap::new();
-        for chunk in ids.chunks(MAX_PARAMS) {
+        for chunk in ids.chunks(MAX_IN) {
             let sql = format!(
-                "SELECT FileID, SE, PFN, Status FROM FC_Replicas WHERE FileID IN ({}) ORDER BY FileID, SE",
+                "SELECT FileID, SE, PFN, Status FROM FC_Replicas{} WHERE FileID IN ({}) ORDER BY FileID, SE",
+                self.force("PRIMARY"),
                 list_placeholders(chunk.len())
             );
             let mut q = sqlx::query(self.db.sql_dynamic(sql));
@@ -541,13 +539,9 @@ impl Catalog {
     }
 
     /// Names among `paths` that are files (in the way of directories).
-    async fn files_named(
-        &self,
-        dirs: &HashMap<String, DirRow>,
-        paths: &[Lfn],
-    ) -> Result<BTreeSet<String>> {
+    async fn files_named(&self, paths: &[Lfn]) -> Result<BTreeSet<String>> {
         let refs: Vec<&Lfn> = paths.iter().collect();
-        Ok(self.files_in(dirs, &refs).await?.into_keys().collect())
+        Ok(self.files_in(&refs).await?.into_keys().collect())
     }
 
     /// Insert planned directories with ids from `first`; `known` holds the
@@ -651,7 +645,7 @@ impl Catalog {
         let in_way = if missing.is_empty() {
             BTreeSet::new()
         } else {
-            self.files_named(&existing, &missing).await?
+            self.files_named(&missing).await?
         };
         let (planned, failed) = Self::plan_dirs(caller, wanted, &existing, &in_way);
         Ok((existing, planned, failed))
@@ -855,7 +849,7 @@ impl Catalog {
             .collect();
         let (existing_dirs, planned, dir_failed) = self.resolve_dirs(caller, &parents).await?;
         let lfn_refs: Vec<&Lfn> = files.iter().map(|(l, _)| l).collect();
-        let existing_files = self.files_in(&existing_dirs, &lfn_refs).await?;
+        let existing_files = self.files_in(&lfn_refs).await?;
         let lfn_strs: Vec<&str> = files.iter().map(|(l, _)| l.as_str()).collect();
         let dirs_named = self.dirs(&lfn_strs).await?;
         let guid_owner = self
@@ -996,11 +990,11 @@ impl Catalog {
             }
             rows.push((id, dir_id, *l, *f, size));
         }
-        for chunk in rows.chunks(MAX_PARAMS / 13) {
+        for chunk in rows.chunks(MAX_PARAMS / 14) {
             let sql = format!(
-                "INSERT INTO FC_Files (FileID, DirID, Name, Size, Checksum, ChecksumType, GUID, Owner, OwnerGroup, \
-                 Mode, Status, CreationTime, ModificationTime) VALUES {}",
-                values_placeholders(13, chunk.len())
+                "INSERT INTO FC_Files (FileID, DirID, Name, FileKey, Size, Checksum, ChecksumType, GUID, Owner, \
+                 OwnerGroup, Mode, Status, CreationTime, ModificationTime) VALUES {}",
+                values_placeholders(14, chunk.len())
             );
             let mut q = sqlx::query(self.db.sql_dynamic(sql));
             for (id, dir_id, l, f, size) in chunk {
@@ -1008,6 +1002,7 @@ impl Catalog {
                     .bind(*id)
                     .bind(*dir_id)
                     .bind(l.name().to_string())
+                    .bind(file_key(l.as_str()))
                     .bind(*size)
                     .bind(f.checksum.clone())
                     .bind(f.checksum_type.clone())
@@ -1042,10 +1037,11 @@ impl Catalog {
     ) -> Result<HashMap<String, String>> {
         let guids: Vec<&str> = guids.collect();
         let mut out = HashMap::new();
-        for chunk in guids.chunks(MAX_PARAMS) {
+        for chunk in guids.chunks(MAX_IN) {
             let sql = format!(
-                "SELECT f.GUID, d.Path, f.Name FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID \
+                "SELECT f.GUID, d.Path, f.Name FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
                  WHERE f.GUID IN ({})",
+                self.force("FC_FilesGUID"),
                 list_placeholders(chunk.len())
             );
             let mut q = sqlx::query(self.db.sql_dynamic(sql));
@@ -1177,15 +1173,8 @@ impl Catalog {
                 }
             }
         }
-        let parents: Vec<String> = parsed
-            .iter()
-            .filter_map(|(_, l)| l.parent())
-            .map(|p| p.to_string())
-            .collect();
-        let parent_refs: Vec<&str> = parents.iter().map(String::as_str).collect();
-        let dirs = self.dirs(&parent_refs).await?;
         let refs: Vec<&Lfn> = parsed.iter().map(|(_, l)| l).collect();
-        let mut files = self.files_in(&dirs, &refs).await?;
+        let mut files = self.files_in(&refs).await?;
         let mut found = BTreeMap::new();
         for (input, l) in parsed {
             match files.remove(l.as_str()) {
@@ -1260,7 +1249,7 @@ impl Catalog {
             }
         }
         let mut tx = self.db.pool().begin().await?;
-        for chunk in ids.chunks(MAX_PARAMS) {
+        for chunk in ids.chunks(MAX_IN) {
             for table in ["FC_Replicas", "FC_FileMeta", "FC_DatasetFiles", "FC_Files"] {
                 let sql = format!(
                     "DELETE FROM {table} WHERE FileID IN ({})",
@@ -1390,7 +1379,7 @@ impl Catalog {
         }
         let mut tx = self.db.pool().begin().await?;
         self.insert_replicas(&mut tx, &inserts, now()).await?;
-        for chunk in deletes.chunks(MAX_PARAMS / 2) {
+        for chunk in deletes.chunks(MAX_IN) {
             let sql = format!(
                 "DELETE FROM FC_Replicas WHERE (FileID, SE) IN ({})",
                 values_placeholders(2, chunk.len())
@@ -1467,7 +1456,7 @@ impl Catalog {
         let refs: Vec<&str> = lookups.iter().map(String::as_str).collect();
         let dirs = self.dirs(&refs).await?;
         let lrefs: Vec<&Lfn> = parsed.iter().map(|(_, l)| l).collect();
-        let files = self.files_in(&dirs, &lrefs).await?;
+        let files = self.files_in(&lrefs).await?;
         for (input, l) in parsed {
             let kind = if dirs.contains_key(l.as_str()) {
                 "Directory"
@@ -1574,36 +1563,39 @@ impl Catalog {
                     .collect();
                 let next = match entries.last() {
                     Some(Entry::Dir(d)) if entries.len() == limit => Cursor::Dirs(d.id),
+                    _ if recursive => Cursor::TreeFiles { dir: 0, file: 0 },
                     _ => Cursor::Files(0),
                 };
                 Ok((entries, next))
             }
-            Cursor::Files(after) => {
-                let sql = if recursive {
-                    format!(
-                        "SELECT {FILE_COLUMNS} FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID \
-                         JOIN FC_DirClosure c ON c.Descendant = f.DirID \
-                         WHERE c.Ancestor = ? AND f.FileID > ? ORDER BY f.FileID LIMIT ?"
-                    )
-                } else {
-                    format!(
-                        "SELECT {FILE_COLUMNS} FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID \
-                         WHERE f.DirID = ? AND f.FileID > ? ORDER BY f.FileID LIMIT ?"
-                    )
-                };
-                let rows = sqlx::query(self.db.sql_dynamic(sql))
-                    .bind(dir.id)
-                    .bind(after)
-                    .bind(limit_i)
-                    .fetch_all(self.db.pool())
-                    .await?;
-                let files: Vec<FileRow> = rows
-                    .iter()
-                    .map(file_row)
-                    .collect::<std::result::Result<_, _>>()?;
-                let next = match files.last() {
-                    Some(f) if files.len() == limit => Cursor::Files(f.id),
-                    _ => Cursor::Done,
+            Cursor::TreeFiles { .. } | Cursor::Files(_) => {
+                let (files, next) = match cursor {
+                    Cursor::TreeFiles { dir: from, file } => {
+                        self.tree_files(dir.id, from, file, limit).await?
+                    }
+                    Cursor::Files(after) => {
+                        let sql = format!(
+                            "SELECT {FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
+                             WHERE f.DirID = ? AND f.FileID > ? ORDER BY f.FileID LIMIT ?",
+                            self.force("FC_FilesDir")
+                        );
+                        let rows = sqlx::query(self.db.sql_dynamic(sql))
+                            .bind(dir.id)
+                            .bind(after)
+                            .bind(limit_i)
+                            .fetch_all(self.db.pool())
+                            .await?;
+                        let files: Vec<FileRow> = rows
+                            .iter()
+                            .map(file_row)
+                            .collect::<std::result::Result<_, _>>()?;
+                        let next = match files.last() {
+                            Some(f) if files.len() == limit => Cursor::Files(f.id),
+                            _ => Cursor::Done,
+                        };
+                        (files, next)
+                    }
+                    _ => (Vec::new(), Cursor::Done),
                 };
                 let mut replicas = if with_replicas {
                     let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
@@ -1621,6 +1613,64 @@ impl Catalog {
                 Ok((entries, next))
             }
         }
+    }
+
+    /// One page of a subtree's files: the next 500 directories of the
+    /// subtree from `from` on, and their files in (directory, id) order
+    /// after (`from`, `file`), on the (DirID, FileID) index.
+    async fn tree_files(
+        &self,
+        root: i64,
+        from: i64,
+        file: i64,
+        limit: usize,
+    ) -> Result<(Vec<FileRow>, Cursor)> {
+        let dirs: Vec<i64> = sqlx::query_scalar(self.db.sql_dynamic(format!(
+            "SELECT Descendant FROM FC_DirClosure{} WHERE Ancestor = ? AND Descendant >= ? \
+             ORDER BY Descendant LIMIT {MAX_IN}",
+            self.force("PRIMARY")
+        )))
+        .bind(root)
+        .bind(from)
+        .fetch_all(self.db.pool())
+        .await?;
+        let Some(&last_dir) = dirs.last() else {
+            return Ok((Vec::new(), Cursor::Done));
+        };
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
+             WHERE f.DirID IN ({}) AND (f.DirID > ? OR (f.DirID = ? AND f.FileID > ?)) \
+             ORDER BY f.DirID, f.FileID LIMIT ?",
+            self.force("FC_FilesDir"),
+            list_placeholders(dirs.len())
+        );
+        let mut q = sqlx::query(self.db.sql_dynamic(sql));
+        for d in &dirs {
+            q = q.bind(*d);
+        }
+        let rows = q
+            .bind(from)
+            .bind(from)
+            .bind(file)
+            .bind(i64::try_from(limit).unwrap_or(1000))
+            .fetch_all(self.db.pool())
+            .await?;
+        let files: Vec<FileRow> = rows
+            .iter()
+            .map(file_row)
+            .collect::<std::result::Result<_, _>>()?;
+        let next = match files.last() {
+            Some(f) if files.len() == limit => Cursor::TreeFiles {
+                dir: f.dir_id,
+                file: f.id,
+            },
+            _ if dirs.len() == MAX_IN => Cursor::TreeFiles {
+                dir: last_dir + 1,
+                file: 0,
+            },
+            _ => Cursor::Done,
+        };
+        Ok((files, next))
     }
 
     // ---- usage ----
@@ -1783,7 +1833,7 @@ impl Catalog {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        for chunk in ids.chunks(MAX_PARAMS) {
+        for chunk in ids.chunks(MAX_IN) {
             let sql = format!(
                 "SELECT DirID, Path FROM FC_Dirs WHERE DirID IN ({})",
                 list_placeholders(chunk.len())
