@@ -6,7 +6,8 @@
 //! directory field or a file field, never both). A directory field is set
 //! on one directory of a branch only (not again above or below it), so
 //! every file has at most one value per field and a query needs no
-//! "nearest ancestor" search: `EXISTS` over the file's ancestors is exact.
+//! "nearest ancestor" search: a semi-join over the directories that set it,
+//! expanded to everything below them, is exact.
 //! Values are stored in one column per type with an index on
 //! (field, value), without DDL at run time (DIRAC creates a table per
 //! field).
@@ -586,15 +587,22 @@ impl Catalog {
         let cond = query
             .map(|c| format!(" AND ({})", c.sql))
             .unwrap_or_default();
+        // Files in id order from `after` (the primary key), each checked
+        // against the subtree and the query's sets, each set computed once:
+        // a page costs the files it passes over, and a whole query the
+        // files of the catalog once, however the pages fall.
         let sql = format!(
-            "SELECT f.FileID, d.Path, f.Name FROM FC_Files f JOIN FC_Dirs d ON d.DirID = f.DirID \
-             JOIN FC_DirClosure c ON c.Descendant = f.DirID \
-             WHERE c.Ancestor = ? AND f.Status = ? AND f.FileID > ?{cond} ORDER BY f.FileID LIMIT ?"
+            "SELECT {}f.FileID, d.Path, f.Name FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
+             WHERE f.FileID > ? AND f.Status = ? \
+             AND f.DirID IN (SELECT c.Descendant FROM FC_DirClosure c WHERE c.Ancestor = ?){cond} \
+             ORDER BY f.FileID LIMIT ?",
+            self.straight(),
+            self.force("PRIMARY")
         );
         let mut q = sqlx::query(self.db.sql_dynamic(sql))
-            .bind(root)
+            .bind(after)
             .bind(GOOD)
-            .bind(after);
+            .bind(root);
         if let Some(c) = query {
             for b in &c.binds {
                 q = b.bind(q);
@@ -704,10 +712,8 @@ fn compile_pred(
 ) -> Result<String> {
     if name.eq_ignore_ascii_case("SE") {
         return Ok(match test {
-            Test::Any => "EXISTS (SELECT 1 FROM FC_Replicas r WHERE r.FileID = f.FileID)".into(),
-            Test::Missing => {
-                "NOT EXISTS (SELECT 1 FROM FC_Replicas r WHERE r.FileID = f.FileID)".into()
-            }
+            Test::Any => "f.FileID IN (SELECT r.FileID FROM FC_Replicas r)".into(),
+            Test::Missing => "f.FileID NOT IN (SELECT r.FileID FROM FC_Replicas r)".into(),
             Test::Cmp(Op::Ne, _) | Test::NotIn(_) => {
                 // "not at these SEs": no replica at any of them.
                 let positive = match test {
@@ -716,12 +722,12 @@ fn compile_pred(
                     _ => Test::Any,
                 };
                 format!(
-                    "NOT EXISTS (SELECT 1 FROM FC_Replicas r WHERE r.FileID = f.FileID AND {})",
+                    "f.FileID NOT IN (SELECT r.FileID FROM FC_Replicas r WHERE {})",
                     value_test("r.SE", MetaType::Str, name, &positive, binds)?
                 )
             }
             Test::Cmp(Op::Eq, _) | Test::In(_) => format!(
-                "EXISTS (SELECT 1 FROM FC_Replicas r WHERE r.FileID = f.FileID AND {})",
+                "f.FileID IN (SELECT r.FileID FROM FC_Replicas r WHERE {})",
                 value_test("r.SE", MetaType::Str, name, test, binds)?
             ),
             Test::Cmp(..) => {
@@ -748,17 +754,24 @@ fn compile_pred(
     let field = fields.get(name).ok_or_else(|| {
         DmsError::InvalidArgument(format!("query: unknown metadata field '{}'", clip(name)))
     })?;
-    let (from, link) = match field.scope {
-        Scope::File => ("FC_FileMeta m", "m.FileID = f.FileID"),
+    // Uncorrelated IN subqueries: the database computes each set once (the
+    // directories a directory field selects, expanded to everything below
+    // them; the files a file field selects) and joins it on an index,
+    // instead of probing per file.
+    let (key, set) = match field.scope {
+        Scope::File => (
+            "f.FileID",
+            "SELECT m.FileID FROM FC_FileMeta m WHERE m.Field = ?",
+        ),
         Scope::Directory => (
-            "FC_DirClosure c2 JOIN FC_DirMeta m ON m.DirID = c2.Ancestor",
-            "c2.Descendant = f.DirID",
+            "f.DirID",
+            "SELECT c2.Descendant FROM FC_DirMeta m JOIN FC_DirClosure c2 ON c2.Ancestor = m.DirID WHERE m.Field = ?",
         ),
     };
     binds.push(Value::Str(field.name.clone()));
     Ok(match test {
-        Test::Any => format!("EXISTS (SELECT 1 FROM {from} WHERE {link} AND m.Field = ?)"),
-        Test::Missing => format!("NOT EXISTS (SELECT 1 FROM {from} WHERE {link} AND m.Field = ?)"),
+        Test::Any => format!("{key} IN ({set})"),
+        Test::Missing => format!("{key} NOT IN ({set})"),
         _ => {
             let cond = value_test(
                 &format!("m.{}", field.kind.column()),
@@ -767,7 +780,7 @@ fn compile_pred(
                 test,
                 binds,
             )?;
-            format!("EXISTS (SELECT 1 FROM {from} WHERE {link} AND m.Field = ? AND {cond})")
+            format!("{key} IN ({set} AND {cond})")
         }
     })
 }

@@ -310,6 +310,17 @@ impl Catalog {
         }
     }
 
+    /// `STRAIGHT_JOIN ` for MariaDB: the files drive the join, so rows come
+    /// in index order and a LIMIT stops the scan (instead of sorting every
+    /// match of the directories first).
+    pub(crate) fn straight(&self) -> &'static str {
+        if self.db.backend() == Backend::MySql {
+            "STRAIGHT_JOIN "
+        } else {
+            ""
+        }
+    }
+
     /// `SUM(expr)` as a BIGINT on every backend (MariaDB and PostgreSQL
     /// answer DECIMAL, which the Any driver does not read), 0 when empty.
     pub(crate) fn sum(&self, expr: &str) -> String {
@@ -1575,8 +1586,9 @@ impl Catalog {
                     }
                     Cursor::Files(after) => {
                         let sql = format!(
-                            "SELECT {FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
+                            "SELECT {}{FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
                              WHERE f.DirID = ? AND f.FileID > ? ORDER BY f.FileID LIMIT ?",
+                            self.straight(),
                             self.force("FC_FilesDir")
                         );
                         let rows = sqlx::query(self.db.sql_dynamic(sql))
@@ -1637,28 +1649,50 @@ impl Catalog {
         let Some(&last_dir) = dirs.last() else {
             return Ok((Vec::new(), Cursor::Done));
         };
-        let sql = format!(
-            "SELECT {FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
-             WHERE f.DirID IN ({}) AND (f.DirID > ? OR (f.DirID = ? AND f.FileID > ?)) \
-             ORDER BY f.DirID, f.FileID LIMIT ?",
-            self.force("FC_FilesDir"),
-            list_placeholders(dirs.len())
-        );
-        let mut q = sqlx::query(self.db.sql_dynamic(sql));
-        for d in &dirs {
-            q = q.bind(*d);
+        // The rest of the current directory, then the next directories of
+        // the page: both plain ranges of the (DirID, FileID) index, read
+        // in index order and stopped at the limit.
+        let limit_i = i64::try_from(limit).unwrap_or(1000);
+        let mut files: Vec<FileRow> = Vec::new();
+        if dirs.first() == Some(&from) {
+            let sql = format!(
+                "SELECT {}{FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
+                 WHERE f.DirID = ? AND f.FileID > ? ORDER BY f.FileID LIMIT ?",
+                self.straight(),
+                self.force("FC_FilesDir")
+            );
+            let rows = sqlx::query(self.db.sql_dynamic(sql))
+                .bind(from)
+                .bind(file)
+                .bind(limit_i)
+                .fetch_all(self.db.pool())
+                .await?;
+            files = rows
+                .iter()
+                .map(file_row)
+                .collect::<std::result::Result<_, _>>()?;
         }
-        let rows = q
-            .bind(from)
-            .bind(from)
-            .bind(file)
-            .bind(i64::try_from(limit).unwrap_or(1000))
-            .fetch_all(self.db.pool())
-            .await?;
-        let files: Vec<FileRow> = rows
-            .iter()
-            .map(file_row)
-            .collect::<std::result::Result<_, _>>()?;
+        let rest: Vec<i64> = dirs.iter().copied().filter(|d| *d > from).collect();
+        if files.len() < limit && !rest.is_empty() {
+            let sql = format!(
+                "SELECT {}{FILE_COLUMNS} FROM FC_Files f{} JOIN FC_Dirs d ON d.DirID = f.DirID \
+                 WHERE f.DirID IN ({}) ORDER BY f.DirID, f.FileID LIMIT ?",
+                self.straight(),
+                self.force("FC_FilesDir"),
+                list_placeholders(rest.len())
+            );
+            let mut q = sqlx::query(self.db.sql_dynamic(sql));
+            for d in &rest {
+                q = q.bind(*d);
+            }
+            let rows = q
+                .bind(i64::try_from(limit - files.len()).unwrap_or(1000))
+                .fetch_all(self.db.pool())
+                .await?;
+            for r in &rows {
+                files.push(file_row(r)?);
+            }
+        }
         let next = match files.last() {
             Some(f) if files.len() == limit => Cursor::TreeFiles {
                 dir: f.dir_id,
