@@ -281,6 +281,28 @@ fn check_guid(g: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Paths checked for the caller: the valid ones of its VO, and why the
+/// others are refused.
+pub(crate) fn parse_paths(
+    caller: &Caller,
+    paths: &[String],
+) -> (Vec<(String, Lfn)>, BTreeMap<String, DmsError>) {
+    let mut parsed = Vec::new();
+    let mut failed = BTreeMap::new();
+    for p in paths {
+        match Lfn::parse(p)
+            .map_err(DmsError::InvalidArgument)
+            .and_then(|l| caller.check_vo(&l).map(|()| l))
+        {
+            Ok(l) => parsed.push((p.clone(), l)),
+            Err(e) => {
+                failed.insert(p.clone(), e);
+            }
+        }
+    }
+    (parsed, failed)
+}
+
 /// One directory the catalog is about to create.
 #[derive(Debug, Clone)]
 struct PlannedDir {
@@ -664,19 +686,8 @@ impl Catalog {
 
     /// Make directories (and their missing parents).
     pub async fn create_directories(&self, caller: &Caller, paths: &[String]) -> Result<Outcome> {
-        let mut out = Outcome::new();
-        let mut wanted = Vec::new();
-        for p in paths {
-            match Lfn::parse(p)
-                .map_err(DmsError::InvalidArgument)
-                .and_then(|l| caller.check_vo(&l).map(|()| l))
-            {
-                Ok(l) => wanted.push((p.clone(), l)),
-                Err(e) => {
-                    out.insert(p.clone(), Err(e));
-                }
-            }
-        }
+        let (wanted, refused) = parse_paths(caller, paths);
+        let mut out: Outcome = refused.into_iter().map(|(k, e)| (k, Err(e))).collect();
         let lfns: Vec<Lfn> = wanted.iter().map(|(_, l)| l.clone()).collect();
         let mut failed = with_retry(|| async {
             let (existing, planned, failed) = self.resolve_dirs(caller, &lfns).await?;
@@ -1171,19 +1182,7 @@ impl Catalog {
                 "more than {MAX_BULK} paths in one call"
             )));
         }
-        let mut failed = BTreeMap::new();
-        let mut parsed = Vec::new();
-        for input in lfns {
-            match Lfn::parse(input)
-                .map_err(DmsError::InvalidArgument)
-                .and_then(|l| caller.check_vo(&l).map(|()| l))
-            {
-                Ok(l) => parsed.push((input.clone(), l)),
-                Err(e) => {
-                    failed.insert(input.clone(), e);
-                }
-            }
-        }
+        let (parsed, mut failed) = parse_paths(caller, lfns);
         let refs: Vec<&Lfn> = parsed.iter().map(|(_, l)| l).collect();
         let mut files = self.files_in(&refs).await?;
         let mut found = BTreeMap::new();
@@ -1444,19 +1443,7 @@ impl Catalog {
         paths: &[String],
     ) -> Result<(BTreeMap<String, String>, BTreeMap<String, DmsError>)> {
         let mut kinds = BTreeMap::new();
-        let mut failed = BTreeMap::new();
-        let mut parsed = Vec::new();
-        for p in paths {
-            match Lfn::parse(p)
-                .map_err(DmsError::InvalidArgument)
-                .and_then(|l| caller.check_vo(&l).map(|()| l))
-            {
-                Ok(l) => parsed.push((p.clone(), l)),
-                Err(e) => {
-                    failed.insert(p.clone(), e);
-                }
-            }
-        }
+        let (parsed, failed) = parse_paths(caller, paths);
         let mut lookups: Vec<String> = parsed.iter().map(|(_, l)| l.to_string()).collect();
         lookups.extend(
             parsed
@@ -1488,19 +1475,7 @@ impl Catalog {
         paths: &[String],
     ) -> Result<(BTreeMap<String, DirRow>, BTreeMap<String, DmsError>)> {
         let mut found = BTreeMap::new();
-        let mut failed = BTreeMap::new();
-        let mut parsed = Vec::new();
-        for p in paths {
-            match Lfn::parse(p)
-                .map_err(DmsError::InvalidArgument)
-                .and_then(|l| caller.check_vo(&l).map(|()| l))
-            {
-                Ok(l) => parsed.push((p.clone(), l)),
-                Err(e) => {
-                    failed.insert(p.clone(), e);
-                }
-            }
-        }
+        let (parsed, mut failed) = parse_paths(caller, paths);
         let refs: Vec<&str> = parsed.iter().map(|(_, l)| l.as_str()).collect();
         let mut dirs = self.dirs(&refs).await?;
         for (input, l) in parsed {
