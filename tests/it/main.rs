@@ -1664,3 +1664,97 @@ fn jobs_read_input_data_and_register_output_data() {
     );
     d.stop();
 }
+
+/// Bad uploads through the StorageElement service leave nothing behind:
+/// a wrong checksum, a size that does not match, data outside the VO; a
+/// path that is not UTF-8 is refused by the CLI before anything is sent.
+#[test]
+fn the_storage_service_refuses_bad_uploads() {
+    use dirac_proto::dms::{ObjectChunk, ObjectHeader, ObjectRefs, object_chunk::Kind};
+    let d = Diracd::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let config = dirac_client::ClientConfig::from_file(&d.client_config()).expect("client.yaml");
+    rt.block_on(async {
+        let client = dirac_client::Client::connect(&config).expect("client");
+        let put = |lfn: &str, size: u64, adler32: &str, data: &[u8]| {
+            let mut se = client.storage_element();
+            let chunks = vec![
+                ObjectChunk {
+                    kind: Some(Kind::Header(ObjectHeader {
+                        se: "LOCAL-SE".into(),
+                        lfn: lfn.into(),
+                        size,
+                        adler32: adler32.into(),
+                    })),
+                },
+                ObjectChunk {
+                    kind: Some(Kind::Data(data.to_vec())),
+                },
+            ];
+            async move { se.put(tokio_stream::iter(chunks)).await }
+        };
+        let home = "/dteam/user/a/alice";
+        // adler32("abc") is 024d0127.
+        let wrong = put(&format!("{home}/bad"), 3, "00000001", b"abc").await;
+        let e = wrong.expect_err("a wrong checksum is refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("checksum mismatch"), "{e:?}");
+        let short = put(&format!("{home}/short"), 10, "024d0127", b"abc").await;
+        assert!(
+            short
+                .expect_err("short")
+                .message()
+                .contains("3 bytes arrived, 10 were announced")
+        );
+        let outside = put("/atlas/x", 3, "024d0127", b"abc").await;
+        assert_eq!(
+            outside.expect_err("outside").code(),
+            tonic::Code::PermissionDenied
+        );
+        let stat = client
+            .storage_element()
+            .stat(ObjectRefs {
+                se: "LOCAL-SE".into(),
+                lfns: vec![format!("{home}/bad"), format!("{home}/short")],
+            })
+            .await
+            .expect("stat")
+            .into_inner();
+        assert!(stat.objects.is_empty(), "nothing was stored: {stat:?}");
+        let good = put(&format!("{home}/good"), 3, "024d0127", b"abc").await;
+        assert_eq!(good.expect("stored").into_inner().adler32, "024d0127");
+    });
+    // The connection lives in the runtime; diracd would stop anyway after
+    // its grace period, but need not wait.
+    drop(rt);
+    let se_files = walk_files(&d.dir.path().join("se/LOCAL-SE"));
+    assert_eq!(
+        se_files,
+        [d.dir.path().join("se/LOCAL-SE/dteam/user/a/alice/good")],
+        "only the good upload is on the storage"
+    );
+    let scratch = walk_files(&d.dir.path().join("scratch"));
+    assert!(scratch.is_empty(), "scratch left behind: {scratch:?}");
+    // Not UTF-8: refused by the CLI with a message.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt as _;
+        let out = Command::new(bin("dirac"))
+            .arg("--config")
+            .arg(d.client_config())
+            .arg("dls")
+            .arg(std::ffi::OsStr::from_bytes(b"/dteam/\xff"))
+            .output()
+            .expect("dirac");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("UTF-8"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    d.stop();
+}

@@ -111,13 +111,36 @@ pub async fn serve(
     // Without TCP_NODELAY a small answer waits for the client's delayed
     // ACK: 40 ms on every unary call.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    builder
+    // Graceful shutdown waits for open connections; a client that keeps
+    // one (an idle channel, a stream) must not keep the server up: after
+    // the grace period it stops anyway.
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signalled = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let serve = builder
         .layer(auth)
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(ServeError::Transport)
+        .serve_with_incoming_shutdown(incoming, signalled);
+    let grace = async move {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serve => served.map_err(ServeError::Transport),
+        () = grace => {
+            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open after the grace period; stopping");
+            Ok(())
+        }
+    }
 }
+
+/// How long a stopping server waits for open connections to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -68,8 +68,10 @@ fn real_servers_round_trip_and_copy_across_protocols() {
             return;
         }
         let exe = std::env::current_exe().expect("test binary");
+        // Its own network (XRootD binds every interface) and mounts (a
+        // small tmpfs plays a full disk).
         let out = Command::new("unshare")
-            .arg("-n")
+            .args(["-n", "-m", "--propagation", "private"])
             .arg(&exe)
             .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
             .env(NETNS_MARK, "1")
@@ -158,7 +160,7 @@ fn inside_the_namespace() {
     assert!(up.success(), "cannot bring loopback up");
     let dir = tempfile::tempdir().expect("tmp");
     let root = dir.path();
-    let _xrootd = script("xrootd.sh", &root.join("xrootd"), 1094);
+    let xrootd = script("xrootd.sh", &root.join("xrootd"), 1094);
     let _webdav = script("webdav.sh", &root.join("webdav"), 8443);
     let moto = Server(
         Command::new(tools().join("venv/bin/moto_server"))
@@ -356,5 +358,54 @@ fn inside_the_namespace() {
     assert!(
         matches!(down, Err(StorageError::Unavailable(_))),
         "{down:?}"
+    );
+
+    // A full disk: the upload fails as NoSpace and leaves no part file.
+    let full = root.join("full");
+    std::fs::create_dir_all(&full).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&full)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "cannot mount a tmpfs");
+    let small = FilePlugin::new(&full);
+    let two_mib = files.join("two");
+    make_file(&two_mib, 2 << 20);
+    let r = rt.block_on(small.put("/dteam/full/f", &two_mib));
+    assert!(matches!(r, Err(StorageError::NoSpace(_))), "{r:?}");
+    let left: Vec<_> = std::fs::read_dir(full.join("dteam/full"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind on a full disk: {left:?}");
+    let _ = Command::new("umount").arg(&full).status();
+
+    // The XRootD server dies in the middle of an upload: Unavailable, and
+    // the call returns instead of hanging.
+    if big_mib < 512 {
+        eprintln!(
+            "skipping the interrupted upload: DIRAC_STORAGE_BIG_MIB={big_mib} is too small to interrupt"
+        );
+        return;
+    }
+    let big = &samples[2].1;
+    let plugin = ses[1].1.clone();
+    let lfn = "/dteam/rt/interrupted";
+    let killed = rt.block_on(async {
+        let upload = tokio::spawn({
+            let big = big.clone();
+            async move { plugin.put(lfn, &big).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(pid) = xrootd.0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        drop(xrootd);
+        tokio::time::timeout(Duration::from_secs(120), upload).await
+    });
+    let result = killed.expect("the upload returned").expect("task");
+    assert!(
+        matches!(result, Err(StorageError::Unavailable(_))),
+        "{result:?}"
     );
 }
