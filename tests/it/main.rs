@@ -1758,3 +1758,50 @@ fn the_storage_service_refuses_bad_uploads() {
     }
     d.stop();
 }
+
+/// With `SandboxStore.SEName` naming a configured storage element, input
+/// and output sandboxes live on that SE (through its plugins) and jobs
+/// work as before.
+#[test]
+fn sandboxes_live_on_a_storage_element() {
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[("DIRAC__SERVICES__SANDBOXSTORE__SENAME", "LOCAL-SE".into())],
+    );
+    let work = tempfile::tempdir().expect("work");
+    std::fs::write(work.path().join("input.txt"), "from the sandbox\n").expect("write");
+    let jdl = work.path().join("sb.jdl");
+    std::fs::write(
+        &jdl,
+        r#"[ Executable = "/bin/sh"; Arguments = "-c 'cp input.txt result.txt'";
+             InputSandbox = {"input.txt"}; OutputSandbox = {"result.txt"}; JobName = "sb"; ]"#,
+    )
+    .expect("write");
+    let jobs = ids(&d.json(&["job", "submit", &jdl.display().to_string()]));
+    let done = wait_final(&d, &jobs, Duration::from_secs(90));
+    assert_eq!(done[0]["status"], "Done", "{}", done[0]);
+    let out = work.path().join("out");
+    d.json(&[
+        "job",
+        "output",
+        &jobs[0].to_string(),
+        "--dir",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join(jobs[0].to_string()).join("result.txt")).expect("result"),
+        "from the sandbox\n"
+    );
+    let on_se: Vec<PathBuf> = walk_files(&d.dir.path().join("se/LOCAL-SE"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(
+        on_se.len(),
+        2,
+        "input and output sandboxes on the SE: {on_se:?}"
+    );
+    let local: Vec<PathBuf> = walk_files(&d.dir.path().join("sandboxes"));
+    assert!(local.is_empty(), "nothing in the local store: {local:?}");
+    d.stop();
+}

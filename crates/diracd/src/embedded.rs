@@ -242,9 +242,26 @@ async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<
         .base_path
         .clone()
         .unwrap_or_else(|| data_dir.join("sandboxes"));
-    let backend = LocalBackend::new(sandbox_root.clone())
-        .with_context(|| format!("sandbox store at {}", sandbox_root.display()))?;
-    let wms = Wms::new(jobdb, config.clone(), Arc::new(backend));
+    let se_name = &config.services.sandbox_store.se_name;
+    let backend: Arc<dyn dirac_wms::sandbox::SandboxBackend> =
+        match config.resources.storage_elements.get(se_name) {
+            // The sandbox store on a configured storage element (S3 as in
+            // DiracX, XRootD, WebDAV …), through its plugins.
+            Some(se) => {
+                let se = dirac_storage::StorageElement::new(se_name, se, &data_dir.join("se"))
+                    .map_err(|e| anyhow::anyhow!("sandbox store on {se_name}: {e}"))?;
+                tracing::info!(se = %se_name, "sandboxes kept on a storage element");
+                Arc::new(SeSandboxes::new(
+                    Arc::new(se),
+                    sandbox_root.join(".staging"),
+                )?)
+            }
+            None => Arc::new(
+                LocalBackend::new(sandbox_root.clone())
+                    .with_context(|| format!("sandbox store at {}", sandbox_root.display()))?,
+            ),
+        };
+    let wms = Wms::new(jobdb, config.clone(), backend);
     let queued = dirac_wms::matching::resync(&wms)
         .await
         .context("load task queues")?;
@@ -269,6 +286,72 @@ async fn open_dms(
     dirac_dms::Dms::open(db, config.clone(), data_dir)
         .await
         .map_err(|e| anyhow::anyhow!("FileCatalogDB and storage elements: {e}"))
+}
+
+/// Sandboxes on a storage element: `SB:<SE>|/<path>` is the file `/<path>`
+/// of that SE.
+struct SeSandboxes {
+    se: Arc<dirac_storage::StorageElement>,
+    staging: PathBuf,
+}
+
+impl SeSandboxes {
+    fn new(se: Arc<dirac_storage::StorageElement>, staging: PathBuf) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&staging)
+            .with_context(|| format!("create {}", staging.display()))?;
+        Ok(SeSandboxes { se, staging })
+    }
+
+    fn lfn(path: &str) -> String {
+        format!("/{}", path.trim_start_matches('/'))
+    }
+
+    fn scratch(&self) -> PathBuf {
+        self.staging
+            .join(format!("{:032x}", rand::random::<u128>()))
+    }
+}
+
+fn io_error(e: dirac_storage::StorageError) -> std::io::Error {
+    let kind = match &e {
+        dirac_storage::StorageError::NotFound(_) => std::io::ErrorKind::NotFound,
+        dirac_storage::StorageError::PermissionDenied(_) => std::io::ErrorKind::PermissionDenied,
+        dirac_storage::StorageError::Invalid(_) => std::io::ErrorKind::InvalidInput,
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, e.to_string())
+}
+
+#[async_trait::async_trait]
+impl dirac_wms::sandbox::SandboxBackend for SeSandboxes {
+    async fn put(&self, path: &str, staged: &Path) -> std::io::Result<()> {
+        let stored = self
+            .se
+            .put(&Self::lfn(path), staged, None)
+            .await
+            .map_err(io_error);
+        let _ = tokio::fs::remove_file(staged).await;
+        stored.map(drop)
+    }
+
+    async fn get(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        let tmp = self.scratch();
+        let got = self.se.get(&Self::lfn(path), &tmp).await.map_err(io_error);
+        let bytes = match got {
+            Ok(_) => tokio::fs::read(&tmp).await,
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&tmp).await;
+        bytes
+    }
+
+    async fn delete(&self, path: &str) -> std::io::Result<()> {
+        self.se.remove(&Self::lfn(path)).await.map_err(io_error)
+    }
+
+    fn staging_path(&self) -> PathBuf {
+        self.scratch()
+    }
 }
 
 /// The WMS's InputData step over the file catalog: replicas as the job's
