@@ -217,6 +217,7 @@ impl pb::file_catalog_server::FileCatalog for CatalogService {
                 guid: f.guid,
                 mode: f.mode,
                 replicas: f.replicas.into_iter().map(|r| (r.se, r.pfn)).collect(),
+                guid_generated: false,
             })
             .collect();
         let out = self.0.add_files(&who, files).await?;

@@ -144,6 +144,10 @@ pub struct NewFile {
     pub guid: String,
     pub mode: u32,
     pub replicas: Vec<(String, String)>,
+    /// Set by the catalog when it made the GUID (128 random bits): such a
+    /// GUID is not looked up before the insert, the unique index stands
+    /// guard.
+    pub guid_generated: bool,
 }
 
 /// A listing entry.
@@ -816,6 +820,7 @@ impl Catalog {
                 f.checksum_type = kind;
                 if f.guid.is_empty() {
                     f.guid = new_guid();
+                    f.guid_generated = true;
                 }
                 check_guid(&f.guid).map_err(DmsError::InvalidArgument)?;
                 f.mode = if f.mode == 0 {
@@ -875,7 +880,12 @@ impl Catalog {
         let lfn_strs: Vec<&str> = files.iter().map(|(l, _)| l.as_str()).collect();
         let dirs_named = self.dirs(&lfn_strs).await?;
         let guid_owner = self
-            .guid_owners(files.iter().map(|(_, f)| f.guid.as_str()))
+            .guid_owners(
+                files
+                    .iter()
+                    .filter(|(_, f)| !f.guid_generated)
+                    .map(|(_, f)| f.guid.as_str()),
+            )
             .await?;
         let existing_replicas = {
             let ids: Vec<i64> = existing_files.values().map(|f| f.id).collect();
