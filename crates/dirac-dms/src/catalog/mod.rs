@@ -193,7 +193,15 @@ pub struct Drift {
 pub struct Catalog {
     db: Db,
     config: Arc<DiracConfig>,
+    /// Rows registered since the last ANALYZE (PostgreSQL), and the table
+    /// size then: bulk loads outrun autovacuum, and a planner that still
+    /// thinks the tables empty scans them for every bulk lookup.
+    since_analyze: Arc<std::sync::atomic::AtomicU64>,
+    analyzed: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Rows registered before statistics are refreshed, at the least.
+const ANALYZE_EVERY: u64 = 20_000;
 
 const DIR_COLUMNS: &str = "DirID, Path, Owner, OwnerGroup, Mode, CreationTime, ModificationTime";
 const FILE_COLUMNS: &str = "f.FileID, f.DirID, d.Path, f.Name, f.Size, f.Checksum, f.ChecksumType, f.GUID, \
@@ -319,7 +327,12 @@ impl Catalog {
     pub async fn open(db: Db, config: Arc<DiracConfig>) -> Result<Self> {
         db.migrate("FileCatalogDB", crate::schema::MIGRATIONS)
             .await?;
-        Ok(Catalog { db, config })
+        Ok(Catalog {
+            db,
+            config,
+            since_analyze: Arc::default(),
+            analyzed: Arc::default(),
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -1060,7 +1073,44 @@ impl Catalog {
         self.insert_replicas(&mut tx, &replica_rows, t).await?;
         self.add_usage(&mut tx, &usage).await?;
         tx.commit().await?;
+        self.after_bulk_insert(new_files.len() as u64);
         Ok(out)
+    }
+
+    /// On PostgreSQL, refresh the catalog's statistics in the background
+    /// once the rows registered since the last refresh reach the table's
+    /// size then (at least [`ANALYZE_EVERY`]): the planner then keeps to
+    /// the indexes while a catalog is being filled.
+    fn after_bulk_insert(&self, rows: u64) {
+        use std::sync::atomic::Ordering;
+        if self.db.backend() != Backend::Postgres || rows == 0 {
+            return;
+        }
+        let since = self.since_analyze.fetch_add(rows, Ordering::Relaxed) + rows;
+        let base = self.analyzed.load(Ordering::Relaxed);
+        if since < base.max(ANALYZE_EVERY) {
+            return;
+        }
+        self.since_analyze.store(0, Ordering::Relaxed);
+        self.analyzed.store(base + since, Ordering::Relaxed);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            for table in [
+                "FC_Files",
+                "FC_Replicas",
+                "FC_Dirs",
+                "FC_DirClosure",
+                "FC_DirUsage",
+            ] {
+                if let Err(e) = sqlx::query(db.sql_dynamic(format!("ANALYZE {table}")))
+                    .execute(db.pool())
+                    .await
+                {
+                    tracing::warn!(table, error = %e, "cannot refresh statistics");
+                }
+            }
+            tracing::debug!(rows = base + since, "catalog statistics refreshed");
+        });
     }
 
     async fn guid_owners<'a>(
