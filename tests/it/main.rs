@@ -1612,6 +1612,17 @@ fn jobs_read_input_data_and_register_output_data() {
              JobName = "data"; ]"#,
     )
     .expect("write");
+    // InputDataByProtocol: the payload reads the file where it is.
+    let by_url = work.path().join("url.jdl");
+    std::fs::write(
+        &by_url,
+        r#"[ Executable = "/bin/sh";
+             Arguments = "-c 'read l u < $DIRAC_INPUT_DATA_FILE; cat ${u#file://} > url.txt; test ! -e data.txt'";
+             InputData = {"LFN:/dteam/user/a/alice/in/data.txt"}; InputDataPolicy = "Protocol";
+             OutputData = {"url.txt"}; OutputPath = "results"; OutputSE = "LOCAL-SE";
+             JobName = "by-url"; ]"#,
+    )
+    .expect("write");
     let missing = work.path().join("missing.jdl");
     std::fs::write(
         &missing,
@@ -1623,6 +1634,7 @@ fn jobs_read_input_data_and_register_output_data() {
         "submit",
         &jdl.display().to_string(),
         &missing.display().to_string(),
+        &by_url.display().to_string(),
     ]));
     let done = wait_final(&d, &jobs, Duration::from_secs(90));
     let job = |id: u64| {
@@ -1634,6 +1646,8 @@ fn jobs_read_input_data_and_register_output_data() {
     let ok = job(jobs[0]);
     assert_eq!(ok["status"], "Done", "{ok}");
     assert_eq!(ok["site"], "LCG.Local.local", "{ok}");
+    let url_job = job(jobs[2]);
+    assert_eq!(url_job["status"], "Done", "{url_job}");
     let failed = job(jobs[1]);
     assert_eq!(failed["status"], "Failed", "{failed}");
     assert_eq!(
@@ -1661,6 +1675,21 @@ fn jobs_read_input_data_and_register_output_data() {
     assert_eq!(
         std::fs::read_to_string(work.path().join("out.txt")).expect("out"),
         "HELLO GRID\n"
+    );
+    let got = run(&[
+        "dget",
+        "-D",
+        work.path().to_str().expect("utf-8"),
+        "/dteam/user/a/alice/results/url.txt",
+    ]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("url.txt")).expect("url"),
+        "hello grid\n"
     );
     d.stop();
 }

@@ -60,6 +60,7 @@ pub fn register(table: &mut PolicyTable) {
             ("GetOccupancy", user),
             ("Replicate", user),
             ("ListStorageElements", user),
+            ("GetAccessUrls", user),
         ],
     );
 }

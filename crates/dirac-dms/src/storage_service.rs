@@ -15,7 +15,7 @@ use dirac_core::config::SeAccess;
 use dirac_proto::dms::{
     self as pb, Empty, ObjectChunk, ObjectHeader, ObjectRef, ObjectRefs, ObjectStat, Occupancy,
     PathResult, PutObjectResponse, ReplicateRequest, ReplicateResponse, SeRef, StatResponse,
-    StorageElementInfo, StorageElementList,
+    StorageElementInfo, StorageElementList, Urls, UrlsRequest, UrlsResponse,
 };
 use dirac_storage::file::Part;
 use dirac_storage::{Adler32, StorageElements, StorageError, checksum};
@@ -344,6 +344,32 @@ impl pb::storage_element_server::StorageElement for StorageService {
             adler32: stat.adler32.unwrap_or_default(),
             third_party,
         }))
+    }
+
+    async fn get_access_urls(
+        &self,
+        req: Request<UrlsRequest>,
+    ) -> Result<Response<UrlsResponse>, Status> {
+        let who = Caller::from_identity(identity(&req)?);
+        let r = req.into_inner();
+        let protocol = (!r.protocol.is_empty()).then_some(r.protocol.as_str());
+        let (found, failed) = self.catalog.get_files(&who, &r.lfns, false).await?;
+        let mut resp = UrlsResponse {
+            failed: failed
+                .iter()
+                .map(|(k, e)| (k.clone(), dirac_core::error::item_error(e)))
+                .collect(),
+            ..Default::default()
+        };
+        for (lfn, (_, replicas)) in found {
+            let urls: Vec<String> = replicas
+                .iter()
+                .filter_map(|rep| self.ses.get(&rep.se).ok())
+                .flat_map(|se| se.urls(&lfn, protocol))
+                .collect();
+            resp.urls.insert(lfn, Urls { urls });
+        }
+        Ok(Response::new(resp))
     }
 
     async fn list_storage_elements(

@@ -30,6 +30,10 @@ pub struct JobSpec {
     /// Files to upload and register after it: names in the job directory,
     /// or `LFN:/vo/…` to choose the LFN (its last component is the file).
     pub output_data: Vec<String>,
+    /// `InputDataPolicy`: with "Protocol" (DIRAC's InputDataByProtocol) the
+    /// payload reads its input where it is, from URLs the pilot resolves;
+    /// otherwise (DownloadInputData) the files are downloaded first.
+    pub input_data_policy: Option<String>,
     /// Storage elements to try for the output data, in order.
     pub output_se: Vec<String>,
     /// Directory under the owner's home for the output data.
@@ -83,6 +87,13 @@ impl JobSpec {
             ));
         }
         Ok(out)
+    }
+
+    /// The payload reads input data by protocol instead of downloads.
+    pub fn input_by_protocol(&self) -> bool {
+        self.input_data_policy
+            .as_deref()
+            .is_some_and(|p| p.to_ascii_lowercase().contains("protocol"))
     }
 
     /// The `SB:` references of the input sandbox.
@@ -189,6 +200,7 @@ pub fn parse(jdl: &str) -> Result<JobSpec, String> {
                     .to_owned()
             })
             .collect(),
+        input_data_policy: string(&ad, "InputDataPolicy"),
         output_data: strings(&ad, "OutputData"),
         output_se: strings(&ad, "OutputSE"),
         output_path: string(&ad, "OutputPath"),

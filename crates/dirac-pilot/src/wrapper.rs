@@ -60,6 +60,9 @@ pub struct WrapperContext {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Where InputDataByProtocol leaves the `LFN URL` lines for the payload.
+pub const INPUT_DATA_FILE: &str = "input-data.txt";
+
 /// How a job ended, as far as this pilot knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -283,6 +286,53 @@ impl Job<'_> {
                 "input sandbox entry not supported, skipped"
             );
         }
+        Ok(())
+    }
+
+    /// InputDataByProtocol: the URL of each input file, one `LFN URL` line
+    /// each in `input-data.txt` of the job directory (the payload finds it
+    /// through `DIRAC_INPUT_DATA_FILE`).
+    async fn resolve_input_urls(
+        &self,
+        spec: &JobSpec,
+        job_dir: &Path,
+        job_token: &str,
+    ) -> Result<(), String> {
+        let client = self
+            .ctx
+            .reporter
+            .client()
+            .with_token(job_token)
+            .map_err(|e| format!("cannot use the job token: {e}"))?;
+        let resp = client
+            .storage_element()
+            .get_access_urls(dirac_proto::dms::UrlsRequest {
+                lfns: spec.input_data.clone(),
+                protocol: String::new(),
+            })
+            .await
+            .map_err(|s| format!("cannot resolve input data: {}", s.message()))?
+            .into_inner();
+        let mut lines = String::new();
+        for lfn in &spec.input_data {
+            let url = resp
+                .urls
+                .get(lfn)
+                .and_then(|u| u.urls.first())
+                .ok_or_else(|| match resp.failed.get(lfn) {
+                    Some(e) => format!("{lfn}: {}", e.message),
+                    None => format!("{lfn}: no replica can be read by protocol"),
+                })?;
+            lines.push_str(&format!("{lfn} {url}\n"));
+        }
+        tokio::fs::write(job_dir.join(INPUT_DATA_FILE), lines)
+            .await
+            .map_err(|e| format!("cannot write {INPUT_DATA_FILE}: {e}"))?;
+        tracing::info!(
+            job_id = self.job_id,
+            files = spec.input_data.len(),
+            "input data resolved to URLs"
+        );
         Ok(())
     }
 
@@ -579,12 +629,19 @@ pub async fn run_job(
                 )
                 .await;
         };
-        for lfn in &spec.input_data {
-            let name = lfn.rsplit('/').next().unwrap_or("input");
-            if let Err(e) = dm.get_file(lfn, &job_dir.join(name), &|_, _| {}).await {
-                return job.fail("Input Data Not Available", &e.to_string()).await;
+        if spec.input_by_protocol() {
+            match job.resolve_input_urls(&spec, &job_dir, &job_token).await {
+                Ok(()) => {}
+                Err(e) => return job.fail("Input Data Not Available", &e).await,
             }
-            tracing::info!(job_id, lfn, "input data downloaded");
+        } else {
+            for lfn in &spec.input_data {
+                let name = lfn.rsplit('/').next().unwrap_or("input");
+                if let Err(e) = dm.get_file(lfn, &job_dir.join(name), &|_, _| {}).await {
+                    return job.fail("Input Data Not Available", &e.to_string()).await;
+                }
+                tracing::info!(job_id, lfn, "input data downloaded");
+            }
         }
     }
 
@@ -613,6 +670,12 @@ pub async fn run_job(
     };
 
     let mut extra = spec.environment.clone();
+    if spec.input_by_protocol() && !spec.input_data.is_empty() {
+        extra.push((
+            "DIRAC_INPUT_DATA_FILE".to_owned(),
+            job_dir.join(INPUT_DATA_FILE).display().to_string(),
+        ));
+    }
     if !job_token.is_empty() {
         extra.retain(|(k, _)| k != "DIRAC_JOB_TOKEN");
         extra.push(("DIRAC_JOB_TOKEN".to_owned(), job_token));

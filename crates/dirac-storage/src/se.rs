@@ -221,6 +221,19 @@ impl StorageElement {
         Ok(None)
     }
 
+    /// Every URL `lfn` can be read at, in access preference order,
+    /// optionally only of `protocol`.
+    pub fn urls(&self, lfn: &str, protocol: Option<&str>) -> Vec<String> {
+        if self.config.read_access == SeAccess::Banned {
+            return Vec::new();
+        }
+        self.ordered(&self.config.access_protocols)
+            .iter()
+            .filter(|p| protocol.is_none_or(|want| p.protocol() == want))
+            .map(|p| p.url(lfn))
+            .collect()
+    }
+
     /// URL of `lfn` for reading.
     pub fn url(&self, lfn: &str) -> Result<String, StorageError> {
         Ok(self.reader()?.url(lfn))
