@@ -143,6 +143,17 @@ mod tests {
         assert_eq!(Lfn::parse(&deep).expect("deep").depth(), 501);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_keeps_what_it_accepts(text in "(/[a-z.]{0,4}){0,8}/?|\\PC{0,40}") {
+            if let Ok(l) = Lfn::parse(&text) {
+                // What is accepted parses again to itself, with its parts.
+                proptest::prop_assert_eq!(Lfn::parse(l.as_str()), Ok(l.clone()));
+                let _ = (l.vo(), l.parent(), l.ancestors(), l.name());
+            }
+        }
+    }
+
     #[test]
     fn bad_paths_say_why() {
         for (path, says) in [
