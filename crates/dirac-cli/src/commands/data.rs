@@ -151,6 +151,22 @@ fn report_failures(report: &mut Report, failed: &BTreeMap<String, String>) {
     }
 }
 
+/// The end of a per-file command: the JSON document (what was done, what
+/// failed) or the failures on stderr.
+fn per_file(
+    mut report: Report,
+    as_json: bool,
+    key: &str,
+    done: Vec<Value>,
+    failed: &BTreeMap<String, String>,
+) -> Report {
+    if as_json {
+        report.println(json!({key: done, "failed": failed}).to_string());
+    }
+    report_failures(&mut report, failed);
+    report
+}
+
 fn item_map(
     failed: &std::collections::HashMap<String, dirac_proto::common::ItemError>,
 ) -> BTreeMap<String, String> {
@@ -414,11 +430,7 @@ pub async fn run(
                     }
                 }
             }
-            if as_json {
-                report.println(json!({"uploaded": done, "failed": failed}).to_string());
-            }
-            report_failures(&mut report, &failed);
-            Ok(report)
+            Ok(per_file(report, as_json, "uploaded", done, &failed))
         }
         Command::Dget { lfns, dir } => {
             let mut report = Report::default();
@@ -449,11 +461,7 @@ pub async fn run(
                     }
                 }
             }
-            if as_json {
-                report.println(json!({"downloaded": done, "failed": failed}).to_string());
-            }
-            report_failures(&mut report, &failed);
-            Ok(report)
+            Ok(per_file(report, as_json, "downloaded", done, &failed))
         }
         Command::Drepl { lfns, dest, source } => {
             let mut report = Report::default();
@@ -479,11 +487,7 @@ pub async fn run(
                     }
                 }
             }
-            if as_json {
-                report.println(json!({"replicated": done, "failed": failed}).to_string());
-            }
-            report_failures(&mut report, &failed);
-            Ok(report)
+            Ok(per_file(report, as_json, "replicated", done, &failed))
         }
         Command::Drm {
             recursive,

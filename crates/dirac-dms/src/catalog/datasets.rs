@@ -192,18 +192,30 @@ impl Catalog {
             }
             q.execute(&mut *tx).await?;
         }
+        self.set_state(&mut tx, d.id, FROZEN, files, size).await?;
+        tx.commit().await?;
+        self.dataset(caller, name).await
+    }
+
+    async fn set_state(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: i64,
+        status: &str,
+        files: u64,
+        size: u64,
+    ) -> Result<()> {
         sqlx::query(
             self.db
                 .sql("UPDATE FC_Datasets SET Status = ?, Files = ?, Size = ? WHERE DatasetID = ?"),
         )
-        .bind(FROZEN)
+        .bind(status.to_string())
         .bind(i64::try_from(files).unwrap_or(i64::MAX))
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .bind(d.id)
+        .bind(id)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        self.dataset(caller, name).await
+        Ok(())
     }
 
     /// Release a frozen dataset: its query runs again each time.
@@ -221,16 +233,7 @@ impl Catalog {
         .bind(d.id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            self.db
-                .sql("UPDATE FC_Datasets SET Status = ?, Files = ?, Size = ? WHERE DatasetID = ?"),
-        )
-        .bind(DYNAMIC)
-        .bind(i64::try_from(files).unwrap_or(i64::MAX))
-        .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .bind(d.id)
-        .execute(&mut *tx)
-        .await?;
+        self.set_state(&mut tx, d.id, DYNAMIC, files, size).await?;
         tx.commit().await?;
         self.dataset(caller, name).await
     }
@@ -239,15 +242,15 @@ impl Catalog {
         let d = self.dataset(caller, name).await?;
         Self::check_owner(caller, &d)?;
         let mut tx = self.db.pool().begin().await?;
-        for sql in [
-            "DELETE FROM FC_DatasetFiles WHERE DatasetID = ?",
-            "DELETE FROM FC_Datasets WHERE DatasetID = ?",
-        ] {
-            sqlx::query(self.db.sql(sql))
-                .bind(d.id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.delete_by_id(
+            &mut tx,
+            &[
+                "DELETE FROM FC_DatasetFiles WHERE DatasetID = ?",
+                "DELETE FROM FC_Datasets WHERE DatasetID = ?",
+            ],
+            d.id,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

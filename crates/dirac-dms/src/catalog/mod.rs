@@ -360,6 +360,22 @@ impl Catalog {
         }
     }
 
+    /// Run each `DELETE … WHERE <key> = ?` with `id`.
+    pub(crate) async fn delete_by_id(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        statements: &[&'static str],
+        id: i64,
+    ) -> Result<()> {
+        for sql in statements {
+            sqlx::query(self.db.sql(sql))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// `SUM(expr)` as a BIGINT on every backend (MariaDB and PostgreSQL
     /// answer DECIMAL, which the Any driver does not read), 0 when empty.
     pub(crate) fn sum(&self, expr: &str) -> String {
@@ -789,17 +805,17 @@ impl Catalog {
                 "{l} is not empty ({children} directories, {files} files)"
             )));
         }
-        for sql in [
-            "DELETE FROM FC_DirClosure WHERE Descendant = ?",
-            "DELETE FROM FC_DirMeta WHERE DirID = ?",
-            "DELETE FROM FC_DirUsage WHERE DirID = ?",
-            "DELETE FROM FC_Dirs WHERE DirID = ?",
-        ] {
-            sqlx::query(self.db.sql(sql))
-                .bind(d.id)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.delete_by_id(
+            &mut tx,
+            &[
+                "DELETE FROM FC_DirClosure WHERE Descendant = ?",
+                "DELETE FROM FC_DirMeta WHERE DirID = ?",
+                "DELETE FROM FC_DirUsage WHERE DirID = ?",
+                "DELETE FROM FC_Dirs WHERE DirID = ?",
+            ],
+            d.id,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
