@@ -283,40 +283,16 @@ impl pb::storage_element_server::StorageElement for StorageService {
     async fn get_occupancy(&self, req: Request<SeRef>) -> Result<Response<Occupancy>, Status> {
         let who = Caller::from_identity(identity(&req)?);
         let storage = self.ses.get(&req.into_inner().se).map_err(DmsError::from)?;
-        if let Some(o) = storage.occupancy().await.map_err(DmsError::from)? {
-            return Ok(Response::new(Occupancy {
-                total: o.total,
-                free: o.free,
-            }));
-        }
-        // Protocols that cannot tell read `{"Total": …, "Free": …}` from the
-        // storage itself (DIRAC's OccupancyLFN).
-        let lfn = storage
-            .config
-            .occupancy_lfn
-            .clone()
-            .unwrap_or_else(|| format!("/{}/occupancy.json", who.vo));
         tokio::fs::create_dir_all(&self.scratch)
             .await
             .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
-        let scratch = Scratch(self.scratch_file("occupancy"));
-        storage
-            .get(&lfn, &scratch.0)
+        let o = storage
+            .occupancy_for(&who.vo, &self.scratch)
             .await
             .map_err(DmsError::from)?;
-        let text = tokio::fs::read_to_string(&scratch.0)
-            .await
-            .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            DmsError::FailedPrecondition(format!("{lfn} is not occupancy JSON: {e}"))
-        })?;
-        let field = |k: &str| {
-            v[k].as_u64()
-                .ok_or_else(|| DmsError::FailedPrecondition(format!("{lfn} has no numeric '{k}'")))
-        };
         Ok(Response::new(Occupancy {
-            total: field("Total")?,
-            free: field("Free")?,
+            total: o.total,
+            free: o.free,
         }))
     }
 

@@ -221,6 +221,40 @@ impl StorageElement {
         Ok(None)
     }
 
+    /// Space left, from the protocol, else from the `{"Total": bytes,
+    /// "Free": bytes}` document at `OccupancyLFN` (default
+    /// `/<vo>/occupancy.json`) on the storage itself (DIRAC's fallback for
+    /// storages that cannot tell).
+    pub async fn occupancy_for(&self, vo: &str, scratch: &Path) -> Result<Occupancy, StorageError> {
+        if let Some(o) = self.occupancy().await? {
+            return Ok(o);
+        }
+        let lfn = self
+            .config
+            .occupancy_lfn
+            .clone()
+            .unwrap_or_else(|| format!("/{vo}/occupancy.json"));
+        let tmp = scratch.join(format!(".occupancy-{:016x}", rand::random::<u64>()));
+        let got = self.get(&lfn, &tmp).await;
+        let text = match got {
+            Ok(_) => tokio::fs::read_to_string(&tmp)
+                .await
+                .map_err(|e| StorageError::io(&lfn, &e)),
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&tmp).await;
+        let v: serde_json::Value = serde_json::from_str(&text?)
+            .map_err(|e| StorageError::Invalid(format!("{lfn} is not occupancy JSON: {e}")))?;
+        let field = |k: &str| {
+            v[k].as_u64()
+                .ok_or_else(|| StorageError::Invalid(format!("{lfn} has no numeric '{k}'")))
+        };
+        Ok(Occupancy {
+            total: field("Total")?,
+            free: field("Free")?,
+        })
+    }
+
     /// Every URL `lfn` can be read at, in access preference order,
     /// optionally only of `protocol`.
     pub fn urls(&self, lfn: &str, protocol: Option<&str>) -> Vec<String> {

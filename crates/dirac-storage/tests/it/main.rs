@@ -350,6 +350,23 @@ fn inside_the_namespace() {
         // Occupancy where the protocol tells it.
         let occ = ses[1].1.occupancy().await.expect("spaceinfo");
         eprintln!("xrootd occupancy: {occ:?}");
+        assert!(
+            occ.is_some_and(|o| o.total >= o.free && o.total > 0),
+            "{occ:?}"
+        );
+        // S3 cannot tell: the JSON document on the storage says it.
+        let s3 = se(3);
+        assert!(matches!(
+            s3.occupancy_for("dteam", &files).await,
+            Err(StorageError::NotFound(_))
+        ));
+        let doc = files.join("occupancy.json");
+        std::fs::write(&doc, r#"{"Total": 1000, "Free": 250}"#).expect("write");
+        s3.put("/dteam/occupancy.json", &doc, None)
+            .await
+            .expect("put");
+        let occ = s3.occupancy_for("dteam", &files).await.expect("occupancy");
+        assert_eq!((occ.total, occ.free), (1000, 250));
     });
     // A dead server is Unavailable, not a hang or a panic.
     drop(moto);
