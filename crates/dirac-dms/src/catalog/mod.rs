@@ -694,6 +694,22 @@ impl Catalog {
         Vec<PlannedDir>,
         HashMap<String, DmsError>,
     )> {
+        self.resolve_dirs_and(caller, wanted, &[]).await
+    }
+
+    /// [`resolve_dirs`](Self::resolve_dirs), looking up the directories
+    /// `also` in the same query (they are in the answer's map when they
+    /// exist).
+    async fn resolve_dirs_and(
+        &self,
+        caller: &Caller,
+        wanted: &[Lfn],
+        also: &[&str],
+    ) -> Result<(
+        HashMap<String, DirRow>,
+        Vec<PlannedDir>,
+        HashMap<String, DmsError>,
+    )> {
         let mut all: BTreeSet<String> = BTreeSet::new();
         for w in wanted {
             all.insert(w.to_string());
@@ -701,7 +717,8 @@ impl Catalog {
                 all.insert(a.to_string());
             }
         }
-        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        refs.extend_from_slice(also);
         let existing = self.dirs(&refs).await?;
         let missing: Vec<Lfn> = all
             .iter()
@@ -903,11 +920,13 @@ impl Catalog {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let (existing_dirs, planned, dir_failed) = self.resolve_dirs(caller, &parents).await?;
+        let lfn_strs: Vec<&str> = files.iter().map(|(l, _)| l.as_str()).collect();
+        // The files' own paths ride along: one of them may be a directory.
+        let (existing_dirs, planned, dir_failed) =
+            self.resolve_dirs_and(caller, &parents, &lfn_strs).await?;
         let lfn_refs: Vec<&Lfn> = files.iter().map(|(l, _)| l).collect();
         let existing_files = self.files_in(&lfn_refs).await?;
-        let lfn_strs: Vec<&str> = files.iter().map(|(l, _)| l.as_str()).collect();
-        let dirs_named = self.dirs(&lfn_strs).await?;
+        let dirs_named = &existing_dirs;
         let guid_owner = self
             .guid_owners(
                 files
