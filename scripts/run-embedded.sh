@@ -32,6 +32,13 @@ done
 echo "== output of the first job"
 first=${ids%% *}
 "$BIN/dirac" job output "$first" --dir "$DATA/output" >/dev/null && cat "$DATA/output/$first/std.out"
+echo "== data: upload README.md to the local SE, tag it, find it, list it"
+"$BIN/dirac" dput --overwrite README.md demo/README.md >/dev/null
+"$BIN/dirac" --token "$("$BIN/diracd" token --data-dir "$DATA" --user admin --group dteam_admin)" \
+  dmeta add-field kind string --file 2>/dev/null || true
+"$BIN/dirac" dmeta set demo/README.md kind=doc 2>/dev/null || true
+"$BIN/dirac" dfind . 'kind=doc or Name=README.md'
+"$BIN/dirac" dls -l demo
 cat <<MSG
 
 diracd is serving on $LISTEN. Try, in another terminal:
@@ -39,6 +46,7 @@ diracd is serving on $LISTEN. Try, in another terminal:
   $BIN/dirac job search --where Status=Waiting
   $BIN/dirac job history 1
   $BIN/dirac job submit examples/hello.jdl; $BIN/dirac pilot list
+  $BIN/dirac dls -r; $BIN/dirac dget demo/README.md -D /tmp; $BIN/dirac dse
 Press Ctrl-C to stop.
 MSG
 wait "$pid"
