@@ -285,6 +285,22 @@ pub async fn run(client: &Client, a: &CatalogArgs) -> anyhow::Result<serde_json:
         }
     })
     .await?;
+    // A selective query first (1 % of the directories), then a broad one.
+    let selective = "bf0=42 and (bf1=muon or bf1=pion)";
+    let start = Instant::now();
+    let mut stream = stub
+        .clone()
+        .find_files(FindRequest {
+            path: root.clone(),
+            query: selective.into(),
+        })
+        .await?
+        .into_inner();
+    let mut selected = 0u64;
+    while let Some(b) = stream.message().await? {
+        selected += b.lfns.len() as u64;
+    }
+    let selective_secs = start.elapsed().as_secs_f64();
     let query = "bf0>10 and (bf1=electron or bf1=photon) and bf2<40";
     let start = Instant::now();
     let mut stream = stub
@@ -309,6 +325,9 @@ pub async fn run(client: &Client, a: &CatalogArgs) -> anyhow::Result<serde_json:
         "matched_files": found,
         "first_match_ms": found_first.map(|d| d.as_secs_f64() * 1000.0),
         "query_seconds": query_secs,
+        "selective_query": selective,
+        "selective_matched_files": selected,
+        "selective_query_seconds": selective_secs,
     });
     Ok(report)
 }
