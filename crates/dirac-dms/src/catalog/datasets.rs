@@ -63,7 +63,7 @@ impl Catalog {
         let mut q = sqlx::query(self.db.sql_dynamic(sql)).bind(root).bind(GOOD);
         if let Some(c) = query {
             for b in &c.binds {
-                q = bind_value(q, b);
+                q = b.bind(q);
             }
         }
         let r = q.fetch_one(self.db.pool()).await?;
@@ -494,17 +494,5 @@ impl Catalog {
             }
         }
         Ok(out)
-    }
-}
-
-fn bind_value<'q>(
-    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    v: &super::meta::Value,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    use super::meta::Value;
-    match v {
-        Value::Int(x) | Value::Date(x) => q.bind(*x),
-        Value::Float(x) => q.bind(*x),
-        Value::Str(s) => q.bind(s.clone()),
     }
 }

@@ -149,7 +149,7 @@ impl Value {
         }
     }
 
-    fn bind<'q>(
+    pub(crate) fn bind<'q>(
         &self,
         q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
