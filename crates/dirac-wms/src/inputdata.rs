@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Wms;
-use crate::jobdb::{Claimed, Verdict};
+use crate::jobdb::{Claimed, INPUT_DATA_NOT_AVAILABLE, NO_CANDIDATE_SITES, Verdict};
 
 /// The job's owner, as the catalog checks permissions.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub fn decide(
     lfns: &[String],
     replicas: &Replicas,
     se_site: &BTreeMap<String, String>,
-) -> Result<BTreeSet<String>, String> {
+) -> Result<BTreeSet<String>, (&'static str, String)> {
     let mut missing = Vec::new();
     let mut common: Option<BTreeSet<String>> = None;
     for lfn in lfns {
@@ -85,9 +85,9 @@ pub fn decide(
         } else {
             String::new()
         };
-        return Err(format!(
-            "Input data not available: {}{more}",
-            shown.join(", ")
+        return Err((
+            INPUT_DATA_NOT_AVAILABLE,
+            format!("Input data not available: {}{more}", shown.join(", ")),
         ));
     }
     let mut sites = common.unwrap_or_default();
@@ -96,9 +96,10 @@ pub fn decide(
     }
     sites.retain(|s| !banned.contains(s));
     if sites.is_empty() {
-        return Err(
+        return Err((
+            NO_CANDIDATE_SITES,
             "No candidate sites available: no allowed site holds all the input data".into(),
-        );
+        ));
     }
     Ok(sites)
 }
@@ -131,7 +132,7 @@ pub async fn resolve(wms: &Wms, verdicts: &mut [(Claimed, Verdict)]) -> Result<(
         let replicas = catalog.replicas(&owner, &lfns).await?;
         match decide(&key.sites, &key.banned_sites, &lfns, &replicas, &se_site) {
             Ok(sites) => key.sites = sites,
-            Err(reason) => *verdict = Verdict::Failed(reason),
+            Err((minor, reason)) => *verdict = Verdict::Failed { minor, reason },
         }
     }
     Ok(())
@@ -167,13 +168,17 @@ mod tests {
             Ok(set(&["Site.B"]))
         );
         assert!(decide(&set(&["Site.A"]), &set(&[]), &lfns, &replicas, &se_site).is_err());
+        let none = decide(&set(&["Site.A"]), &set(&[]), &lfns, &replicas, &se_site);
+        assert_eq!(none.expect_err("no site").0, NO_CANDIDATE_SITES);
         assert!(decide(&set(&[]), &set(&["Site.B"]), &lfns, &replicas, &se_site).is_err());
         let mut gone = replicas.clone();
         gone.insert("/vo/f2".into(), Err("no such file".into()));
         let err = decide(&set(&[]), &set(&[]), &lfns, &gone, &se_site).expect_err("missing");
+        assert_eq!(err.0, INPUT_DATA_NOT_AVAILABLE);
         assert!(
-            err.starts_with("Input data not available: /vo/f2 (no such file)"),
-            "{err}"
+            err.1
+                .starts_with("Input data not available: /vo/f2 (no such file)"),
+            "{err:?}"
         );
         assert_eq!(
             input_lfns("InputData = {\"LFN:/vo/a\", \"/vo/b\"}; Executable = \"x\";"),

@@ -113,23 +113,28 @@ pub struct Claimed {
     pub jdl: String,
 }
 
-/// DIRAC's minor status of a job the optimizers reject, by reason.
-pub fn rejection_minor(reason: &str) -> &'static str {
-    if reason.starts_with("Input data not available") {
-        "Input Data Not Available"
-    } else if reason.starts_with("No candidate sites available") {
-        "No candidate sites available"
-    } else {
-        "Illegal Job JDL"
-    }
-}
-
 /// The optimizer's verdict on one claimed job.
 #[derive(Debug, Clone)]
 pub enum Verdict {
     /// To Waiting, in this task queue.
     Waiting(Box<dirac_matcher::TqKey>),
-    Failed(String),
+    /// To Failed, with DIRAC's minor status for the rejection and the reason.
+    Failed { minor: &'static str, reason: String },
+}
+
+/// Minor statuses of jobs the optimizers reject (DIRAC's JobMinorStatus).
+pub const ILLEGAL_JDL: &str = "Illegal Job JDL";
+pub const INPUT_DATA_NOT_AVAILABLE: &str = "Input Data Not Available";
+pub const NO_CANDIDATE_SITES: &str = "No candidate sites available";
+
+impl Verdict {
+    /// Rejected by JobSanity.
+    pub fn illegal(reason: impl Into<String>) -> Self {
+        Verdict::Failed {
+            minor: ILLEGAL_JDL,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// A job row locked for a status change.
@@ -1133,8 +1138,7 @@ impl JobDb {
                         ),
                     ));
                 }
-                Verdict::Failed(reason) => {
-                    let minor = rejection_minor(reason);
+                Verdict::Failed { minor, reason } => {
                     sqlx::query(self.db.sql(
                         "UPDATE Jobs SET Status = 'Failed', MinorStatus = ?, ApplicationStatus = ?, \
                          Lease = NULL, LastStatusTime = ?, LastUpdateTime = ?, EndExecTime = ? \
@@ -1167,7 +1171,7 @@ impl JobDb {
                     key: (**key).clone(),
                     user_priority: c.user_priority,
                 }),
-                Verdict::Failed(_) => None,
+                Verdict::Failed { .. } => None,
             })
             .collect();
         self.task_queues.insert(&mut tx, &queued).await?;

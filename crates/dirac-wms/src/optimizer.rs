@@ -26,24 +26,24 @@ const RELEASE_EVERY: Duration = Duration::from_secs(60);
 /// JobSanity: is this job still acceptable under the current configuration?
 pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
     let Some(vo) = config.registry.vos.get(&job.vo) else {
-        return Verdict::Failed(format!("VO '{}' is not registered", job.vo));
+        return Verdict::illegal(format!("VO '{}' is not registered", job.vo));
     };
     match vo.users.get(&job.owner) {
         None => {
-            return Verdict::Failed(format!(
+            return Verdict::illegal(format!(
                 "user '{}' is not registered in VO '{}'",
                 job.owner, job.vo
             ));
         }
         Some(u) if u.suspended => {
-            return Verdict::Failed(format!("user '{}' is suspended", job.owner));
+            return Verdict::illegal(format!("user '{}' is suspended", job.owner));
         }
         Some(_) => {}
     }
     match vo.groups.get(&job.owner_group) {
         Some(g) if g.users.contains(&job.owner) => {}
         _ => {
-            return Verdict::Failed(format!(
+            return Verdict::illegal(format!(
                 "user '{}' is not in group '{}'",
                 job.owner, job.owner_group
             ));
@@ -51,19 +51,19 @@ pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
     }
     let ad = match dirac_jdl::ClassAd::parse(&job.jdl) {
         Ok(ad) => ad,
-        Err(e) => return Verdict::Failed(format!("JDL: {e}")),
+        Err(e) => return Verdict::illegal(format!("JDL: {e}")),
     };
     let policy = config.operations.job_description.jdl_policy();
     let desc = match dirac_jdl::validate(&ad, &policy, &job.vo) {
         Ok(d) => d,
-        Err(e) => return Verdict::Failed(e.to_string()),
+        Err(e) => return Verdict::illegal(e.to_string()),
     };
     for entry in &desc.input_sandbox {
         if let Some(rest) = entry.strip_prefix("SB:") {
             match rest.split_once('|') {
                 Some((se, path)) if !se.is_empty() && !path.is_empty() => {}
                 _ => {
-                    return Verdict::Failed(format!(
+                    return Verdict::illegal(format!(
                         "InputSandbox: '{entry}' is not SB:<SE>|<path>"
                     ));
                 }
@@ -79,10 +79,13 @@ pub fn sanity(job: &Claimed, config: &DiracConfig) -> Verdict {
             .filter(|s| config.resources.sites.contains_key(*s) && !desc.banned_sites.contains(s))
             .collect();
         if candidates.is_empty() {
-            return Verdict::Failed(format!(
-                "No candidate sites available: none of {} is a configured site",
-                desc.sites.join(", ")
-            ));
+            return Verdict::Failed {
+                minor: crate::jobdb::NO_CANDIDATE_SITES,
+                reason: format!(
+                    "No candidate sites available: none of {} is a configured site",
+                    desc.sites.join(", ")
+                ),
+            };
         }
     }
     Verdict::Waiting(Box::new(crate::taskqueuedb::key_for(
@@ -118,7 +121,7 @@ pub async fn optimize_once(wms: &Wms, limit: u64) -> Result<usize> {
     }
     let failed = verdicts
         .iter()
-        .filter(|(_, v)| matches!(v, Verdict::Failed(_)))
+        .filter(|(_, v)| matches!(v, Verdict::Failed { .. }))
         .count();
     let queued = wms
         .db
@@ -169,11 +172,11 @@ async fn assign_input_sandboxes(wms: &Wms, verdicts: &mut [(Claimed, Verdict)]) 
                 }
                 Some(_) => {
                     *verdict =
-                        Verdict::Failed(format!("InputSandbox: {pfn} belongs to another user"));
+                        Verdict::illegal(format!("InputSandbox: {pfn} belongs to another user"));
                     break;
                 }
                 None => {
-                    *verdict = Verdict::Failed(format!("InputSandbox: no sandbox {pfn}"));
+                    *verdict = Verdict::illegal(format!("InputSandbox: no sandbox {pfn}"));
                     break;
                 }
             }
