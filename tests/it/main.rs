@@ -104,6 +104,25 @@ impl Diracd {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `dirac ARGS` as the default user (or `token`'s), with `home` as HOME
+    /// (its session directory) and `cwd` as working directory.
+    fn dirac_in(&self, home: &Path, cwd: &Path, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("dirac"));
+        cmd.arg("--config").arg(self.client_config());
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        cmd.args(args)
+            .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DIRAC_URL")
+            .env_remove("DIRAC_TOKEN")
+            .env_remove("DIRAC_SE")
+            .current_dir(cwd)
+            .output()
+            .expect("run dirac")
+    }
+
     /// `dirac --json ARGS` as the default user (alice).
     fn dirac(&self, args: &[&str]) -> Output {
         Command::new(bin("dirac"))
@@ -1383,22 +1402,8 @@ fn data_commands_against_the_local_storage_elements() {
             .expect("diracd token");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let run = |token: Option<&str>, args: &[&str]| -> Output {
-        let mut cmd = Command::new(bin("dirac"));
-        cmd.arg("--config").arg(d.client_config());
-        if let Some(t) = token {
-            cmd.args(["--token", t]);
-        }
-        cmd.args(args)
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DIRAC_URL")
-            .env_remove("DIRAC_TOKEN")
-            .env_remove("DIRAC_SE")
-            .current_dir(work.path())
-            .output()
-            .expect("run dirac")
-    };
+    let run =
+        |token: Option<&str>, args: &[&str]| d.dirac_in(home.path(), work.path(), token, args);
     let ok = |args: &[&str]| -> String {
         let out = run(None, args);
         assert!(
@@ -1582,19 +1587,7 @@ fn jobs_read_input_data_and_register_output_data() {
     let d = Diracd::start_with(tempfile::tempdir().expect("tmp"), &[]);
     let home = tempfile::tempdir().expect("home");
     let work = tempfile::tempdir().expect("work");
-    let run = |args: &[&str]| -> Output {
-        Command::new(bin("dirac"))
-            .arg("--config")
-            .arg(d.client_config())
-            .args(args)
-            .env("HOME", home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("DIRAC_URL")
-            .env_remove("DIRAC_TOKEN")
-            .current_dir(work.path())
-            .output()
-            .expect("run dirac")
-    };
+    let run = |args: &[&str]| d.dirac_in(home.path(), work.path(), None, args);
     std::fs::write(work.path().join("data.txt"), "hello grid\n").expect("write");
     let put = run(&["dput", "data.txt", "/dteam/user/a/alice/in/data.txt"]);
     assert!(
@@ -1661,36 +1654,19 @@ fn jobs_read_input_data_and_register_output_data() {
             .contains("in/nothing"),
         "{failed}"
     );
-    let got = run(&[
-        "dget",
-        "-D",
-        work.path().to_str().expect("utf-8"),
-        "/dteam/user/a/alice/results/out.txt",
-    ]);
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    assert_eq!(
-        std::fs::read_to_string(work.path().join("out.txt")).expect("out"),
-        "HELLO GRID\n"
-    );
-    let got = run(&[
-        "dget",
-        "-D",
-        work.path().to_str().expect("utf-8"),
-        "/dteam/user/a/alice/results/url.txt",
-    ]);
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    assert_eq!(
-        std::fs::read_to_string(work.path().join("url.txt")).expect("url"),
-        "hello grid\n"
-    );
+    for (name, content) in [("out.txt", "HELLO GRID\n"), ("url.txt", "hello grid\n")] {
+        let lfn = format!("/dteam/user/a/alice/results/{name}");
+        let got = run(&["dget", "-D", work.path().to_str().expect("utf-8"), &lfn]);
+        assert!(
+            got.status.success(),
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(work.path().join(name)).expect(name),
+            content
+        );
+    }
     d.stop();
 }
 
