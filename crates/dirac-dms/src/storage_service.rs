@@ -147,9 +147,15 @@ impl pb::storage_element_server::StorageElement for StorageService {
         part.commit(file)
             .await
             .map_err(|e| DmsError::Unavailable(format!("scratch: {e}")))?;
+        // The checked upload is handed over (moved, on a local SE); the
+        // guard removes whatever a failure leaves.
         let _cleanup = Scratch(target.clone());
+        let known = dirac_storage::Stat {
+            size: got,
+            adler32: Some(sum.hex()),
+        };
         let stored = storage
-            .put(l.as_str(), &target, Some(&adler32))
+            .put_owned(l.as_str(), &target, &known)
             .await
             .map_err(DmsError::from)?;
         tracing::info!(se = %se, lfn = %l, size, "file stored");

@@ -105,6 +105,17 @@ pub trait StoragePlugin: Send + Sync {
     /// nothing is left behind on failure.
     async fn put(&self, lfn: &str, local: &Path) -> Result<Stat, StorageError>;
 
+    /// Store `local` as `lfn` when the caller gives the file up and knows
+    /// its size and checksum (an upload staged by the server): a plugin on
+    /// the same filesystem moves it instead of copying. `local` is gone
+    /// afterwards, whatever happened.
+    async fn put_owned(&self, lfn: &str, local: &Path, known: &Stat) -> Result<Stat, StorageError> {
+        let _ = known;
+        let stored = self.put(lfn, local).await;
+        let _ = tokio::fs::remove_file(local).await;
+        stored
+    }
+
     /// Fetch `lfn` into the local file `local`.
     async fn get(&self, lfn: &str, local: &Path) -> Result<Stat, StorageError>;
 

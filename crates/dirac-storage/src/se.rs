@@ -199,6 +199,24 @@ impl StorageElement {
         Ok(stat)
     }
 
+    /// [`put`](Self::put) of a file the caller gives up, whose size and
+    /// Adler32 it has computed (see [`StoragePlugin::put_owned`]).
+    pub async fn put_owned(
+        &self,
+        lfn: &str,
+        local: &Path,
+        known: &Stat,
+    ) -> Result<Stat, StorageError> {
+        let plugin = match self.writer() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(local).await;
+                return Err(e);
+            }
+        };
+        plugin.put_owned(lfn, local, known).await
+    }
+
     pub async fn get(&self, lfn: &str, local: &Path) -> Result<Stat, StorageError> {
         self.reader()?.get(lfn, local).await
     }

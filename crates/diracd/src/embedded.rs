@@ -325,13 +325,16 @@ fn io_error(e: dirac_storage::StorageError) -> std::io::Error {
 #[async_trait::async_trait]
 impl dirac_wms::sandbox::SandboxBackend for SeSandboxes {
     async fn put(&self, path: &str, staged: &Path) -> std::io::Result<()> {
-        let stored = self
-            .se
-            .put(&Self::lfn(path), staged, None)
-            .await
-            .map_err(io_error);
+        // The store verified the archive's sha256; the SE gets it moved
+        // (a local SE) or copied once, with its Adler32.
+        let (size, adler32) = dirac_storage::checksum::of_file(staged).await?;
+        let known = dirac_storage::Stat {
+            size,
+            adler32: Some(adler32),
+        };
+        let stored = self.se.put_owned(&Self::lfn(path), staged, &known).await;
         let _ = tokio::fs::remove_file(staged).await;
-        stored.map(drop)
+        stored.map(drop).map_err(io_error)
     }
 
     async fn get(&self, path: &str) -> std::io::Result<Vec<u8>> {
