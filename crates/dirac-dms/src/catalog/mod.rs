@@ -37,7 +37,6 @@ const MAX_IN: usize = 500;
 pub const MAX_BULK: usize = 100_000;
 /// Visible status of files and replicas.
 pub const GOOD: &str = "AprioriGood";
-const STATUSES: [&str; 4] = [GOOD, "Trash", "Removing", "Probing"];
 /// Times an operation is planned again after losing a race.
 const ATTEMPTS: usize = 4;
 
@@ -1500,37 +1499,6 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Set the status of files (DIRAC's setFileStatus).
-    pub async fn set_file_status(
-        &self,
-        caller: &Caller,
-        lfns: &[String],
-        status: &str,
-    ) -> Result<Outcome> {
-        if !STATUSES.contains(&status) {
-            return Err(DmsError::InvalidArgument(format!(
-                "status '{}' is not one of {}",
-                clip(status),
-                STATUSES.join(", ")
-            )));
-        }
-        let (found, failed) = self.lookup_files(caller, lfns, Want::Write).await?;
-        let mut out: Outcome = failed.into_iter().map(|(k, e)| (k, Err(e))).collect();
-        for (input, f) in found {
-            sqlx::query(
-                self.db
-                    .sql("UPDATE FC_Files SET Status = ?, ModificationTime = ? WHERE FileID = ?"),
-            )
-            .bind(status.to_string())
-            .bind(now())
-            .bind(f.id)
-            .execute(self.db.pool())
-            .await?;
-            out.insert(input, Ok(()));
-        }
-        Ok(out)
-    }
-
     /// What each path is: "File", "Directory" or "" (nothing).
     pub async fn exists(
         &self,
@@ -1871,7 +1839,7 @@ impl Catalog {
                 .await?
             {
                 let se: String = r.try_get(1)?;
-                now_.insert((r.try_get(0)?, se), (sum_i64(&r, 2)?, sum_i64(&r, 3)?));
+                now_.insert((r.try_get(0)?, se), (r.try_get(2)?, r.try_get(3)?));
             }
         }
         let keys: BTreeSet<(i64, String)> = was.keys().chain(now_.keys()).cloned().collect();
@@ -2171,13 +2139,9 @@ static SUBTREE_FILES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
     )
 });
 
-/// A column made by [`Catalog::sum`].
-fn sum_i64(r: &sqlx::any::AnyRow, i: usize) -> std::result::Result<i64, sqlx::Error> {
-    r.try_get(i)
-}
-
+/// A column made by [`Catalog::sum`], never negative.
 pub(crate) fn sum_u64(r: &sqlx::any::AnyRow, i: usize) -> std::result::Result<u64, sqlx::Error> {
-    Ok(u64::try_from(sum_i64(r, i)?).unwrap_or(0))
+    Ok(u64::try_from(r.try_get::<i64, _>(i)?).unwrap_or(0))
 }
 
 #[cfg(test)]
