@@ -609,3 +609,45 @@ async fn ancestry_to_any_depth() {
     })
     .await;
 }
+
+/// Concurrent registrations that all need the same new directories: the
+/// losers of each race plan again and every file gets in, once.
+#[tokio::test]
+async fn concurrent_registrations_into_new_directories_all_land() {
+    each_backend(async |c| {
+        let c = std::sync::Arc::new(c);
+        let mut tasks = Vec::new();
+        for w in 0..4u64 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let files: Vec<NewFile> = (0..50u64)
+                    .map(|i| {
+                        file(
+                            &format!("{HOME}/race/d{}/w{w}-f{i}", i % 5),
+                            w * 100 + i,
+                            "SE-A",
+                        )
+                    })
+                    .collect();
+                c.add_files(&alice(), files).await
+            }));
+        }
+        for t in tasks {
+            let out = t.await.expect("task").expect("add");
+            ok(&out);
+            assert_eq!(out.len(), 50);
+        }
+        let (u, _) = c
+            .directory_size(&alice(), &[format!("{HOME}/race")])
+            .await
+            .expect("size");
+        let u = &u[&format!("{HOME}/race")];
+        assert_eq!((u.logical_files, u.directories), (200, 5));
+        let (_, drift) = c.repair_usage(&admin(), HOME).await.expect("repair");
+        assert!(
+            drift.is_empty(),
+            "the counters are exact under races: {drift:?}"
+        );
+    })
+    .await;
+}
