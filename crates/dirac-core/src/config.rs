@@ -197,13 +197,31 @@ pub struct SiteConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct CeConfig {
-    /// Connector: local, htcondorce, arc, openstack, kubernetes, slurm.
+    /// Connector: local, htcondorce, arc, openstack, kubernetes, slurm, ssh.
     #[serde(rename = "CEType")]
     pub ce_type: String,
     #[serde(default)]
     pub host: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// `ssh` and `slurm` CEs reached over SSH: the login (default: the
+    /// agent's user), port (22), private key and known-hosts file.
+    #[serde(default, rename = "SSHUser")]
+    pub ssh_user: Option<String>,
+    #[serde(default, rename = "SSHPort")]
+    pub ssh_port: Option<u16>,
+    #[serde(default, rename = "SSHKey")]
+    pub ssh_key: Option<PathBuf>,
+    #[serde(default, rename = "SSHKnownHosts")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// Batch system behind an `ssh` CE: `Host` (processes on the host,
+    /// default) or `Slurm`. A `slurm` CE is Slurm, over SSH when `Host` is set.
+    #[serde(default)]
+    pub batch_system: Option<String>,
+    /// Directory on the CE's side for pilot wrappers and outputs (default
+    /// `$HOME/dirac-pilots`; the data directory for the local CE).
+    #[serde(default)]
+    pub work_dir: Option<String>,
     #[serde(default)]
     pub queues: BTreeMap<String, QueueConfig>,
 }
@@ -223,6 +241,9 @@ pub struct QueueConfig {
     pub tags: Vec<String>,
     #[serde(default)]
     pub platform: Option<String>,
+    /// Memory per pilot slot, MB (0: unknown).
+    #[serde(default, rename = "MaxRAM")]
+    pub max_ram: u64,
 }
 
 /// A storage element: where it is (its site), how it is reached (protocol
@@ -414,6 +435,7 @@ pub struct Services {
     pub auth: AuthConfig,
     pub sandbox_store: SandboxStoreConfig,
     pub agents: AgentsConfig,
+    pub site_director: SiteDirectorConfig,
     /// `json` (default) or `text`.
     pub log_format: String,
 }
@@ -457,6 +479,62 @@ impl Default for AgentsConfig {
     }
 }
 
+/// The SiteDirector: which queues it feeds and how fast (DIRAC's defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct SiteDirectorConfig {
+    /// VO whose pilots are submitted (default: the registry's first).
+    #[serde(rename = "VO")]
+    pub vo: Option<String>,
+    /// Sites and CE types served (empty: all).
+    pub sites: Vec<String>,
+    #[serde(rename = "CETypes")]
+    pub ce_types: Vec<String>,
+    /// Seconds between cycles (default 60; 2 in `diracd all`).
+    pub polling_time: Option<u64>,
+    /// At most this many pilots per queue and cycle (DIRAC's MaxPilotsToSubmit).
+    pub max_pilots_per_cycle: u64,
+    /// Ramp-up: the first cycle of a queue submits at most this many; each
+    /// cycle after a successful submission doubles it up to the maximum.
+    pub initial_pilots_per_cycle: u64,
+    /// Cycles a queue is skipped after its CE failed (doubling on repeats,
+    /// at most 8 times this).
+    pub failed_queue_cycle_factor: u64,
+    /// Pilot states are polled from the CEs every this many cycles.
+    pub pilot_status_update_cycle_factor: u64,
+    /// Seconds one CE call may take before the queue counts as failed.
+    #[serde(rename = "CETimeout")]
+    pub ce_timeout: u64,
+    /// Seconds a pilot the CE does not know stays before it is Aborted.
+    pub unknown_pilot_grace: u64,
+    /// Where the wrapper fetches `dirac-pilot`: an http(s) URL or a path on
+    /// the worker node (CVMFS). Default: the AuthServer's `/pilot/dirac-pilot`,
+    /// or the binary beside `diracd` for the local CE.
+    #[serde(rename = "PilotURL")]
+    pub pilot_url: Option<String>,
+    /// Extra `dirac-pilot` options (`--max-cycles 10`, ...).
+    pub pilot_options: Vec<String>,
+}
+
+impl Default for SiteDirectorConfig {
+    fn default() -> Self {
+        Self {
+            vo: None,
+            sites: Vec::new(),
+            ce_types: Vec::new(),
+            polling_time: None,
+            max_pilots_per_cycle: 100,
+            initial_pilots_per_cycle: 10,
+            failed_queue_cycle_factor: 10,
+            pilot_status_update_cycle_factor: 10,
+            ce_timeout: 60,
+            unknown_pilot_grace: 3600,
+            pilot_url: None,
+            pilot_options: Vec::new(),
+        }
+    }
+}
+
 /// Where sandboxes live and how large they may be.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
@@ -494,6 +572,7 @@ impl Default for Services {
             auth: AuthConfig::default(),
             sandbox_store: SandboxStoreConfig::default(),
             agents: AgentsConfig::default(),
+            site_director: SiteDirectorConfig::default(),
             log_format: "json".into(),
         }
     }
@@ -812,6 +891,19 @@ impl DiracConfig {
                 "must have 1 to 64 characters and no '|'",
             ));
         }
+        let sd = &self.services.site_director;
+        if sd.max_pilots_per_cycle == 0 || sd.initial_pilots_per_cycle == 0 {
+            return Err(invalid(
+                "Services.SiteDirector",
+                "MaxPilotsPerCycle and InitialPilotsPerCycle must be at least 1",
+            ));
+        }
+        if sd.ce_timeout == 0 || sd.pilot_status_update_cycle_factor == 0 {
+            return Err(invalid(
+                "Services.SiteDirector",
+                "CETimeout and PilotStatusUpdateCycleFactor must be at least 1",
+            ));
+        }
         if !matches!(self.services.log_format.as_str(), "json" | "text") {
             return Err(invalid("Services.LogFormat", "must be 'json' or 'text'"));
         }
@@ -834,6 +926,20 @@ impl DiracConfig {
                             cc.ce_type,
                             TYPES.join(", ")
                         ),
+                    ));
+                }
+                if let Some(bs) = &cc.batch_system
+                    && !matches!(bs.as_str(), "Host" | "Slurm")
+                {
+                    return Err(invalid(
+                        format!("Resources.Sites.{site}.CEs.{ce}.BatchSystem"),
+                        format!("unknown batch system '{bs}' (Host or Slurm)"),
+                    ));
+                }
+                if cc.ce_type == "ssh" && cc.host.is_none() {
+                    return Err(invalid(
+                        format!("Resources.Sites.{site}.CEs.{ce}.Host"),
+                        "an ssh CE needs a host",
                     ));
                 }
             }

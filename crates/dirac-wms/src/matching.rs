@@ -137,6 +137,18 @@ impl MatcherState {
         self.lock().jobs()
     }
 
+    /// Waiting jobs in the task queues `resource` matches: the demand a
+    /// SiteDirector feeds (DIRAC's `getMatchingTaskQueues`, summed).
+    pub fn demand(&self, resource: &Resource) -> u64 {
+        let index = self.lock();
+        index
+            .matching_task_queues(resource, &BTreeSet::new())
+            .into_iter()
+            .filter_map(|tq| index.tq_len(tq))
+            .map(|n| n as u64)
+            .sum()
+    }
+
     fn remember(&self, resource: &Resource) {
         let mut recent = self
             .recent

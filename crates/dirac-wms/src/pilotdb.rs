@@ -296,6 +296,21 @@ impl PilotDb {
     }
 
     /// Number of pilots per status at a CE (for local pilot submission).
+    /// Pilots of one CE queue not in a final state (the SiteDirector's view).
+    pub async fn active(&self, ce: &str, queue: &str) -> Result<Vec<Pilot>> {
+        let rows = sqlx::query(self.db.sql(&format!(
+            "SELECT {PILOT_SELECT} FROM PilotAgents WHERE DestinationSite = ? AND Queue = ? \
+             AND Status IN ('Submitted', 'Waiting', 'Scheduled', 'Running', 'Unknown')"
+        )))
+        .bind(ce.to_string())
+        .bind(queue.to_string())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| pilot_from_row(r).map(|(_, p)| p).map_err(WmsError::from))
+            .collect()
+    }
+
     pub async fn count_active(&self, ce: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(self.db.sql(
             "SELECT COUNT(*) FROM PilotAgents WHERE DestinationSite = ? AND Status IN ('Submitted', 'Waiting', 'Scheduled', 'Running')",

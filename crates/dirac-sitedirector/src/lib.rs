@@ -1,0 +1,447 @@
+//! The SiteDirector: each cycle, for every queue it serves, submit as many
+//! pilots as there are waiting jobs this queue could run, within the queue's
+//! slots, the per-cycle maximum and a ramp-up limit ([`plan`]); a queue whose
+//! CE fails or times out is skipped for a while and the others go on. Every
+//! few cycles it asks the CEs for their pilots' states in bulk.
+//!
+//! The WMS side (demand, PilotAgentsDB, pilot secrets) is reached through
+//! [`Registry`], which `diracd` implements in-process; the CEs are
+//! [`dirac_ce::ComputingElement`]s built from `Resources` ([`queues`]).
+
+pub mod plan;
+pub mod queues;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dirac_ce::{CeError, ComputingElement, PilotJob, PilotState};
+use dirac_matcher::ResourceDescription;
+use futures::StreamExt as _;
+use plan::{Knobs, Limits, Observed, QueueMemory};
+
+/// A pilot of PilotAgentsDB not in a final state.
+#[derive(Debug, Clone)]
+pub struct ActivePilot {
+    pub stamp: String,
+    pub reference: String,
+    pub status: String,
+    /// RFC 3339, as PilotAgentsDB stores it.
+    pub last_update: String,
+}
+
+/// A pilot to record after submission.
+#[derive(Debug, Clone)]
+pub struct NewPilot {
+    pub stamp: String,
+    pub reference: String,
+    pub vo: String,
+    pub site: String,
+    pub ce: String,
+    pub queue: String,
+    pub grid_type: String,
+}
+
+/// What the director needs from the WMS and the AuthServer.
+#[async_trait::async_trait]
+pub trait Registry: Send + Sync {
+    /// Waiting jobs in the task queues `resource` matches.
+    async fn demand(&self, resource: &ResourceDescription) -> Result<u64, String>;
+    /// Pilots of a CE queue not in a final state.
+    async fn active_pilots(&self, ce: &str, queue: &str) -> Result<Vec<ActivePilot>, String>;
+    /// `n` one-time pilot secrets valid at `site`.
+    async fn pilot_secrets(&self, vo: &str, site: &str, n: usize) -> Result<Vec<String>, String>;
+    /// Record submitted pilots; per pilot, whether it was recorded.
+    async fn register_pilots(&self, pilots: &[NewPilot])
+    -> Result<Vec<Result<(), String>>, String>;
+    async fn set_pilot_status(&self, stamp: &str, status: &str, reason: &str)
+    -> Result<(), String>;
+}
+
+/// One queue the director feeds.
+#[derive(Clone)]
+pub struct QueueSpec {
+    pub site: String,
+    pub ce_name: String,
+    pub queue: String,
+    pub vo: String,
+    pub limits: Limits,
+    /// What this queue's pilots offer, for the demand.
+    pub resource: ResourceDescription,
+    pub ce: Arc<dyn ComputingElement>,
+    /// Kill this queue's pilots when the director stops (the local CE of
+    /// the embedded installation: its pilots are children of the server).
+    pub kill_on_stop: bool,
+}
+
+impl std::fmt::Debug for QueueSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueSpec")
+            .field("site", &self.site)
+            .field("ce", &self.ce_name)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub knobs: Knobs,
+    /// Pilot states are polled every this many cycles.
+    pub status_every: u64,
+    pub ce_timeout: Duration,
+    /// Seconds a pilot may stay unknown to its CE before it is Aborted.
+    pub unknown_grace_s: u64,
+    pub polling: Duration,
+    /// Queues handled at once.
+    pub concurrency: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &dirac_core::config::SiteDirectorConfig, default_polling: u64) -> Self {
+        Settings {
+            knobs: Knobs {
+                max_per_cycle: c.max_pilots_per_cycle,
+                initial_per_cycle: c.initial_pilots_per_cycle,
+                failed_queue_cycle_factor: c.failed_queue_cycle_factor,
+            },
+            status_every: c.pilot_status_update_cycle_factor.max(1),
+            ce_timeout: Duration::from_secs(c.ce_timeout.max(1)),
+            unknown_grace_s: c.unknown_pilot_grace,
+            polling: Duration::from_secs(c.polling_time.unwrap_or(default_polling).max(1)),
+            concurrency: 32,
+        }
+    }
+}
+
+/// What happened to one queue in one cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueOutcome {
+    /// Backing off after a CE failure.
+    Skipped,
+    /// Nothing to submit.
+    Idle,
+    /// Pilots submitted and recorded (and how many the CE refused).
+    Submitted { submitted: u64, refused: u64 },
+    /// The CE failed or timed out: the queue backs off.
+    CeFailed(String),
+    /// PilotAgentsDB, the matcher or the AuthServer failed: retried next cycle.
+    RegistryFailed(String),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CycleReport {
+    pub cycle: u64,
+    pub outcomes: Vec<(String, QueueOutcome)>,
+    /// Pilot states changed by the status poll.
+    pub status_updates: u64,
+}
+
+impl CycleReport {
+    pub fn submitted(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .map(|(_, o)| match o {
+                QueueOutcome::Submitted { submitted, .. } => *submitted,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+pub struct SiteDirector {
+    queues: Vec<QueueSpec>,
+    registry: Arc<dyn Registry>,
+    settings: Settings,
+    memory: Vec<QueueMemory>,
+    cycle: u64,
+}
+
+const WAITING_STATES: &[&str] = &["Submitted", "Waiting", "Scheduled"];
+
+impl SiteDirector {
+    pub fn new(queues: Vec<QueueSpec>, registry: Arc<dyn Registry>, settings: Settings) -> Self {
+        let memory = vec![QueueMemory::new(&settings.knobs); queues.len()];
+        SiteDirector {
+            queues,
+            registry,
+            settings,
+            memory,
+            cycle: 0,
+        }
+    }
+
+    pub fn queues(&self) -> &[QueueSpec] {
+        &self.queues
+    }
+
+    /// One cycle: submission for every queue (concurrently), then, every
+    /// `status_every` cycles, the pilot states.
+    pub async fn cycle(&mut self) -> CycleReport {
+        let cycle = self.cycle;
+        self.cycle += 1;
+        let registry = &self.registry;
+        let settings = &self.settings;
+        let memory = &self.memory;
+        let outcomes: Vec<(usize, QueueOutcome)> =
+            futures::stream::iter(self.queues.iter().enumerate())
+                .map(|(i, q)| async move {
+                    (
+                        i,
+                        submit_queue(q, registry.as_ref(), settings, &memory[i], cycle).await,
+                    )
+                })
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+        let mut report = CycleReport {
+            cycle,
+            ..Default::default()
+        };
+        let mut outcomes = outcomes;
+        outcomes.sort_by_key(|(i, _)| *i);
+        for (i, outcome) in outcomes {
+            let knobs = self.settings.knobs;
+            let m = &mut self.memory[i];
+            match &outcome {
+                QueueOutcome::Submitted { submitted, .. } => m.succeeded(*submitted, &knobs),
+                QueueOutcome::Idle => m.succeeded(0, &knobs),
+                QueueOutcome::CeFailed(_) => m.failed(cycle, &knobs),
+                QueueOutcome::Skipped | QueueOutcome::RegistryFailed(_) => {}
+            }
+            let q = &self.queues[i];
+            report
+                .outcomes
+                .push((format!("{}/{}", q.ce_name, q.queue), outcome));
+        }
+        if cycle % self.settings.status_every == 0 {
+            report.status_updates = self.poll_states().await;
+        }
+        report
+    }
+
+    /// Ask every CE for its active pilots' states and record the changes.
+    pub async fn poll_states(&self) -> u64 {
+        let registry = &self.registry;
+        let settings = &self.settings;
+        futures::stream::iter(self.queues.iter())
+            .map(|q| async move { poll_queue(q, registry.as_ref(), settings).await })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .fold(0u64, |a, n| async move { a + n })
+            .await
+    }
+
+    /// Cycles until `shutdown` turns true; then kills the pilots of queues
+    /// marked `kill_on_stop`.
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let report = self.cycle().await;
+            for (queue, outcome) in &report.outcomes {
+                match outcome {
+                    QueueOutcome::Submitted { submitted, refused } => {
+                        tracing::info!(%queue, submitted, refused, "pilots submitted");
+                    }
+                    QueueOutcome::CeFailed(e) => {
+                        tracing::warn!(%queue, error = %e, "CE failed: the queue backs off")
+                    }
+                    QueueOutcome::RegistryFailed(e) => {
+                        tracing::warn!(%queue, error = %e, "cannot plan the queue")
+                    }
+                    QueueOutcome::Skipped | QueueOutcome::Idle => {}
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.polling) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        for q in self.queues.iter().filter(|q| q.kill_on_stop) {
+            if let Ok(active) = self.registry.active_pilots(&q.ce_name, &q.queue).await {
+                let refs: Vec<String> = active.into_iter().map(|p| p.reference).collect();
+                if !refs.is_empty() {
+                    let _ = tokio::time::timeout(self.settings.ce_timeout, q.ce.kill(&refs)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn with_timeout<T>(
+    timeout: Duration,
+    f: impl std::future::Future<Output = Result<T, CeError>>,
+) -> Result<T, CeError> {
+    tokio::time::timeout(timeout, f)
+        .await
+        .unwrap_or(Err(CeError::Timeout(timeout.as_secs())))
+}
+
+async fn submit_queue(
+    q: &QueueSpec,
+    registry: &dyn Registry,
+    settings: &Settings,
+    memory: &QueueMemory,
+    cycle: u64,
+) -> QueueOutcome {
+    if memory.skipped(cycle) {
+        return QueueOutcome::Skipped;
+    }
+    let active = match registry.active_pilots(&q.ce_name, &q.queue).await {
+        Ok(a) => a,
+        Err(e) => return QueueOutcome::RegistryFailed(e),
+    };
+    let demand = match registry.demand(&q.resource).await {
+        Ok(d) => d,
+        Err(e) => return QueueOutcome::RegistryFailed(e),
+    };
+    if demand == 0 {
+        // Empty task queues: nothing is asked of the CE at all.
+        return QueueOutcome::Idle;
+    }
+    let ce_slots = match with_timeout(settings.ce_timeout, q.ce.available()).await {
+        Ok(s) => s,
+        Err(e) => return QueueOutcome::CeFailed(e.to_string()),
+    };
+    let seen = Observed {
+        waiting_pilots: active
+            .iter()
+            .filter(|p| WAITING_STATES.contains(&p.status.as_str()))
+            .count() as u64,
+        active_pilots: active.len() as u64,
+        ce: ce_slots,
+        demand,
+    };
+    let n = plan::to_submit(q.limits, &seen, memory, &settings.knobs);
+    if n == 0 {
+        return QueueOutcome::Idle;
+    }
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    let secrets = match registry.pilot_secrets(&q.vo, &q.site, n).await {
+        Ok(s) if s.len() == n => s,
+        Ok(s) => {
+            return QueueOutcome::RegistryFailed(format!(
+                "asked {n} pilot secrets, got {}",
+                s.len()
+            ));
+        }
+        Err(e) => return QueueOutcome::RegistryFailed(e),
+    };
+    let jobs: Vec<PilotJob> = secrets
+        .into_iter()
+        .map(|secret| PilotJob {
+            stamp: dirac_ce::new_stamp(),
+            secret,
+        })
+        .collect();
+    let results = match with_timeout(settings.ce_timeout, q.ce.submit(&jobs)).await {
+        Ok(r) => r,
+        // Pilots a timed-out submission did start register themselves.
+        Err(e) => return QueueOutcome::CeFailed(e.to_string()),
+    };
+    let mut records = Vec::new();
+    let mut refused = 0u64;
+    let mut first_error = None;
+    for (job, result) in jobs.iter().zip(results) {
+        match result {
+            Ok(reference) => records.push(NewPilot {
+                stamp: job.stamp.clone(),
+                reference,
+                vo: q.vo.clone(),
+                site: q.site.clone(),
+                ce: q.ce_name.clone(),
+                queue: q.queue.clone(),
+                grid_type: q.ce.grid_type().to_string(),
+            }),
+            Err(e) => {
+                refused += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    if records.is_empty() {
+        return QueueOutcome::CeFailed(first_error.unwrap_or_else(|| "no pilot submitted".into()));
+    }
+    let submitted = records.len() as u64;
+    match registry.register_pilots(&records).await {
+        Ok(results) => {
+            for (p, r) in records.iter().zip(results) {
+                if let Err(e) = r {
+                    // The pilot registers itself when it starts.
+                    tracing::warn!(stamp = %p.stamp, error = %e, "cannot record a submitted pilot");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record submitted pilots; they register themselves")
+        }
+    }
+    QueueOutcome::Submitted { submitted, refused }
+}
+
+/// The new state to record for a pilot, if any.
+fn transition(
+    pilot: &ActivePilot,
+    seen: PilotState,
+    unknown_before: &str,
+) -> Option<(&'static str, String)> {
+    let now = pilot.status.as_str();
+    match seen {
+        PilotState::Waiting if now == "Submitted" => Some(("Waiting", "queued at the CE".into())),
+        PilotState::Running if WAITING_STATES.contains(&now) || now == "Unknown" => {
+            Some(("Running", "running at the CE".into()))
+        }
+        PilotState::Done | PilotState::Failed | PilotState::Aborted => Some((
+            seen.as_str(),
+            format!("{} at the CE", seen.as_str().to_lowercase()),
+        )),
+        PilotState::Unknown if now != "Unknown" => {
+            Some(("Unknown", "the CE does not know the pilot".into()))
+        }
+        PilotState::Unknown if pilot.last_update.as_str() < unknown_before => {
+            Some(("Aborted", "unknown to the CE past the grace period".into()))
+        }
+        _ => None,
+    }
+}
+
+async fn poll_queue(q: &QueueSpec, registry: &dyn Registry, settings: &Settings) -> u64 {
+    let Ok(active) = registry.active_pilots(&q.ce_name, &q.queue).await else {
+        return 0;
+    };
+    if active.is_empty() {
+        return 0;
+    }
+    let refs: Vec<String> = active.iter().map(|p| p.reference.clone()).collect();
+    let states = match with_timeout(settings.ce_timeout, q.ce.status(&refs)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(ce = %q.ce_name, error = %e, "cannot poll pilot states");
+            return 0;
+        }
+    };
+    let unknown_before = dirac_core::time::ago(settings.unknown_grace_s);
+    let mut changed = 0;
+    let by_ref: HashMap<&str, PilotState> = states.iter().map(|(r, s)| (r.as_str(), *s)).collect();
+    for p in &active {
+        let seen = by_ref
+            .get(p.reference.as_str())
+            .copied()
+            .unwrap_or(PilotState::Unknown);
+        if let Some((status, reason)) = transition(p, seen, &unknown_before) {
+            // A pilot that reported its own final state keeps it.
+            if registry
+                .set_pilot_status(&p.stamp, status, &reason)
+                .await
+                .is_ok()
+            {
+                changed += 1;
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests;

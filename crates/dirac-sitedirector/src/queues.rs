@@ -1,0 +1,193 @@
+//! Queues from `Resources.Sites.<site>.CEs.<ce>.Queues` and the CE
+//! connectors serving them. The Kubernetes `ComputingElement` resources
+//! feed the same `CeConfig` structs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dirac_ce::shell::SshTarget;
+use dirac_ce::{BatchCe, BatchSystem, PilotLaunch, PilotSource, Shell};
+use dirac_core::config::{CeConfig, DiracConfig, QueueConfig};
+use dirac_matcher::ResourceDescription;
+
+use crate::QueueSpec;
+use crate::plan::Limits;
+
+/// Where pilots come from and whom they call.
+#[derive(Debug, Clone)]
+pub struct PilotEndpoints {
+    /// The services' URL and the AuthServer's, as worker nodes reach them.
+    pub url: String,
+    pub auth_url: String,
+    /// Where remote wrappers fetch `dirac-pilot` (URL or worker-node path).
+    pub pilot_source: String,
+    /// The binary beside this server, for the local CE.
+    pub local_pilot: PathBuf,
+    /// sha256 of the pilot binary (both sources serve the same file).
+    pub pilot_sha256: String,
+    /// Work directory of the local CE.
+    pub local_work_dir: PathBuf,
+}
+
+/// CE types this director has connectors for.
+pub const SUPPORTED: &[&str] = &["local", "ssh", "slurm"];
+
+/// Every queue of the configuration this director serves; CEs of types it
+/// has no connector for yet are named in the second list.
+pub fn from_config(
+    config: &DiracConfig,
+    ep: &PilotEndpoints,
+    timeout: Duration,
+) -> (Vec<QueueSpec>, Vec<String>) {
+    let sd = &config.services.site_director;
+    let vo = sd
+        .vo
+        .clone()
+        .or_else(|| config.registry.vos.keys().next().cloned())
+        .unwrap_or_default();
+    let mut queues = Vec::new();
+    let mut skipped = Vec::new();
+    for (site, sc) in &config.resources.sites {
+        if !sd.sites.is_empty() && !sd.sites.contains(site) {
+            continue;
+        }
+        for (ce_name, cc) in &sc.ces {
+            if !sd.ce_types.is_empty() && !sd.ce_types.contains(&cc.ce_type) {
+                continue;
+            }
+            if !SUPPORTED.contains(&cc.ce_type.as_str()) {
+                skipped.push(format!("{site}/{ce_name} ({})", cc.ce_type));
+                continue;
+            }
+            for (queue, qc) in &cc.queues {
+                let launch = launch(config, ep, &vo, site, ce_name, cc, queue, qc);
+                let ce = batch_ce(ce_name, cc, queue, launch, ep, timeout);
+                queues.push(QueueSpec {
+                    site: site.clone(),
+                    ce_name: ce_name.clone(),
+                    queue: queue.clone(),
+                    vo: vo.clone(),
+                    limits: Limits {
+                        max_total: qc.max_total_jobs,
+                        max_waiting: qc.max_waiting_jobs,
+                    },
+                    resource: resource(&vo, site, ce_name, cc, qc),
+                    ce: Arc::new(ce),
+                    kill_on_stop: cc.ce_type == "local",
+                });
+            }
+        }
+    }
+    (queues, skipped)
+}
+
+fn cpu_time(qc: &QueueConfig) -> u64 {
+    if qc.max_cpu_time == 0 {
+        86_400
+    } else {
+        qc.max_cpu_time
+    }
+}
+
+fn tags(cc: &CeConfig, qc: &QueueConfig) -> Vec<String> {
+    let mut t: Vec<String> = cc.tags.iter().chain(&qc.tags).cloned().collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// The resource description the queue's pilots will send.
+pub fn resource(
+    vo: &str,
+    site: &str,
+    ce: &str,
+    cc: &CeConfig,
+    qc: &QueueConfig,
+) -> ResourceDescription {
+    ResourceDescription {
+        vo: vo.to_string(),
+        site: Some(site.to_string()),
+        grid_ce: Some(ce.to_string()),
+        platforms: qc.platform.iter().cloned().collect(),
+        cpu_time: i64::try_from(cpu_time(qc)).unwrap_or(i64::MAX),
+        number_of_processors: i64::try_from(qc.number_of_processors.max(1)).unwrap_or(1),
+        max_ram_mb: i64::try_from(qc.max_ram).unwrap_or(0),
+        tags: tags(cc, qc),
+        ..ResourceDescription::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    config: &DiracConfig,
+    ep: &PilotEndpoints,
+    vo: &str,
+    site: &str,
+    ce: &str,
+    cc: &CeConfig,
+    queue: &str,
+    qc: &QueueConfig,
+) -> PilotLaunch {
+    let local = cc.ce_type == "local";
+    PilotLaunch {
+        source: if local {
+            PilotSource::Path(ep.local_pilot.display().to_string())
+        } else {
+            PilotSource::parse(&ep.pilot_source)
+        },
+        sha256: ep.pilot_sha256.clone(),
+        url: ep.url.clone(),
+        auth_url: ep.auth_url.clone(),
+        vo: vo.to_string(),
+        site: site.to_string(),
+        ce: ce.to_string(),
+        queue: queue.to_string(),
+        cores: qc.number_of_processors.max(1),
+        cpu_time: cpu_time(qc),
+        max_ram_mb: qc.max_ram,
+        tags: tags(cc, qc),
+        platform: qc.platform.clone(),
+        options: config.services.site_director.pilot_options.clone(),
+    }
+}
+
+fn batch_ce(
+    name: &str,
+    cc: &CeConfig,
+    queue: &str,
+    launch: PilotLaunch,
+    ep: &PilotEndpoints,
+    timeout: Duration,
+) -> BatchCe {
+    let slurm = cc.ce_type == "slurm" || cc.batch_system.as_deref() == Some("Slurm");
+    // A slurm CE without a host runs sbatch here.
+    let shell = match (&cc.host, cc.ce_type.as_str()) {
+        (_, "local") | (None, _) => Shell::Local,
+        (Some(host), _) => Shell::Ssh(SshTarget {
+            host: host.clone(),
+            port: cc.ssh_port.unwrap_or(22),
+            user: cc.ssh_user.clone(),
+            key: cc.ssh_key.clone(),
+            known_hosts: cc.ssh_known_hosts.clone(),
+        }),
+    };
+    let work_dir = match (&cc.work_dir, &shell) {
+        (Some(w), _) => w.clone(),
+        (None, Shell::Local) => ep.local_work_dir.join(name).display().to_string(),
+        (None, Shell::Ssh(_)) => "dirac-pilots".to_string(),
+    };
+    BatchCe {
+        name: name.to_string(),
+        shell,
+        system: if slurm {
+            BatchSystem::Slurm
+        } else {
+            BatchSystem::Host
+        },
+        work_dir,
+        partition: slurm.then(|| queue.to_string()),
+        launch,
+        timeout,
+    }
+}
