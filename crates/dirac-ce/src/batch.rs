@@ -139,7 +139,8 @@ impl BatchCe {
     }
 }
 
-/// Slurm's job states in DIRAC's pilot vocabulary.
+/// Slurm's job states in DIRAC's pilot vocabulary; `LOST` is a Host pilot
+/// whose process is gone without an exit code (killed, host rebooted).
 fn slurm_state(state: &str) -> PilotState {
     match state {
         "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
@@ -150,7 +151,7 @@ fn slurm_state(state: &str) -> PilotState {
         "COMPLETED" => PilotState::Done,
         "CANCELLED" | "REVOKED" => PilotState::Aborted,
         "FAILED" | "OUT_OF_MEMORY" | "TIMEOUT" | "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL"
-        | "DEADLINE" | "SPECIAL_EXIT" => PilotState::Failed,
+        | "DEADLINE" | "SPECIAL_EXIT" | "LOST" => PilotState::Failed,
         _ => PilotState::Unknown,
     }
 }
@@ -249,7 +250,7 @@ impl ComputingElement for BatchCe {
                     "if [ -f \"$W/{stamp}.rc\" ]; then echo \"{stamp} RC $(cat \"$W/{stamp}.rc\")\"\n\
                      elif [ -f \"$W/{stamp}.pid\" ] && kill -0 \"$(cat \"$W/{stamp}.pid\")\" 2>/dev/null; then echo \"{stamp} Q RUNNING\"\n\
                      elif [ -f \"$W/{stamp}.rc\" ]; then echo \"{stamp} RC $(cat \"$W/{stamp}.rc\")\"\n\
-                     else echo \"{stamp} Q NONE\"; fi\n"
+                     else echo \"{stamp} Q LOST\"; fi\n"
                 ));
             }
         }
@@ -452,13 +453,14 @@ mod tests {
             "a killed pilot did not finish well"
         );
 
-        // Unknown and foreign references.
+        // A pilot this CE never started has no process: gone. Foreign
+        // references are unknown.
         let other = format!("local://ce.local/{}", crate::new_stamp());
         let states = ce
             .status(&[other.clone(), "ssh://elsewhere/abc".into()])
             .await
             .expect("status");
-        assert_eq!(states[&other], PilotState::Unknown);
+        assert_eq!(states[&other], PilotState::Failed);
         assert_eq!(states["ssh://elsewhere/abc"], PilotState::Unknown);
         assert!(ce.logs("local://ce.local/../../etc/passwd").await.is_err());
     }

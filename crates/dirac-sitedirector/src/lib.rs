@@ -49,11 +49,19 @@ pub trait Registry: Send + Sync {
     async fn demand(&self, resource: &ResourceDescription) -> Result<u64, String>;
     /// Pilots of a CE queue not in a final state.
     async fn active_pilots(&self, ce: &str, queue: &str) -> Result<Vec<ActivePilot>, String>;
-    /// `n` one-time pilot secrets valid at `site`.
-    async fn pilot_secrets(&self, vo: &str, site: &str, n: usize) -> Result<Vec<String>, String>;
-    /// Record submitted pilots; per pilot, whether it was recorded.
+    /// `n` one-time pilot secrets valid at `site` for `lifetime_s`.
+    async fn pilot_secrets(
+        &self,
+        vo: &str,
+        site: &str,
+        n: usize,
+        lifetime_s: u64,
+    ) -> Result<Vec<String>, String>;
+    /// Record pilots about to be submitted; per pilot, whether it was.
     async fn register_pilots(&self, pilots: &[NewPilot])
     -> Result<Vec<Result<(), String>>, String>;
+    /// The CE's references of submitted pilots, by stamp.
+    async fn set_pilot_references(&self, references: &[(String, String)]) -> Result<(), String>;
     async fn set_pilot_status(&self, stamp: &str, status: &str, reason: &str)
     -> Result<(), String>;
 }
@@ -183,17 +191,23 @@ impl SiteDirector {
         let registry = &self.registry;
         let settings = &self.settings;
         let memory = &self.memory;
-        let outcomes: Vec<(usize, QueueOutcome)> =
-            futures::stream::iter(self.queues.iter().enumerate())
-                .map(|(i, q)| async move {
-                    (
-                        i,
-                        submit_queue(q, registry.as_ref(), settings, &memory[i], cycle).await,
-                    )
-                })
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
+        // Futures built first, then run: a stream mapping borrowed queues
+        // through a closure is not `Send` for every lifetime (rust#102211).
+        let work: Vec<_> = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                indexed(
+                    i,
+                    submit_queue(q, registry.as_ref(), settings, &memory[i], cycle),
+                )
+            })
+            .collect();
+        let outcomes: Vec<(usize, QueueOutcome)> = futures::stream::iter(work)
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
         let mut report = CycleReport {
             cycle,
             ..Default::default()
@@ -224,8 +238,12 @@ impl SiteDirector {
     pub async fn poll_states(&self) -> u64 {
         let registry = &self.registry;
         let settings = &self.settings;
-        futures::stream::iter(self.queues.iter())
-            .map(|q| async move { poll_queue(q, registry.as_ref(), settings).await })
+        let work: Vec<_> = self
+            .queues
+            .iter()
+            .map(|q| poll_queue(q, registry.as_ref(), settings))
+            .collect();
+        futures::stream::iter(work)
             .buffer_unordered(self.settings.concurrency.max(1))
             .fold(0u64, |a, n| async move { a + n })
             .await
@@ -267,6 +285,10 @@ impl SiteDirector {
             }
         }
     }
+}
+
+async fn indexed<T>(i: usize, f: impl std::future::Future<Output = T>) -> (usize, T) {
+    (i, f.await)
 }
 
 async fn with_timeout<T>(
@@ -318,7 +340,15 @@ async fn submit_queue(
         return QueueOutcome::Idle;
     }
     let n = usize::try_from(n).unwrap_or(usize::MAX);
-    let secrets = match registry.pilot_secrets(&q.vo, &q.site, n).await {
+    // A pilot may wait in the batch queue: its secret lasts the queue's CPU
+    // time (at most 3 days, DIRAC's MaxQueueLength) plus a day.
+    let cpu = u64::try_from(q.resource.cpu_time)
+        .unwrap_or(0)
+        .min(3 * 86_400);
+    let secrets = match registry
+        .pilot_secrets(&q.vo, &q.site, n, cpu + 86_400)
+        .await
+    {
         Ok(s) if s.len() == n => s,
         Ok(s) => {
             return QueueOutcome::RegistryFailed(format!(
@@ -335,47 +365,74 @@ async fn submit_queue(
             secret,
         })
         .collect();
+    // Recorded before submission: a pilot that starts at once finds itself
+    // registered, and one whose submission is cut short (the director
+    // killed, the CE timing out) is in PilotAgentsDB, never lost; the state
+    // poll ends it Aborted when its CE does not know it.
+    let records: Vec<NewPilot> = jobs
+        .iter()
+        .map(|job| NewPilot {
+            stamp: job.stamp.clone(),
+            reference: job.stamp.clone(),
+            vo: q.vo.clone(),
+            site: q.site.clone(),
+            ce: q.ce_name.clone(),
+            queue: q.queue.clone(),
+            grid_type: q.ce.grid_type().to_string(),
+        })
+        .collect();
+    let recorded = match registry.register_pilots(&records).await {
+        Ok(r) => r,
+        Err(e) => return QueueOutcome::RegistryFailed(e),
+    };
+    let jobs: Vec<PilotJob> = jobs
+        .into_iter()
+        .zip(recorded)
+        .filter_map(|(job, r)| match r {
+            Ok(()) => Some(job),
+            Err(e) => {
+                tracing::warn!(stamp = %job.stamp, error = %e, "cannot record a pilot: not submitted");
+                None
+            }
+        })
+        .collect();
+    if jobs.is_empty() {
+        return QueueOutcome::RegistryFailed("no pilot could be recorded".into());
+    }
     let results = match with_timeout(settings.ce_timeout, q.ce.submit(&jobs)).await {
         Ok(r) => r,
-        // Pilots a timed-out submission did start register themselves.
-        Err(e) => return QueueOutcome::CeFailed(e.to_string()),
+        Err(e) => {
+            let reason = format!("submission failed: {e}");
+            for job in &jobs {
+                let _ = registry
+                    .set_pilot_status(&job.stamp, "Aborted", &reason)
+                    .await;
+            }
+            return QueueOutcome::CeFailed(e.to_string());
+        }
     };
-    let mut records = Vec::new();
+    let mut references = Vec::new();
     let mut refused = 0u64;
     let mut first_error = None;
     for (job, result) in jobs.iter().zip(results) {
         match result {
-            Ok(reference) => records.push(NewPilot {
-                stamp: job.stamp.clone(),
-                reference,
-                vo: q.vo.clone(),
-                site: q.site.clone(),
-                ce: q.ce_name.clone(),
-                queue: q.queue.clone(),
-                grid_type: q.ce.grid_type().to_string(),
-            }),
+            Ok(reference) => references.push((job.stamp.clone(), reference)),
             Err(e) => {
                 refused += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                let reason = format!("submission failed: {e}");
+                let _ = registry
+                    .set_pilot_status(&job.stamp, "Aborted", &reason)
+                    .await;
+                first_error.get_or_insert(reason);
             }
         }
     }
-    if records.is_empty() {
+    if references.is_empty() {
         return QueueOutcome::CeFailed(first_error.unwrap_or_else(|| "no pilot submitted".into()));
     }
-    let submitted = records.len() as u64;
-    match registry.register_pilots(&records).await {
-        Ok(results) => {
-            for (p, r) in records.iter().zip(results) {
-                if let Err(e) = r {
-                    // The pilot registers itself when it starts.
-                    tracing::warn!(stamp = %p.stamp, error = %e, "cannot record a submitted pilot");
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot record submitted pilots; they register themselves")
-        }
+    let submitted = references.len() as u64;
+    if let Err(e) = registry.set_pilot_references(&references).await {
+        tracing::warn!(error = %e, "cannot record pilot references");
     }
     QueueOutcome::Submitted { submitted, refused }
 }

@@ -38,7 +38,13 @@ impl Registry for FakeRegistry {
             .map(|(_, a)| a.clone())
             .collect())
     }
-    async fn pilot_secrets(&self, _: &str, _: &str, n: usize) -> Result<Vec<String>, String> {
+    async fn pilot_secrets(
+        &self,
+        _: &str,
+        _: &str,
+        n: usize,
+        _: u64,
+    ) -> Result<Vec<String>, String> {
         self.secrets.fetch_add(n as u64, Ordering::SeqCst);
         Ok((0..n).map(|i| format!("secret{i}")).collect())
     }
@@ -62,6 +68,16 @@ impl Registry for FakeRegistry {
             out.push(Ok(()));
         }
         Ok(out)
+    }
+    async fn set_pilot_references(&self, refs: &[(String, String)]) -> Result<(), String> {
+        let mut pilots = self.pilots.lock().map_err(|e| e.to_string())?;
+        for (stamp, reference) in refs {
+            if let Some((n, a)) = pilots.iter_mut().find(|(n, _)| &n.stamp == stamp) {
+                n.reference = reference.clone();
+                a.reference = reference.clone();
+            }
+        }
+        Ok(())
     }
     async fn set_pilot_status(&self, stamp: &str, status: &str, _: &str) -> Result<(), String> {
         let mut pilots = self.pilots.lock().map_err(|e| e.to_string())?;

@@ -296,16 +296,34 @@ impl PilotDb {
     }
 
     /// Number of pilots per status at a CE (for local pilot submission).
+    /// Record the CE's references of submitted pilots.
+    pub async fn set_references(&self, references: &[(String, String)]) -> Result<()> {
+        let mut tx = self.db.pool().begin().await?;
+        for (stamp, reference) in references {
+            sqlx::query(self.db.sql(
+                "UPDATE PilotAgents SET PilotJobReference = ?, LastUpdateTime = ? WHERE PilotStamp = ?",
+            ))
+            .bind(clip(reference, 255))
+            .bind(time::now())
+            .bind(stamp.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Pilots of one CE queue not in a final state (the SiteDirector's view).
     pub async fn active(&self, ce: &str, queue: &str) -> Result<Vec<Pilot>> {
-        let rows = sqlx::query(self.db.sql(&format!(
+        let sql = format!(
             "SELECT {PILOT_SELECT} FROM PilotAgents WHERE DestinationSite = ? AND Queue = ? \
              AND Status IN ('Submitted', 'Waiting', 'Scheduled', 'Running', 'Unknown')"
-        )))
-        .bind(ce.to_string())
-        .bind(queue.to_string())
-        .fetch_all(self.db.pool())
-        .await?;
+        );
+        let rows = sqlx::query(self.db.sql_dynamic(sql))
+            .bind(ce.to_string())
+            .bind(queue.to_string())
+            .fetch_all(self.db.pool())
+            .await?;
         rows.iter()
             .map(|r| pilot_from_row(r).map(|(_, p)| p).map_err(WmsError::from))
             .collect()

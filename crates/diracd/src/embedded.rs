@@ -194,35 +194,6 @@ fn pepper(data_dir: &Path) -> anyhow::Result<String> {
         .to_string())
 }
 
-/// The local CE of the configuration's first VO, when there is one and
-/// `dirac-pilot` sits next to this binary. Its pilots authenticate with
-/// one-time pilot secrets.
-fn local_pilots(
-    config: &DiracConfig,
-    data_dir: &Path,
-    url: &str,
-    auth_url: &str,
-) -> anyhow::Result<Option<crate::local_ce::LocalCe>> {
-    let pilot_bin = std::env::current_exe()?.with_file_name("dirac-pilot");
-    if !pilot_bin.exists() {
-        anyhow::bail!(
-            "{} is missing (cargo build --workspace --bins)",
-            pilot_bin.display()
-        );
-    }
-    let Some(vo) = config.registry.vos.keys().next() else {
-        anyhow::bail!("the registry has no VO");
-    };
-    Ok(crate::local_ce::LocalCe::from_config(
-        config,
-        vo,
-        pilot_bin,
-        url.to_string(),
-        auth_url.to_string(),
-        data_dir,
-    ))
-}
-
 /// The WMS over the configured database (SQLite in the data directory by
 /// default), its task queues loaded.
 async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<Arc<Wms>> {
@@ -390,9 +361,9 @@ impl dirac_wms::inputdata::ReplicaCatalog for CatalogReplicas {
 
 /// `diracd agent NAME`: one agent until SIGTERM.
 pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
-    if !dirac_wms::agents::AGENTS.contains(&name) {
+    if !dirac_wms::agents::AGENTS.contains(&name) && name != "site-director" {
         bail!(
-            "unknown agent '{name}' (one of {})",
+            "unknown agent '{name}' (one of {}, site-director)",
             dirac_wms::agents::AGENTS.join(", ")
         );
     }
@@ -402,10 +373,71 @@ pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> 
         &config.services.log_format,
         std::env::var("RUST_LOG").ok().as_deref(),
     );
+    if name == "site-director" {
+        return run_site_director(data_dir, config).await;
+    }
     let wms = open_wms(&config, data_dir).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = dirac_wms::agents::spawn(name, &wms, &stop_rx).context("spawn agent")?;
     tracing::info!(agent = name, "agent running");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    Ok(())
+}
+
+/// The AuthServer over the WMS database.
+async fn open_auth(
+    config: &Arc<DiracConfig>,
+    data_dir: &Path,
+    wms: &Wms,
+    issuer: Arc<TokenIssuer>,
+    auth_url: &str,
+) -> anyhow::Result<Arc<dirac_auth::AuthServer>> {
+    dirac_auth::AuthServer::open(
+        wms.db.db().clone(),
+        config.clone(),
+        issuer,
+        dirac_auth::AuthSettings {
+            access_lifetime_s: config.services.auth.access_token_lifetime,
+            refresh_lifetime_s: config.services.auth.refresh_token_lifetime,
+            dev_login: config.services.auth.dev_login,
+            public_url: auth_url.to_string(),
+            pilot_pepper: pepper(data_dir)?,
+            vault_key_file: Some(vault_key(data_dir, config)?),
+            ..dirac_auth::AuthSettings::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("AuthServer: {e}"))
+}
+
+/// `diracd agent site-director`: the SiteDirector on its own. Pilots call
+/// the services at `Services.PublicURL` and the AuthServer at
+/// `Services.Auth.PublicURL`; secrets go into the shared AuthDB with the
+/// installation's pilot pepper (`DATA_DIR/pilot-pepper`, shared by every
+/// replica).
+async fn run_site_director(data_dir: &Path, config: Arc<DiracConfig>) -> anyhow::Result<()> {
+    let url = config
+        .services
+        .public_url
+        .clone()
+        .context("Services.PublicURL must say where pilots reach the services")?;
+    let auth_url = config
+        .services
+        .auth
+        .public_url
+        .clone()
+        .context("Services.Auth.PublicURL must say where pilots reach the AuthServer")?;
+    let wms = open_wms(&config, data_dir).await?;
+    let issuer = Arc::new(issuer(data_dir, &config)?);
+    let auth = open_auth(&config, data_dir, &wms, issuer, &auth_url).await?;
+    let registry = Arc::new(crate::site_director::WmsRegistry { wms, auth });
+    let director = crate::site_director::build(&config, registry, &url, &auth_url, data_dir, 60)?
+        .context("no queue of Resources.Sites has a CE this SiteDirector can serve")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(director.run(stop_rx));
+    tracing::info!(agent = "site-director", "agent running");
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = task.await;
@@ -436,6 +468,26 @@ pub async fn run_all(
     }
     if let Some(l) = auth_listen {
         config.services.auth.http_listen = l;
+    }
+    if config.services.site_director.pilot_options.is_empty() {
+        // Local pilots of the embedded installation: quick to match, quick
+        // to leave when the queues are empty.
+        let drain = data_dir.join("pilots").join("drain");
+        config.services.site_director.pilot_options = [
+            "--max-cycles",
+            "50",
+            "--stop-after-failed-matches",
+            "3",
+            "--polling-time",
+            "1",
+            "--heartbeat",
+            "10",
+            "--drain-file",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .chain([drain.display().to_string()])
+        .collect();
     }
     config.validate()?;
     dirac_core::telemetry::init(
@@ -489,22 +541,7 @@ pub async fn run_all(
         .unwrap_or_else(|| format!("http://{auth_addr}"));
     let issuer = Arc::new(issuer);
     wms.enable_job_tokens(issuer.clone());
-    let auth = dirac_auth::AuthServer::open(
-        wms.db.db().clone(),
-        config.clone(),
-        issuer.clone(),
-        dirac_auth::AuthSettings {
-            access_lifetime_s: config.services.auth.access_token_lifetime,
-            refresh_lifetime_s: config.services.auth.refresh_token_lifetime,
-            dev_login: config.services.auth.dev_login,
-            public_url: auth_url.clone(),
-            pilot_pepper: pepper(data_dir)?,
-            vault_key_file: Some(vault_key(data_dir, &config)?),
-            ..dirac_auth::AuthSettings::default()
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("AuthServer: {e}"))?;
+    let auth = open_auth(&config, data_dir, &wms, issuer.clone(), &auth_url).await?;
     services.add(dirac_proto::auth::auth_admin_server::AuthAdminServer::new(
         dirac_auth::admin::AdminService(auth.clone()),
     ));
@@ -522,18 +559,14 @@ pub async fn run_all(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = dirac_wms::agents::spawn_all(&wms, &stop_rx);
-    match local_pilots(&config, data_dir, &public, &auth_url) {
-        Ok(Some(ce)) => {
-            tracing::info!(site = %ce.site, ce = %ce.ce, slots = ce.slots, "local computing element enabled");
-            tasks.push(tokio::spawn(crate::local_ce::run(
-                ce,
-                wms.clone(),
-                auth.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        Ok(None) => tracing::info!("no local computing element configured"),
-        Err(e) => tracing::warn!(error = %e, "local computing element disabled"),
+    let registry = Arc::new(crate::site_director::WmsRegistry {
+        wms: wms.clone(),
+        auth: auth.clone(),
+    });
+    match crate::site_director::build(&config, registry, &public, &auth_url, data_dir, 2) {
+        Ok(Some(director)) => tasks.push(tokio::spawn(director.run(stop_rx.clone()))),
+        Ok(None) => tracing::info!("no computing element configured: no pilots are submitted"),
+        Err(e) => tracing::warn!(error = %e, "SiteDirector disabled"),
     }
     let auth_stop = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -541,7 +574,11 @@ pub async fn run_all(
         let shutdown = async move {
             let _ = stop.wait_for(|v| *v).await;
         };
-        if let Err(e) = axum::serve(auth_listener, auth.router())
+        let router = match crate::site_director::pilot_binary() {
+            Ok(bin) => auth.router().merge(crate::site_director::pilot_files(bin)),
+            Err(_) => auth.router(),
+        };
+        if let Err(e) = axum::serve(auth_listener, router)
             .with_graceful_shutdown(shutdown)
             .await
         {

@@ -4,7 +4,7 @@
 //! configuration file.
 
 mod embedded;
-mod local_ce;
+mod site_director;
 
 use std::path::PathBuf;
 
@@ -54,8 +54,9 @@ enum Command {
         #[arg(long)]
         lifetime: Option<u64>,
     },
-    /// Run one agent on its own (optimizer, stalled-jobs, job-cleaning,
-    /// task-queues); several replicas may run at once.
+    /// Run one agent on its own: optimizer, stalled-jobs, job-cleaning,
+    /// task-queues (several replicas may run at once) or site-director (one
+    /// per set of queues: `Services.SiteDirector.Sites`/`CETypes`).
     Agent {
         name: String,
         #[arg(long, default_value = ".dirac")]
