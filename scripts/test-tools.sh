@@ -14,6 +14,8 @@ if [ ! -f "$STAMP" ]; then
 fi
 # Real storage servers (nginx WebDAV, XRootD) for the storage-element tests.
 "$(dirname "$0")/storage-servers.sh"
+# Real batch-system peers (sshd, Slurm with munge) for the CE tests.
+"$(dirname "$0")/ce-servers.sh"
 # An S3 server (moto) for the storage-element tests.
 if [ ! -f "$VENV/.dirac-s3-1" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'

@@ -4,6 +4,8 @@
 //! The binaries are found next to this test's executable (cargo builds every
 //! workspace binary before running workspace tests).
 
+mod ce;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -233,6 +233,11 @@ impl ComputingElement for BatchCe {
             return Ok(out);
         }
         let mut s = format!("set -u\n{}\n", self.work_dir_line());
+        // Running and not an unreaped zombie (kill -0 succeeds on those).
+        s.push_str(
+            "alive() { kill -0 \"$1\" 2>/dev/null || return 1; [ -r /proc/$1/stat ] || return 0; \
+             [ \"$(cut -d' ' -f3 /proc/$1/stat)\" != Z ]; }\n",
+        );
         if self.system == BatchSystem::Slurm {
             s.push_str(
                 "declare -A Q\nwhile read -r id st; do Q[$id]=$st; done < <(squeue -h --me -o '%i %T')\n",
@@ -248,7 +253,7 @@ impl ComputingElement for BatchCe {
             } else {
                 s.push_str(&format!(
                     "if [ -f \"$W/{stamp}.rc\" ]; then echo \"{stamp} RC $(cat \"$W/{stamp}.rc\")\"\n\
-                     elif [ -f \"$W/{stamp}.pid\" ] && kill -0 \"$(cat \"$W/{stamp}.pid\")\" 2>/dev/null; then echo \"{stamp} Q RUNNING\"\n\
+                     elif [ -f \"$W/{stamp}.pid\" ] && alive \"$(cat \"$W/{stamp}.pid\")\"; then echo \"{stamp} Q RUNNING\"\n\
                      elif [ -f \"$W/{stamp}.rc\" ]; then echo \"{stamp} RC $(cat \"$W/{stamp}.rc\")\"\n\
                      else echo \"{stamp} Q LOST\"; fi\n"
                 ));
