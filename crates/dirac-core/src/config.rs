@@ -461,6 +461,13 @@ pub struct AgentsConfig {
     pub remove_deleted_after_days: u64,
     /// Seconds between agent cycles.
     pub polling_time_s: u64,
+    /// Days a pilot may stay in a transient state without an update before
+    /// the PilotStatus agent marks it Deleted (DIRAC's PilotStalledDays).
+    pub pilot_stalled_days: u64,
+    /// Days after which finished, accounted pilots are removed (Aborted
+    /// ones sooner).
+    pub clear_pilots_days: u64,
+    pub clear_aborted_pilots_days: u64,
 }
 
 impl Default for AgentsConfig {
@@ -475,6 +482,9 @@ impl Default for AgentsConfig {
             delete_killed_after_days: 7,
             remove_deleted_after_days: 1,
             polling_time_s: 60,
+            pilot_stalled_days: 3,
+            clear_pilots_days: 30,
+            clear_aborted_pilots_days: 7,
         }
     }
 }

@@ -345,3 +345,62 @@ async fn pilot_states_follow_the_ce_and_unknown_pilots_end_aborted() {
     sd.poll_states().await;
     assert_eq!(registry.statuses("ce"), ["Aborted", "Aborted"]);
 }
+
+/// A director killed while its CE call hangs: the pilots of that cycle are
+/// in PilotAgentsDB already (none lost), a new director counts them against
+/// the demand (no duplicates), and the state poll ends them once their CE
+/// turns out not to know them.
+#[tokio::test]
+async fn a_director_killed_mid_cycle_loses_and_duplicates_nothing() {
+    let registry = Arc::new(FakeRegistry::default());
+    registry.demand.lock().expect("lock").insert("ce".into(), 3);
+    let ce = FakeCe::new(Mode::Hang);
+    let mut s = settings();
+    s.ce_timeout = Duration::from_secs(3600);
+    s.knobs.initial_per_cycle = 100;
+    let mut sd = SiteDirector::new(
+        vec![queue("ce", ce.clone(), 100)],
+        registry.clone(),
+        s.clone(),
+    );
+    // "kill": the cycle is dropped while the submission hangs.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), sd.cycle())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        registry.statuses("ce"),
+        ["Submitted", "Submitted", "Submitted"]
+    );
+
+    // A new director: the recorded pilots count as waiting; nothing more.
+    *ce.mode.lock().expect("lock") = Mode::Ok;
+    *ce.state.lock().expect("lock") = PilotState::Unknown;
+    let mut next = SiteDirector::new(vec![queue("ce", ce.clone(), 100)], registry.clone(), s);
+    let r = next.cycle().await;
+    assert_eq!(r.outcomes[0].1, QueueOutcome::Idle);
+    let stamps: Vec<String> = {
+        let pilots = registry.pilots.lock().expect("lock");
+        pilots.iter().map(|(n, _)| n.stamp.clone()).collect()
+    };
+    let unique: std::collections::BTreeSet<&String> = stamps.iter().collect();
+    assert_eq!(
+        (stamps.len(), unique.len()),
+        (3, 3),
+        "none registered twice"
+    );
+    assert_eq!(registry.statuses("ce"), ["Unknown", "Unknown", "Unknown"]);
+    registry.age_all();
+    next.poll_states().await;
+    assert_eq!(registry.statuses("ce"), ["Aborted", "Aborted", "Aborted"]);
+    // With them gone, the demand gets pilots again.
+    let r = next.cycle().await;
+    assert_eq!(
+        r.outcomes[0].1,
+        QueueOutcome::Submitted {
+            submitted: 3,
+            refused: 0
+        }
+    );
+}

@@ -227,7 +227,51 @@ pub async fn run_loop<F, Fut>(
 }
 
 /// The agents `diracd agent NAME` runs on their own.
-pub const AGENTS: &[&str] = &["optimizer", "stalled-jobs", "job-cleaning", "task-queues"];
+pub const AGENTS: &[&str] = &[
+    "optimizer",
+    "stalled-jobs",
+    "job-cleaning",
+    "task-queues",
+    "pilot-status",
+];
+
+/// One PilotStatus cycle (DIRAC's PilotStatusAgent): pilots silent for
+/// PilotStalledDays become Deleted, finished pilots are accounted once,
+/// old accounted pilots are removed. Returns (deleted, accounted, cleared).
+pub async fn pilot_status_once(wms: &Wms) -> Result<(u64, u64, u64)> {
+    let a = &wms.config.services.agents;
+    let before = time::ago(a.pilot_stalled_days.saturating_mul(86_400));
+    let mut deleted = 0;
+    for stamp in wms.pilots.stalled(&before, 500).await? {
+        let reason = format!("no update for {} days", a.pilot_stalled_days);
+        // A pilot that ended meanwhile keeps its own final state.
+        if wms
+            .pilots
+            .set_status(&stamp, "Deleted", &reason)
+            .await
+            .is_ok()
+        {
+            deleted += 1;
+        }
+    }
+    let mut accounted = 0;
+    loop {
+        let n = wms.pilots.account_finished(500).await?;
+        accounted += n;
+        if n < 500 {
+            break;
+        }
+    }
+    let cleared = wms
+        .pilots
+        .clear(
+            &time::ago(a.clear_pilots_days.saturating_mul(86_400)),
+            &time::ago(a.clear_aborted_pilots_days.saturating_mul(86_400)),
+            500,
+        )
+        .await?;
+    Ok((deleted, accounted, cleared))
+}
 
 /// Start one agent by name (see [`AGENTS`]).
 pub fn spawn(
@@ -283,6 +327,18 @@ pub fn spawn(
                 }
             },
         )),
+        "pilot-status" => tokio::spawn(run_loop("PilotStatusAgent", every, shutdown, move || {
+            let w = w.clone();
+            async move {
+                match pilot_status_once(&w).await {
+                    Ok((0, 0, 0)) => {}
+                    Ok((deleted, accounted, cleared)) => {
+                        tracing::info!(deleted, accounted, cleared, "pilots handled");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pilot status cycle failed"),
+                }
+            }
+        })),
         _ => return None,
     })
 }

@@ -296,6 +296,145 @@ impl PilotDb {
     }
 
     /// Number of pilots per status at a CE (for local pilot submission).
+    /// Pilots in a transient state not updated since `before` and none of
+    /// whose jobs is still active (a job silent too long is the
+    /// StalledJobAgent's): DIRAC's PilotStalledDays.
+    pub async fn stalled(&self, before: &str, limit: u64) -> Result<Vec<String>> {
+        let stamps: Vec<String> = sqlx::query_scalar(self.db.sql(
+            "SELECT p.PilotStamp FROM PilotAgents p \
+             WHERE p.Status IN ('Submitted', 'Waiting', 'Scheduled', 'Running', 'Unknown') \
+             AND p.LastUpdateTime < ? AND NOT EXISTS (SELECT 1 FROM JobToPilotMapping m \
+             JOIN Jobs j ON j.JobID = m.JobID WHERE m.PilotID = p.PilotID \
+             AND j.Status IN ('Matched', 'Running', 'Completing')) \
+             ORDER BY p.PilotID LIMIT ?",
+        ))
+        .bind(before.to_string())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(stamps)
+    }
+
+    /// One accounting record per finished pilot not yet accounted, then the
+    /// pilot flagged (`AccountingSent`). A record written by a run that
+    /// stopped before flagging is kept as it is, never counted twice.
+    pub async fn account_finished(&self, limit: u64) -> Result<u64> {
+        let rows = sqlx::query(self.db.sql(
+            "SELECT p.PilotID, p.PilotStamp, p.VO, p.GridSite, p.DestinationSite, p.Queue, p.GridType, \
+             p.Status, p.SubmissionTime, p.LastUpdateTime, \
+             (SELECT COUNT(*) FROM JobToPilotMapping m WHERE m.PilotID = p.PilotID) \
+             FROM PilotAgents p WHERE p.AccountingSent = 0 \
+             AND p.Status IN ('Done', 'Failed', 'Aborted', 'Deleted', 'Empty') ORDER BY p.PilotID LIMIT ?",
+        ))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.db.pool())
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let insert = match self.db.backend() {
+            Backend::MySql => {
+                "INSERT IGNORE INTO PilotAccounting (PilotStamp, VO, GridSite, DestinationSite, Queue, GridType, \
+                 Status, Jobs, SubmissionTime, EndTime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            }
+            Backend::Postgres | Backend::Sqlite => {
+                "INSERT INTO PilotAccounting (PilotStamp, VO, GridSite, DestinationSite, Queue, GridType, \
+                 Status, Jobs, SubmissionTime, EndTime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (PilotStamp) DO NOTHING"
+            }
+        };
+        let mut tx = self.db.pool().begin().await?;
+        for row in &rows {
+            let id: i64 = row.try_get(0)?;
+            let mut q = sqlx::query(self.db.sql(insert));
+            for i in 1..=7 {
+                q = q.bind(row.try_get::<String, _>(i)?);
+            }
+            q.bind(row.try_get::<i64, _>(10)?)
+                .bind(row.try_get::<String, _>(8)?)
+                .bind(row.try_get::<String, _>(9)?)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                self.db
+                    .sql("UPDATE PilotAgents SET AccountingSent = 1 WHERE PilotID = ?"),
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Pilot accounting: finished pilots per (site, CE, status) ended at or
+    /// after `since`, with the jobs they ran.
+    pub async fn accounting(&self, since: &str) -> Result<Vec<(String, String, String, u64, u64)>> {
+        // SUM is DECIMAL on MariaDB and NUMERIC on PostgreSQL: cast it back.
+        let sql = match self.db.backend() {
+            Backend::MySql => {
+                "SELECT GridSite, DestinationSite, Status, COUNT(*), CAST(SUM(Jobs) AS SIGNED) \
+                 FROM PilotAccounting WHERE EndTime >= ? GROUP BY GridSite, DestinationSite, Status \
+                 ORDER BY GridSite, DestinationSite, Status"
+            }
+            Backend::Postgres | Backend::Sqlite => {
+                "SELECT GridSite, DestinationSite, Status, COUNT(*), CAST(SUM(Jobs) AS BIGINT) \
+                 FROM PilotAccounting WHERE EndTime >= ? GROUP BY GridSite, DestinationSite, Status \
+                 ORDER BY GridSite, DestinationSite, Status"
+            }
+        };
+        let rows = sqlx::query(self.db.sql(sql))
+            .bind(since.to_string())
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get(3)?;
+                let jobs: i64 = r.try_get(4)?;
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    u64::try_from(n).unwrap_or(0),
+                    u64::try_from(jobs).unwrap_or(0),
+                ))
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(WmsError::from)
+    }
+
+    /// Remove finished, accounted pilots last updated before `before`
+    /// (Aborted ones: before `aborted_before`), with their logs and job links.
+    pub async fn clear(&self, before: &str, aborted_before: &str, limit: u64) -> Result<u64> {
+        let ids: Vec<i64> = sqlx::query_scalar(self.db.sql(
+            "SELECT PilotID FROM PilotAgents WHERE AccountingSent = 1 AND \
+             ((Status IN ('Done', 'Failed', 'Deleted', 'Empty') AND LastUpdateTime < ?) \
+             OR (Status = 'Aborted' AND LastUpdateTime < ?)) ORDER BY PilotID LIMIT ?",
+        ))
+        .bind(before.to_string())
+        .bind(aborted_before.to_string())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.db.pool())
+        .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.pool().begin().await?;
+        for table in ["PilotOutput", "JobToPilotMapping", "PilotAgents"] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE PilotID IN ({})",
+                list_placeholders(ids.len())
+            );
+            let mut q = sqlx::query(self.db.sql_dynamic(sql));
+            for id in &ids {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
     /// Record the CE's references of submitted pilots.
     pub async fn set_references(&self, references: &[(String, String)]) -> Result<()> {
         let mut tx = self.db.pool().begin().await?;

@@ -96,6 +96,26 @@ macro_rules! v2 {
     };
 }
 
+/// Version 3: DIRAC's `AccountingSent` flag, one accounting record per
+/// finished pilot (the stamp as key, so a record is never counted twice),
+/// and DiracX's (DestinationSite, Queue, Status) index.
+macro_rules! v3 {
+    ($suffix:literal) => {
+        [
+            "ALTER TABLE PilotAgents ADD COLUMN AccountingSent BIGINT NOT NULL DEFAULT 0",
+            "CREATE INDEX PilotAgentsQueue ON PilotAgents (DestinationSite, Queue, Status)",
+            concat!(
+                "CREATE TABLE PilotAccounting (PilotStamp VARCHAR(32) NOT NULL PRIMARY KEY, ",
+                "VO VARCHAR(64) NOT NULL, GridSite VARCHAR(128) NOT NULL, DestinationSite VARCHAR(128) NOT NULL, ",
+                "Queue VARCHAR(128) NOT NULL, GridType VARCHAR(32) NOT NULL, Status VARCHAR(32) NOT NULL, ",
+                "Jobs BIGINT NOT NULL, SubmissionTime VARCHAR(32) NOT NULL, EndTime VARCHAR(32) NOT NULL)",
+                $suffix
+            ),
+            "CREATE INDEX PilotAccountingEnd ON PilotAccounting (EndTime)",
+        ]
+    };
+}
+
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -200,5 +220,12 @@ pub const MIGRATIONS: &[Migration] = &[
             "DOUBLE PRECISION",
             ""
         ),
+    },
+    Migration {
+        version: 3,
+        description: "pilot accounting and the SiteDirector's queue index",
+        sqlite: &v3!(""),
+        mysql: &v3!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
+        postgres: &v3!(""),
     },
 ];

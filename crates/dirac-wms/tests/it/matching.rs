@@ -204,6 +204,104 @@ async fn stalled_jobs_fail_when_their_pilot_is_gone(db: JobDb) {
     let _ = ids;
 }
 
+/// The PilotStatus agent: silent pilots end Deleted unless a job of theirs
+/// still runs; finished pilots are accounted once, even when a cycle stops
+/// between writing the record and flagging the pilot; old ones are removed.
+async fn pilots_are_accounted_once_and_cleared(db: JobDb) {
+    submit(&db, &ALICE, &[JDL]).await;
+    let mut cfg = (*config()).clone();
+    cfg.services.agents.pilot_stalled_days = 0;
+    cfg.services.agents.clear_pilots_days = 0;
+    cfg.services.agents.clear_aborted_pilots_days = 0;
+    let w = Wms::new(db.clone(), Arc::new(cfg), sandbox_backend());
+    optimize_once(&w, 10).await.expect("optimize");
+    let pilot = |stamp: &str, status: &str| Pilot {
+        stamp: stamp.into(),
+        vo: "dteam".into(),
+        site: "LCG.Test.ch".into(),
+        ce: "ce.test".into(),
+        queue: "q".into(),
+        grid_type: "SSH".into(),
+        status: status.into(),
+        ..Default::default()
+    };
+    w.pilots
+        .register(&[
+            pilot("busy", "Running"),
+            pilot("silent", "Submitted"),
+            pilot("ended", "Running"),
+        ])
+        .await
+        .expect("register");
+    w.pilots
+        .set_references(&[("silent".into(), "ssh://ce.test/silent".into())])
+        .await
+        .expect("references");
+    let active = w.pilots.active("ce.test", "q").await.expect("active");
+    assert_eq!(active.len(), 3);
+    assert!(active.iter().any(|p| p.reference == "ssh://ce.test/silent"));
+    let job = w
+        .match_job(&pilot_resource("LCG.Test.ch"), "LCG.Test.ch", Some("busy"))
+        .await
+        .expect("match")
+        .expect("a job");
+    let mut running = BTreeMap::new();
+    running.insert(job.job_id, vec![now(JobStatus::Running, "JobWrapper")]);
+    db.apply_updates(running, Apply::Reported)
+        .await
+        .expect("running");
+    w.pilots
+        .set_status("ended", "Done", "ran 0 jobs")
+        .await
+        .expect("done");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+    let (deleted, accounted, cleared) = dirac_wms::agents::pilot_status_once(&w)
+        .await
+        .expect("cycle");
+    assert_eq!(
+        deleted, 1,
+        "only the silent pilot: the busy one has a running job"
+    );
+    assert_eq!(accounted, 2, "the ended and the deleted pilot");
+    assert_eq!(cleared, 2);
+    let left = w
+        .pilots
+        .get(&["busy".into(), "silent".into(), "ended".into()])
+        .await
+        .expect("get");
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].stamp.as_str(), left[0].status.as_str()),
+        ("busy", "Running")
+    );
+
+    // A cycle that wrote the record but stopped before flagging the pilot:
+    // the next one does not count it again.
+    w.pilots
+        .set_status("busy", "Done", "ran 1 job")
+        .await
+        .expect("done");
+    assert_eq!(w.pilots.account_finished(10).await.expect("account"), 1);
+    sqlx::query(w.db.db().sql("UPDATE PilotAgents SET AccountingSent = 0"))
+        .execute(w.db.db().pool())
+        .await
+        .expect("reset");
+    assert_eq!(w.pilots.account_finished(10).await.expect("account"), 1);
+    let summary = w.pilots.accounting("").await.expect("accounting");
+    let total: u64 = summary.iter().map(|r| r.3).sum();
+    assert_eq!(total, 3, "{summary:?}");
+    let done = summary
+        .iter()
+        .find(|r| r.2 == "Done" && r.1 == "ce.test")
+        .expect("Done row");
+    assert_eq!(
+        (done.3, done.4),
+        (2, 1),
+        "two Done pilots that ran one job: {summary:?}"
+    );
+}
+
 async fn running_limits_hold_jobs_back_at_a_site(db: JobDb) {
     submit(&db, &ALICE, &[JDL, JDL, JDL]).await;
     let mut cfg = (*config()).clone();
@@ -321,4 +419,5 @@ crate::backend_tests!(
     replicas_never_hand_out_a_job_twice,
     killed_jobs_leave_their_task_queue,
     stalled_jobs_fail_when_their_pilot_is_gone,
+    pilots_are_accounted_once_and_cleared,
 );

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Start a real ARC CE (A-REX 6, fork LRMS) whose REST interface answers on
+# https://localhost:PORT/arex/rest/1.0/ (127.0.0.1 works too) for the arc CE tests.
+#
+#   tests/ce/arex.sh DIR PORT
+#
+# A-REX listens on EVERY interface (its config has a port, no address), so
+# this refuses to run in a network namespace with interfaces other than lo:
+# run it inside `unshare -n -m` together with the client. It brings lo up.
+#
+# Makes under DIR (kept and reused when the script runs again on DIR):
+#   ca.pem ca.key                test CA; certificates/ is the private
+#                                x509_cert_dir holding it (hash links)
+#   hostcert.pem hostkey.pem     CN=localhost, SAN DNS:localhost, IP:127.0.0.1
+#   usercert.pem userkey.pem     client certificate, unencrypted key
+# and afresh each start: arc.conf, control/ session/ tmp/ (sticky 1777) log/.
+# The client's DN is mapped to the local user $AREX_USER (default root; jobs of
+# the fork LRMS run as that user).
+#
+# Returns once GET /arex/rest/1.0/info answers 200 with the client
+# certificate. Writes DIR/env (CA=, CERT=, KEY=, URL=, DN=, PIDS=) and prints
+# the daemon PIDs (the job-processing arched, then the REST/WS arched) as the
+# last line of stdout; they are also in DIR/arex.pid and DIR/arex-ws.pid. Stop
+# them with kill; they keep the namespace alive until then.
+# Needs root. Install with scripts/arc-server.sh.
+set -euo pipefail
+# Running and not a zombie (kill -0 also succeeds on an unreaped zombie).
+alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+if [ $# -ne 2 ]; then
+  echo "usage: $0 DIR PORT" >&2
+  exit 2
+fi
+other="$(ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -vx lo || true)"
+if [ -n "$other" ]; then
+  echo "refusing to start A-REX (binds all interfaces) next to interfaces: $(echo $other);" \
+       "use 'unshare -n -m'" >&2
+  exit 1
+fi
+for f in /usr/sbin/arched /usr/share/arc/arc-arex-start /usr/share/arc/arc-arex-ws-start; do
+  if [ ! -x "$f" ]; then
+    echo "$f missing: run scripts/arc-server.sh" >&2
+    exit 1
+  fi
+done
+mkdir -p "$1"
+DIR="$(cd "$1" && pwd)"
+PORT="$2"
+AREX_USER="${AREX_USER:-root}"
+ip link set lo up
+
+for p in arex arex-ws; do
+  if [ -s "$DIR/$p.pid" ] && alive "$(cat "$DIR/$p.pid")"; then
+    echo "A-REX already running for $DIR (pid $(cat "$DIR/$p.pid"))" >&2
+    exit 1
+  fi
+  rm -f "$DIR/$p.pid"
+done
+
+# --- test PKI -----------------------------------------------------------------
+if [ ! -s "$DIR/ca.pem" ] || [ ! -s "$DIR/hostcert.pem" ] || [ ! -s "$DIR/usercert.pem" ]; then
+  (
+    cd "$DIR"
+    umask 077
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/O=dirac-rs/CN=dirac-rs test CA" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -addext "subjectKeyIdentifier=hash" 2>/dev/null
+    openssl req -new -newkey rsa:2048 -nodes -keyout hostkey.pem -out host.csr \
+      -subj "/O=dirac-rs/CN=localhost" 2>/dev/null
+    cat > host.ext <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1
+EOF
+    openssl x509 -req -in host.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out hostcert.pem -days 3650 -extfile host.ext 2>/dev/null
+    openssl req -new -newkey rsa:2048 -nodes -keyout userkey.pem -out user.csr \
+      -subj "/O=dirac-rs/CN=dirac test user" 2>/dev/null
+    cat > user.ext <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EOF
+    openssl x509 -req -in user.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out usercert.pem -days 3650 -extfile user.ext 2>/dev/null
+    rm -f host.csr user.csr host.ext user.ext
+  )
+fi
+chmod 644 "$DIR/ca.pem" "$DIR/hostcert.pem" "$DIR/usercert.pem"
+chmod 600 "$DIR/ca.key" "$DIR/hostkey.pem" "$DIR/userkey.pem"
+rm -rf "$DIR/certificates"
+mkdir -p "$DIR/certificates" "$DIR/vomsdir"
+h="$(openssl x509 -in "$DIR/ca.pem" -noout -hash)"
+cp "$DIR/ca.pem" "$DIR/certificates/$h.0"
+# ARC's OpenSSL verification reads "/O=.../CN=..." DNs (slash form, as A-REX
+# logs them and authgroup "subject" expects them).
+DN="$(openssl x509 -in "$DIR/usercert.pem" -noout -subject -nameopt compat | sed 's/^subject=//')"
+
+# --- configuration ------------------------------------------------------------
+rm -rf "$DIR/control" "$DIR/session" "$DIR/tmp" "$DIR/log"
+mkdir -p "$DIR/control" "$DIR/session" "$DIR/tmp" "$DIR/log"
+chmod 1777 "$DIR/tmp"
+# A-REX generates a 4096-bit one in the background (minutes of CPU) when it is
+# missing; the RFC 7919 group is instant and passes "openssl dhparam -check".
+openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out "$DIR/control/dhparam.pem"
+chmod 600 "$DIR/control/dhparam.pem"
+
+cat > "$DIR/arc.conf" <<EOF
+# Generated by tests/ce/arex.sh
+[common]
+hostname = localhost
+x509_host_key = $DIR/hostkey.pem
+x509_host_cert = $DIR/hostcert.pem
+x509_cert_dir = $DIR/certificates
+x509_voms_dir = $DIR/vomsdir
+
+[authgroup:diracusers]
+subject = $DN
+
+[mapping]
+map_to_user = diracusers $AREX_USER:$AREX_USER
+
+[lrms]
+lrms = fork
+
+[arex]
+user = root
+controldir = $DIR/control
+sessiondir = $DIR/session
+tmpdir = $DIR/tmp
+pidfile = $DIR/arex.pid
+logfile = $DIR/log/arex.log
+joblog = $DIR/log/arex-jobs.log
+helperlog = $DIR/log/job.helper.errors
+wakeupperiod = 5
+loglevel = 3
+
+[arex/ws]
+wsurl = https://localhost:$PORT/arex
+logfile = $DIR/log/ws-interface.log
+pidfile = $DIR/arex-ws.pid
+
+[arex/ws/jobs]
+allowaccess = diracusers
+
+[infosys]
+logfile = $DIR/log/infoprovider.log
+
+[infosys/glue2]
+
+[infosys/cluster]
+
+[queue:fork]
+EOF
+
+if ! /usr/lib/arc/arc-config-check --config "$DIR/arc.conf" --skip-warnings >"$DIR/log/config-check.log" 2>&1; then
+  echo "arc-config-check rejected $DIR/arc.conf:" >&2
+  cat "$DIR/log/config-check.log" >&2
+  exit 1
+fi
+
+export ARC_CONFIG="$DIR/arc.conf"
+# The start scripts exec arched, which daemonizes and writes the pid files.
+/usr/share/arc/arc-arex-start </dev/null >>"$DIR/log/arex-start.out" 2>&1 || {
+  echo "arc-arex-start failed:" >&2; tail -n 30 "$DIR/log/arex-start.out" "$DIR/log/arex.log" >&2; exit 1; }
+/usr/share/arc/arc-arex-ws-start </dev/null >>"$DIR/log/arex-ws-start.out" 2>&1 || {
+  echo "arc-arex-ws-start failed:" >&2; tail -n 30 "$DIR/log/arex-ws-start.out" "$DIR/log/ws-interface.log" >&2; exit 1; }
+
+URL="https://localhost:$PORT/arex"
+for _ in $(seq 1 300); do
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+    --cacert "$DIR/ca.pem" --cert "$DIR/usercert.pem" --key "$DIR/userkey.pem" \
+    "$URL/rest/1.0/info" || true)"
+  if [ "$code" = 200 ]; then
+    PIDS="$(cat "$DIR/arex.pid") $(cat "$DIR/arex-ws.pid")"
+    cat > "$DIR/env" <<EOF
+CA=$DIR/ca.pem
+CADIR=$DIR/certificates
+CERT=$DIR/usercert.pem
+KEY=$DIR/userkey.pem
+URL=$URL
+REST=$URL/rest/1.0
+DN=$DN
+PIDS=$PIDS
+EOF
+    echo "$PIDS"
+    exit 0
+  fi
+  sleep 0.2
+done
+echo "A-REX REST did not answer 200 on $URL/rest/1.0/info (last: $code)" >&2
+tail -n 30 "$DIR/log/arex.log" "$DIR/log/ws-interface.log" >&2 || true
+exit 1
