@@ -45,8 +45,31 @@ done
 mkdir -p "$1"
 DIR="$(cd "$1" && pwd)"
 PORT="$2"
-AREX_USER="${AREX_USER:-root}"
+AREX_USER="${AREX_USER:-arcjob}"
 ip link set lo up
+
+# A-REX refuses to process jobs owned by uid 0 (the job stays ACCEPTING for
+# ever), so the client DN maps to an unprivileged user, created here once.
+if ! id -u "$AREX_USER" >/dev/null 2>&1; then
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "$AREX_USER"
+fi
+if [ "$(id -u "$AREX_USER")" = 0 ]; then
+  echo "AREX_USER must not be root: A-REX does not run jobs as uid 0" >&2
+  exit 1
+fi
+# The job user must reach its session directory under DIR: give "others" the
+# search (x, not read) bit on DIR's ancestors that lack it, e.g. the 0700
+# directory made by mktemp -d or Rust's tempfile::tempdir().
+d="$(dirname "$DIR")"
+while [ "$d" != / ]; do
+  if [ "$(( 0$(stat -c %a "$d") & 1 ))" = 0 ]; then
+    echo "note: chmod o+x $d (so $AREX_USER can reach $DIR)" >&2
+    chmod o+x "$d"
+  fi
+  d="$(dirname "$d")"
+done
+chmod 755 "$DIR"
 
 for p in arex arex-ws; do
   if [ -s "$DIR/$p.pid" ] && alive "$(cat "$DIR/$p.pid")"; then
@@ -120,7 +143,7 @@ x509_voms_dir = $DIR/vomsdir
 subject = $DN
 
 [mapping]
-map_to_user = diracusers $AREX_USER:$AREX_USER
+map_to_user = diracusers $AREX_USER:$(id -gn "$AREX_USER")
 
 [lrms]
 lrms = fork
@@ -135,7 +158,7 @@ logfile = $DIR/log/arex.log
 joblog = $DIR/log/arex-jobs.log
 helperlog = $DIR/log/job.helper.errors
 wakeupperiod = 5
-loglevel = 3
+loglevel = 5
 
 [arex/ws]
 wsurl = https://localhost:$PORT/arex

@@ -12,6 +12,7 @@
 //! `Slurm`.
 
 pub mod batch;
+pub mod kubernetes;
 pub mod shell;
 pub mod wrapper;
 

@@ -222,6 +222,22 @@ pub struct CeConfig {
     /// `$HOME/dirac-pilots`; the data directory for the local CE).
     #[serde(default)]
     pub work_dir: Option<String>,
+    /// `kubernetes` CEs: the namespace pilots run in (default `default`),
+    /// the image (it needs bash, curl or wget, and sha256sum), the service
+    /// account, node selector, seconds finished Jobs are kept (600) and a
+    /// kubeconfig file (default: in-cluster or `$KUBECONFIG`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, rename = "TTLSecondsAfterFinished")]
+    pub ttl_seconds_after_finished: Option<u32>,
+    #[serde(default)]
+    pub kube_config: Option<PathBuf>,
     #[serde(default)]
     pub queues: BTreeMap<String, QueueConfig>,
 }
@@ -944,6 +960,12 @@ impl DiracConfig {
                     return Err(invalid(
                         format!("Resources.Sites.{site}.CEs.{ce}.BatchSystem"),
                         format!("unknown batch system '{bs}' (Host or Slurm)"),
+                    ));
+                }
+                if cc.ce_type == "kubernetes" && cc.image.is_none() {
+                    return Err(invalid(
+                        format!("Resources.Sites.{site}.CEs.{ce}.Image"),
+                        "a kubernetes CE needs the pilot image",
                     ));
                 }
                 if cc.ce_type == "ssh" && cc.host.is_none() {

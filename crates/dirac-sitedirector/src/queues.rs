@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dirac_ce::kubernetes::{KubeSettings, KubernetesCe};
 use dirac_ce::shell::SshTarget;
 use dirac_ce::{BatchCe, BatchSystem, PilotLaunch, PilotSource, Shell};
 use dirac_core::config::{CeConfig, DiracConfig, QueueConfig};
@@ -31,7 +32,7 @@ pub struct PilotEndpoints {
 }
 
 /// CE types this director has connectors for.
-pub const SUPPORTED: &[&str] = &["local", "ssh", "slurm"];
+pub const SUPPORTED: &[&str] = &["local", "ssh", "slurm", "kubernetes"];
 
 /// Every queue of the configuration this director serves; CEs of types it
 /// has no connector for yet are named in the second list.
@@ -62,7 +63,10 @@ pub fn from_config(
             }
             for (queue, qc) in &cc.queues {
                 let launch = launch(config, ep, &vo, site, ce_name, cc, queue, qc);
-                let ce = batch_ce(ce_name, cc, queue, launch, ep, timeout);
+                let ce: Arc<dyn dirac_ce::ComputingElement> = match cc.ce_type.as_str() {
+                    "kubernetes" => Arc::new(kubernetes_ce(ce_name, cc, launch)),
+                    _ => Arc::new(batch_ce(ce_name, cc, queue, launch, ep, timeout)),
+                };
                 queues.push(QueueSpec {
                     site: site.clone(),
                     ce_name: ce_name.clone(),
@@ -73,7 +77,7 @@ pub fn from_config(
                         max_waiting: qc.max_waiting_jobs,
                     },
                     resource: resource(&vo, site, ce_name, cc, qc),
-                    ce: Arc::new(ce),
+                    ce,
                     kill_on_stop: cc.ce_type == "local",
                 });
             }
@@ -150,6 +154,21 @@ fn launch(
         platform: qc.platform.clone(),
         options: config.services.site_director.pilot_options.clone(),
     }
+}
+
+fn kubernetes_ce(name: &str, cc: &CeConfig, launch: PilotLaunch) -> KubernetesCe {
+    KubernetesCe::new(
+        name.to_string(),
+        KubeSettings {
+            namespace: cc.namespace.clone().unwrap_or_else(|| "default".into()),
+            image: cc.image.clone().unwrap_or_default(),
+            service_account: cc.service_account.clone(),
+            node_selector: cc.node_selector.clone(),
+            ttl_seconds_after_finished: cc.ttl_seconds_after_finished.unwrap_or(600),
+            kube_config: cc.kube_config.clone(),
+        },
+        launch,
+    )
 }
 
 fn batch_ce(
