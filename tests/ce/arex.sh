@@ -46,6 +46,9 @@ mkdir -p "$1"
 DIR="$(cd "$1" && pwd)"
 PORT="$2"
 AREX_USER="${AREX_USER:-arcjob}"
+AREX_LOGLEVEL="${AREX_LOGLEVEL:-3}"
+INFO_PERIOD="${AREX_INFO_PERIOD:-2}"
+case "$AREX_LOGLEVEL" in 0) LOGLEVEL=FATAL;; 1) LOGLEVEL=ERROR;; 2) LOGLEVEL=WARNING;; 4) LOGLEVEL=VERBOSE;; 5) LOGLEVEL=DEBUG;; *) LOGLEVEL=INFO;; esac
 ip link set lo up
 
 # A-REX refuses to process jobs owned by uid 0 (the job stays ACCEPTING for
@@ -100,7 +103,7 @@ EOF
     openssl x509 -req -in host.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
       -out hostcert.pem -days 3650 -extfile host.ext 2>/dev/null
     openssl req -new -newkey rsa:2048 -nodes -keyout userkey.pem -out user.csr \
-      -subj "/O=dirac-rs/CN=dirac test user" 2>/dev/null
+      -subj "/O=dirac-rs/CN=dirac-test-user" 2>/dev/null
     cat > user.ext <<EOF
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
@@ -158,7 +161,7 @@ logfile = $DIR/log/arex.log
 joblog = $DIR/log/arex-jobs.log
 helperlog = $DIR/log/job.helper.errors
 wakeupperiod = 5
-loglevel = 5
+loglevel = $AREX_LOGLEVEL
 
 [arex/ws]
 wsurl = https://localhost:$PORT/arex
@@ -185,19 +188,63 @@ if ! /usr/lib/arc/arc-config-check --config "$DIR/arc.conf" --skip-warnings >"$D
 fi
 
 export ARC_CONFIG="$DIR/arc.conf"
-# The start scripts exec arched, which daemonizes and writes the pid files.
-/usr/share/arc/arc-arex-start </dev/null >>"$DIR/log/arex-start.out" 2>&1 || {
-  echo "arc-arex-start failed:" >&2; tail -n 30 "$DIR/log/arex-start.out" "$DIR/log/arex.log" >&2; exit 1; }
-/usr/share/arc/arc-arex-ws-start </dev/null >>"$DIR/log/arex-ws-start.out" 2>&1 || {
-  echo "arc-arex-ws-start failed:" >&2; tail -n 30 "$DIR/log/arex-ws-start.out" "$DIR/log/ws-interface.log" >&2; exit 1; }
+# Job processing (grid manager, LRMS helpers, information provider). Started
+# the way /usr/share/arc/arc-arex-start does it (pre-processed config, then
+# arched with a small service XML) but by hand, because that script cannot set
+# the information provider's period, and the REST job status is read from the
+# per-job GLUE2 document that the provider rewrites each cycle (default every
+# 60 s). InfoproviderWakeupPeriod counts tenths of a second.
+/usr/lib/arc/arcconfig-parser --config "$DIR/arc.conf" --runconfig "$DIR/arex.cfg" --save
+cat > "$DIR/arex.xml" <<EOF
+<?xml version="1.0"?>
+<ArcConfig xmlns="http://www.nordugrid.org/schemas/ArcConfig/2007"
+           xmlns:arex="http://www.nordugrid.org/schemas/a-rex/Config">
+  <Server>
+    <PidFile>$DIR/arex.pid</PidFile>
+    <Logger><File>$DIR/log/arex.log</File><Level>$LOGLEVEL</Level></Logger>
+    <Watchdog>false</Watchdog>
+  </Server>
+  <ModuleManager><Path>/usr/lib/arc/</Path></ModuleManager>
+  <Plugins><Name>arex</Name></Plugins>
+  <Chain>
+    <Service name="a-rex" id="a-rex">
+      <arex:endpoint>https://localhost:$PORT/arex</arex:endpoint>
+      <arex:gmconfig>$DIR/arex.cfg</arex:gmconfig>
+      <arex:InfoproviderWakeupPeriod>$((INFO_PERIOD * 10))</arex:InfoproviderWakeupPeriod>
+    </Service>
+  </Chain>
+</ArcConfig>
+EOF
+# arched daemonizes and writes the pid file itself.
+if ! ( cd "$DIR/log" &&
+       X509_USER_CERT="$DIR/hostcert.pem" X509_USER_KEY="$DIR/hostkey.pem" \
+       X509_CERT_DIR="$DIR/certificates" TMPDIR="$DIR/tmp" HOSTNAME=localhost \
+       MALLOC_ARENA_MAX=2 /usr/sbin/arched -c "$DIR/arex.xml" \
+       </dev/null >>"$DIR/log/arex-start.out" 2>&1 ); then
+  echo "arched (job processing) failed to start:" >&2
+  tail -n 30 "$DIR/log/arex-start.out" "$DIR/log/arex.log" >&2 || true
+  exit 1
+fi
+# The HTTPS/REST front end: the packaged start script as it is (it derives
+# the TLS, cipher and user-mapping chain from arc.conf).
+if ! /usr/share/arc/arc-arex-ws-start </dev/null >>"$DIR/log/arex-ws-start.out" 2>&1; then
+  echo "arc-arex-ws-start failed:" >&2
+  tail -n 30 "$DIR/log/arex-ws-start.out" "$DIR/log/ws-interface.log" >&2 || true
+  [ -s "$DIR/arex.pid" ] && kill "$(cat "$DIR/arex.pid")" 2>/dev/null
+  exit 1
+fi
 
 URL="https://localhost:$PORT/arex"
+code=""
 for _ in $(seq 1 300); do
-  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+  code="$(curl -s -o "$DIR/info.probe" -w '%{http_code}' --max-time 5 \
     --cacert "$DIR/ca.pem" --cert "$DIR/usercert.pem" --key "$DIR/userkey.pem" \
     "$URL/rest/1.0/info" || true)"
-  if [ "$code" = 200 ]; then
-    PIDS="$(cat "$DIR/arex.pid") $(cat "$DIR/arex-ws.pid")"
+  # 200 with an empty body until the provider has written its first document.
+  if [ "$code" = 200 ] && [ -s "$DIR/info.probe" ] && [ -s "$DIR/arex.pid" ] && [ -s "$DIR/arex-ws.pid" ]; then
+    rm -f "$DIR/info.probe"
+    AREX_PID="$(cat "$DIR/arex.pid")"
+    WS_PID="$(cat "$DIR/arex-ws.pid")"
     cat > "$DIR/env" <<EOF
 CA=$DIR/ca.pem
 CADIR=$DIR/certificates
@@ -206,13 +253,21 @@ KEY=$DIR/userkey.pem
 URL=$URL
 REST=$URL/rest/1.0
 DN=$DN
-PIDS=$PIDS
+AREX_PID=$AREX_PID
+WS_PID=$WS_PID
 EOF
-    echo "$PIDS"
+    echo "$AREX_PID $WS_PID"
     exit 0
   fi
+  for p in arex arex-ws; do
+    if [ -s "$DIR/$p.pid" ] && ! alive "$(cat "$DIR/$p.pid")"; then
+      echo "A-REX ($p) exited during startup:" >&2
+      tail -n 30 "$DIR/log/arex.log" "$DIR/log/ws-interface.log" >&2 || true
+      exit 1
+    fi
+  done
   sleep 0.2
 done
-echo "A-REX REST did not answer 200 on $URL/rest/1.0/info (last: $code)" >&2
+echo "A-REX REST did not answer 200 on $URL/rest/1.0/info within 60 s (last: $code)" >&2
 tail -n 30 "$DIR/log/arex.log" "$DIR/log/ws-interface.log" >&2 || true
 exit 1

@@ -1017,6 +1017,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.dispatch("HEAD")
 
+    def send_error(self, code, message=None, explain=None):
+        # http.server's own errors (bad request line, unknown method, ...)
+        # as a Nova-shaped JSON fault instead of its HTML page.
+        self.close_connection = True
+        data = json.dumps({FAULT_NAMES.get(code, "computeFault"): {
+            "code": code, "message": message or self.responses.get(code, ("Error",))[0]}}).encode()
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(data)
+
     def send_json(self, code, body, headers=None):
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(code)

@@ -12,7 +12,9 @@
 //! `Slurm`.
 
 pub mod batch;
+pub mod http;
 pub mod kubernetes;
+pub mod openstack;
 pub mod shell;
 pub mod wrapper;
 

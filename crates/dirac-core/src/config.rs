@@ -238,6 +238,55 @@ pub struct CeConfig {
     pub ttl_seconds_after_finished: Option<u32>,
     #[serde(default)]
     pub kube_config: Option<PathBuf>,
+    /// Service port of `arc` (443) and `htcondorce` (9619) CEs.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `arc`: CA bundle to trust, and an X.509 client certificate and key
+    /// (PEM) when the CE is not given a token.
+    #[serde(default, rename = "CAFile")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// `arc` and `htcondorce`: audience of the WLCG token the TokenManager
+    /// mints for pilot submission (default `https://<Host>:<Port>`).
+    #[serde(default)]
+    pub token_audience: Option<String>,
+    /// `htcondorce`: submit to the local schedd rather than the CE's.
+    #[serde(default)]
+    pub use_local_schedd: bool,
+    /// `openstack`: Keystone v3 URL, and either a user (name, domain,
+    /// password file, project, project domain) or an application
+    /// credential (id, secret file); flavor, network, region, key pair and
+    /// the lifetime after which a VM is deleted whatever it does (seconds,
+    /// default 2 days).
+    #[serde(default, rename = "KeystoneURL")]
+    pub keystone_url: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub user_domain: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub project_domain: Option<String>,
+    #[serde(default, rename = "AppCredentialID")]
+    pub app_credential_id: Option<String>,
+    #[serde(default)]
+    pub app_credential_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub flavor: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub key_name: Option<String>,
+    #[serde(default)]
+    pub max_lifetime: Option<u64>,
     #[serde(default)]
     pub queues: BTreeMap<String, QueueConfig>,
 }
@@ -960,6 +1009,37 @@ impl DiracConfig {
                     return Err(invalid(
                         format!("Resources.Sites.{site}.CEs.{ce}.BatchSystem"),
                         format!("unknown batch system '{bs}' (Host or Slurm)"),
+                    ));
+                }
+                if cc.ce_type == "openstack" {
+                    let key = |k: &str| format!("Resources.Sites.{site}.CEs.{ce}.{k}");
+                    if cc.keystone_url.is_none() {
+                        return Err(invalid(
+                            key("KeystoneURL"),
+                            "an openstack CE needs Keystone",
+                        ));
+                    }
+                    if cc.image.is_none() || cc.flavor.is_none() {
+                        return Err(invalid(
+                            key("Image"),
+                            "an openstack CE needs Image and Flavor",
+                        ));
+                    }
+                    let password =
+                        cc.user.is_some() && cc.password_file.is_some() && cc.project.is_some();
+                    let app =
+                        cc.app_credential_id.is_some() && cc.app_credential_secret_file.is_some();
+                    if !password && !app {
+                        return Err(invalid(
+                            key("AppCredentialID"),
+                            "an openstack CE needs User, PasswordFile and Project, or AppCredentialID and AppCredentialSecretFile",
+                        ));
+                    }
+                }
+                if matches!(cc.ce_type.as_str(), "arc" | "htcondorce") && cc.host.is_none() {
+                    return Err(invalid(
+                        format!("Resources.Sites.{site}.CEs.{ce}.Host"),
+                        format!("an {} CE needs a host", cc.ce_type),
                     ));
                 }
                 if cc.ce_type == "kubernetes" && cc.image.is_none() {

@@ -2,11 +2,13 @@
 //! connectors serving them. The Kubernetes `ComputingElement` resources
 //! feed the same `CeConfig` structs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dirac_ce::CeError;
 use dirac_ce::kubernetes::{KubeSettings, KubernetesCe};
+use dirac_ce::openstack::{CloudSettings, Credentials, OpenStackCe};
 use dirac_ce::shell::SshTarget;
 use dirac_ce::{BatchCe, BatchSystem, PilotLaunch, PilotSource, Shell};
 use dirac_core::config::{CeConfig, DiracConfig, QueueConfig};
@@ -32,7 +34,7 @@ pub struct PilotEndpoints {
 }
 
 /// CE types this director has connectors for.
-pub const SUPPORTED: &[&str] = &["local", "ssh", "slurm", "kubernetes"];
+pub const SUPPORTED: &[&str] = &["local", "ssh", "slurm", "kubernetes", "openstack"];
 
 /// Every queue of the configuration this director serves; CEs of types it
 /// has no connector for yet are named in the second list.
@@ -65,6 +67,13 @@ pub fn from_config(
                 let launch = launch(config, ep, &vo, site, ce_name, cc, queue, qc);
                 let ce: Arc<dyn dirac_ce::ComputingElement> = match cc.ce_type.as_str() {
                     "kubernetes" => Arc::new(kubernetes_ce(ce_name, cc, launch)),
+                    "openstack" => match openstack_ce(ce_name, cc, launch, timeout) {
+                        Ok(ce) => Arc::new(ce),
+                        Err(e) => {
+                            skipped.push(format!("{site}/{ce_name} ({e})"));
+                            continue;
+                        }
+                    },
                     _ => Arc::new(batch_ce(ce_name, cc, queue, launch, ep, timeout)),
                 };
                 queues.push(QueueSpec {
@@ -154,6 +163,52 @@ fn launch(
         platform: qc.platform.clone(),
         options: config.services.site_director.pilot_options.clone(),
     }
+}
+
+fn secret_file(path: &Path) -> Result<String, CeError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| CeError::Config(format!("{}: {e}", path.display())))
+}
+
+fn openstack_ce(
+    name: &str,
+    cc: &CeConfig,
+    launch: PilotLaunch,
+    timeout: Duration,
+) -> Result<OpenStackCe, CeError> {
+    // Validation made sure one of the two kinds of credentials is complete.
+    let credentials = match (&cc.app_credential_id, &cc.app_credential_secret_file) {
+        (Some(id), Some(file)) => Credentials::ApplicationCredential {
+            id: id.clone(),
+            secret: secret_file(file)?,
+        },
+        _ => Credentials::Password {
+            user: cc.user.clone().unwrap_or_default(),
+            user_domain: cc.user_domain.clone().unwrap_or_else(|| "Default".into()),
+            password: secret_file(cc.password_file.as_deref().unwrap_or(Path::new("")))?,
+            project: cc.project.clone().unwrap_or_default(),
+            project_domain: cc
+                .project_domain
+                .clone()
+                .unwrap_or_else(|| "Default".into()),
+        },
+    };
+    OpenStackCe::new(
+        name.to_string(),
+        CloudSettings {
+            keystone_url: cc.keystone_url.clone().unwrap_or_default(),
+            credentials,
+            region: cc.region.clone(),
+            image: cc.image.clone().unwrap_or_default(),
+            flavor: cc.flavor.clone().unwrap_or_default(),
+            network: cc.network.clone(),
+            key_name: cc.key_name.clone(),
+            max_lifetime: cc.max_lifetime.unwrap_or(2 * 86_400),
+        },
+        launch,
+        timeout,
+    )
 }
 
 fn kubernetes_ce(name: &str, cc: &CeConfig, launch: PilotLaunch) -> KubernetesCe {
