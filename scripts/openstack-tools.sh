@@ -7,18 +7,29 @@
 # Keystone drags in ~95 packages (oslo.*, SQLAlchemy, eventlet, ...) that
 # must not meet the other test tools' packages, hence the separate venv. The
 # whole dependency set is pinned to the versions verified with keystone
-# 30.0.0 on CPython 3.11, so CI installs what was tested. It also runs
-# `keystone-manage db_sync` once into an empty schema database
-# ($VENV/share/dirac/keystone-schema.db) that tests/ce/keystone.sh copies
-# instead of migrating a fresh database on every start (saves ~3.5 s).
+# 30.0.0 on CPython 3.11, so CI installs what was tested.
+#
+# It also prepares a template database for tests/ce/keystone.sh, so that a
+# test start runs no keystone-manage at all (each run imports all of keystone,
+# ~2.5-3.5 s on the 2-core machines): `keystone-manage db_sync` (the schema)
+# and `keystone-manage bootstrap` (domain Default, project admin, user admin,
+# roles admin/manager/member/reader/service, region RegionOne, the identity
+# service) into $VENV/share/dirac/keystone-template.db, with a random admin
+# password kept beside it in keystone-template.env. keystone.sh copies the
+# database, gives admin a fresh password and points the identity endpoint at
+# its own port through the API. The template holds no keys (fernet keys are
+# made per start) and no other secret.
+#
 # Quiet on success; prints pip's / keystone-manage's output on failure.
-# Nova has no such installer: tests/ce/nova_standin.py is a stdlib stand-in.
+# Nova has no installer: tests/ce/nova_standin.py is a stdlib stand-in.
 set -euo pipefail
 TOOLS="${DIRAC_TEST_TOOLS:-$HOME/.cache/dirac-test-tools}"
 VENV="$TOOLS/keystone-venv"
 KEYSTONE_VERSION=30.0.0
 STAMP="$VENV/.dirac-keystone-$KEYSTONE_VERSION-1"
-[ -f "$STAMP" ] && exit 0
+SHARE="$VENV/share/dirac"
+TEMPLATE_STAMP="$SHARE/.keystone-template-1"
+[ -f "$STAMP" ] && [ -f "$TEMPLATE_STAMP" ] && exit 0
 
 log="$(mktemp)"
 work="$(mktemp -d)"
@@ -28,12 +39,14 @@ fail() {
   cat "$log" >&2
   exit 1
 }
-mkdir -p "$TOOLS"
-rm -rf "$VENV"
-python3 -m venv "$VENV" >"$log" 2>&1 || fail "python3 -m venv"
 
-# The set `pip install keystone==30.0.0` resolved to when this was verified.
-cat > "$work/constraints.txt" <<'PINS'
+if [ ! -f "$STAMP" ]; then
+  mkdir -p "$TOOLS"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" >"$log" 2>&1 || fail "python3 -m venv"
+
+  # The set `pip install keystone==30.0.0` resolved to when this was verified.
+  cat > "$work/constraints.txt" <<'PINS'
 alembic==1.20.1
 amqp==5.4.2
 aniso8601==10.0.1
@@ -130,18 +143,30 @@ wrapt==2.5.2
 xmlschema==2.5.1
 yappi==1.7.6
 PINS
-"$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  -c "$work/constraints.txt" "keystone==$KEYSTONE_VERSION" >"$log" 2>&1 \
-  || fail "pip install keystone==$KEYSTONE_VERSION"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    -c "$work/constraints.txt" "keystone==$KEYSTONE_VERSION" >"$log" 2>&1 \
+    || fail "pip install keystone==$KEYSTONE_VERSION"
 
-# An empty, fully migrated schema for keystone.sh to copy.
-mkdir -p "$VENV/share/dirac"
-rm -f "$VENV/share/dirac/keystone-schema.db"
-cat > "$work/keystone.conf" <<CONF
+  touch "$STAMP"
+fi
+
+if [ ! -f "$TEMPLATE_STAMP" ]; then
+  mkdir -p "$SHARE"
+  rm -f "$SHARE"/keystone-template.* "$SHARE"/keystone-schema.db
+  password="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  cat > "$work/keystone.conf" <<CONF
 [database]
-connection = sqlite:///$work/keystone-schema.db
+connection = sqlite:///$work/keystone.db
+[identity]
+password_hash_rounds = 4
 CONF
-"$VENV/bin/keystone-manage" --config-file "$work/keystone.conf" db_sync >"$log" 2>&1 \
-  || fail "keystone-manage db_sync"
-mv "$work/keystone-schema.db" "$VENV/share/dirac/keystone-schema.db"
-touch "$STAMP"
+  "$VENV/bin/keystone-manage" --config-file "$work/keystone.conf" db_sync >"$log" 2>&1 \
+    || fail "keystone-manage db_sync"
+  "$VENV/bin/keystone-manage" --config-file "$work/keystone.conf" bootstrap \
+    --bootstrap-password "$password" --bootstrap-region-id RegionOne \
+    --bootstrap-public-url http://127.0.0.1:5000/v3 >"$log" 2>&1 \
+    || fail "keystone-manage bootstrap"
+  (umask 077 && echo "TEMPLATE_ADMIN_PASSWORD=$password" > "$SHARE/keystone-template.env")
+  mv "$work/keystone.db" "$SHARE/keystone-template.db"
+  touch "$TEMPLATE_STAMP"
+fi

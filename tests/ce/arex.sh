@@ -36,7 +36,7 @@ if [ -n "$other" ]; then
        "use 'unshare -n -m'" >&2
   exit 1
 fi
-for f in /usr/sbin/arched /usr/share/arc/arc-arex-start /usr/share/arc/arc-arex-ws-start; do
+for f in /usr/sbin/arched /usr/share/arc/arc-arex-ws-start /usr/lib/arc/arcconfig-parser; do
   if [ ! -x "$f" ]; then
     echo "$f missing: run scripts/arc-server.sh" >&2
     exit 1
@@ -48,6 +48,7 @@ PORT="$2"
 AREX_USER="${AREX_USER:-arcjob}"
 AREX_LOGLEVEL="${AREX_LOGLEVEL:-3}"
 INFO_PERIOD="${AREX_INFO_PERIOD:-2}"
+case "$INFO_PERIOD" in ''|*[!0-9]*) echo "AREX_INFO_PERIOD must be whole seconds" >&2; exit 2;; esac
 case "$AREX_LOGLEVEL" in 0) LOGLEVEL=FATAL;; 1) LOGLEVEL=ERROR;; 2) LOGLEVEL=WARNING;; 4) LOGLEVEL=VERBOSE;; 5) LOGLEVEL=DEBUG;; *) LOGLEVEL=INFO;; esac
 ip link set lo up
 
@@ -160,7 +161,7 @@ pidfile = $DIR/arex.pid
 logfile = $DIR/log/arex.log
 joblog = $DIR/log/arex-jobs.log
 helperlog = $DIR/log/job.helper.errors
-wakeupperiod = 5
+wakeupperiod = 2
 loglevel = $AREX_LOGLEVEL
 
 [arex/ws]
@@ -181,12 +182,6 @@ logfile = $DIR/log/infoprovider.log
 [queue:fork]
 EOF
 
-if ! /usr/lib/arc/arc-config-check --config "$DIR/arc.conf" --skip-warnings >"$DIR/log/config-check.log" 2>&1; then
-  echo "arc-config-check rejected $DIR/arc.conf:" >&2
-  cat "$DIR/log/config-check.log" >&2
-  exit 1
-fi
-
 export ARC_CONFIG="$DIR/arc.conf"
 # Job processing (grid manager, LRMS helpers, information provider). Started
 # the way /usr/share/arc/arc-arex-start does it (pre-processed config, then
@@ -195,6 +190,40 @@ export ARC_CONFIG="$DIR/arc.conf"
 # per-job GLUE2 document that the provider rewrites each cycle (default every
 # 60 s). InfoproviderWakeupPeriod counts tenths of a second.
 /usr/lib/arc/arcconfig-parser --config "$DIR/arc.conf" --runconfig "$DIR/arex.cfg" --save
+# The fork back end notices finished (and killed) jobs only through the
+# scan-fork-job helper: one pass, "sleep 10", exit, and A-REX restarts it at
+# most every 10 s. cancel-fork-job signals only the job's wrapper shell
+# (the job's own processes live on, e.g. a killed "sleep 300" keeps running
+# and keeps the namespace alive) and waits 5 s between SIGTERM and SIGKILL.
+# A-REX runs these scripts from $ARC_LOCATION/share/arc, so its daemon gets a
+# private ARC_LOCATION: links to the packaged files, a cancel-fork-job that
+# signals the wrapper's whole process tree and waits 1 s, and a scan-fork-job
+# that repeats the packaged pass every second while its parent (A-REX) lives.
+LOC="$DIR/arc-location"
+rm -rf "$LOC"
+mkdir -p "$LOC/share/arc"
+ln -s /usr/lib "$LOC/lib"
+ln -s /usr/sbin "$LOC/sbin"
+ln -s /usr/bin "$LOC/bin"
+for f in /usr/share/arc/*; do ln -s "$f" "$LOC/share/arc/"; done
+rm "$LOC/share/arc/scan-fork-job" "$LOC/share/arc/cancel-fork-job"
+sed -e '1a tree_pids() { for c in $(pgrep -P "$1"); do tree_pids "$c"; done; echo "$1"; }' \
+    -e 's/^\([[:space:]]*\)kill -TERM \$joboption_jobid$/\1pids=$(tree_pids $joboption_jobid); kill -TERM $pids/' \
+    -e 's/^\([[:space:]]*\)sleep 5$/\1sleep 1/' \
+    -e 's/^\([[:space:]]*\)kill -KILL \$joboption_jobid$/\1kill -KILL $pids 2>\/dev\/null/' \
+    /usr/share/arc/cancel-fork-job > "$LOC/share/arc/cancel-fork-job"
+sed 's/^sleep 10$/sleep 1/' /usr/share/arc/scan-fork-job > "$LOC/share/arc/scan-fork-job-pass"
+cat > "$LOC/share/arc/scan-fork-job" <<'EOF'
+#!/bin/sh
+while kill -0 "$PPID" 2>/dev/null; do
+  "$(dirname "$0")/scan-fork-job-pass" "$@"
+done
+EOF
+chmod 755 "$LOC/share/arc/scan-fork-job" "$LOC/share/arc/scan-fork-job-pass" "$LOC/share/arc/cancel-fork-job"
+if ! grep -qx 'sleep 1' "$LOC/share/arc/scan-fork-job-pass" ||
+   ! grep -q "kill -KILL \$pids" "$LOC/share/arc/cancel-fork-job"; then
+  echo "note: /usr/share/arc/{scan,cancel}-fork-job changed: check $LOC/share/arc" >&2
+fi
 cat > "$DIR/arex.xml" <<EOF
 <?xml version="1.0"?>
 <ArcConfig xmlns="http://www.nordugrid.org/schemas/ArcConfig/2007"
@@ -219,14 +248,16 @@ EOF
 if ! ( cd "$DIR/log" &&
        X509_USER_CERT="$DIR/hostcert.pem" X509_USER_KEY="$DIR/hostkey.pem" \
        X509_CERT_DIR="$DIR/certificates" TMPDIR="$DIR/tmp" HOSTNAME=localhost \
-       MALLOC_ARENA_MAX=2 /usr/sbin/arched -c "$DIR/arex.xml" \
+       MALLOC_ARENA_MAX=2 ARC_LOCATION="$LOC" /usr/sbin/arched -c "$DIR/arex.xml" \
        </dev/null >>"$DIR/log/arex-start.out" 2>&1 ); then
   echo "arched (job processing) failed to start:" >&2
   tail -n 30 "$DIR/log/arex-start.out" "$DIR/log/arex.log" >&2 || true
   exit 1
 fi
 # The HTTPS/REST front end: the packaged start script as it is (it derives
-# the TLS, cipher and user-mapping chain from arc.conf).
+# the TLS, cipher and user-mapping chain from arc.conf, and checks arc.conf
+# with /usr/lib/arc/arc-config-check first: failures land in
+# log/arex-ws-start.out, warnings in log/ws-interface.log).
 if ! /usr/share/arc/arc-arex-ws-start </dev/null >>"$DIR/log/arex-ws-start.out" 2>&1; then
   echo "arc-arex-ws-start failed:" >&2
   tail -n 30 "$DIR/log/arex-ws-start.out" "$DIR/log/ws-interface.log" >&2 || true
@@ -253,6 +284,7 @@ KEY=$DIR/userkey.pem
 URL=$URL
 REST=$URL/rest/1.0
 DN=$DN
+JOB_USER=$AREX_USER
 AREX_PID=$AREX_PID
 WS_PID=$WS_PID
 EOF

@@ -23,11 +23,15 @@
 # compute endpoint is in the catalog. Installs Keystone first when needed
 # (scripts/openstack-tools.sh).
 #
-# Start-up is kept short: the migrated schema comes from the installer, the
-# fernet keys are written directly (they are 32 random bytes, url-safe base64,
-# one file per key, "0" the staged key) instead of by two more
-# keystone-manage runs, the server starts while `keystone-manage bootstrap`
-# runs, and passwords are hashed with bcrypt at 4 rounds (test-only).
+# Start-up is kept short (no keystone-manage run here: each one imports all
+# of keystone): the database is a copy of the installer's template, already
+# migrated (db_sync) and bootstrapped (admin, roles, RegionOne, identity
+# service); this script then gives admin a fresh random password and points
+# the identity endpoint at PORT through the API. The fernet token and
+# credential keys are written directly (each key is 32 random bytes, url-safe
+# base64, one file per key, "0" the staged one) instead of by
+# `keystone-manage fernet_setup` / `credential_setup`. Passwords are hashed
+# with bcrypt at 4 rounds (test-only).
 set -euo pipefail
 if [ $# -ne 3 ]; then
   echo "usage: $0 DIR PORT NOVA_PORT" >&2
@@ -79,7 +83,9 @@ password_hash_rounds = 4
 CONF
 
 rm -f "$DIR/keystone.db"
-cp "$VENV/share/dirac/keystone-schema.db" "$DIR/keystone.db"
+cp "$VENV/share/dirac/keystone-template.db" "$DIR/keystone.db"
+# shellcheck disable=SC1091
+. "$VENV/share/dirac/keystone-template.env"
 "$PY" - "$DIR" <<'EOF'
 import base64, os, sys
 for repo in ("fernet-keys", "credential-keys"):
@@ -109,6 +115,7 @@ from keystone.wsgi.api import application  # noqa: E402
 class Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64
 
 
 class Handler(WSGIRequestHandler):
@@ -123,7 +130,7 @@ EOF
 export OS_KEYSTONE_CONFIG_FILES="$DIR/keystone.conf"
 unset OS_KEYSTONE_CONFIG_DIR
 rm -f "$DIR/keystone.pid"
-"$PY" "$DIR/keystone_server.py" "$PORT" >"$DIR/keystone.log" 2>&1 &
+"$PY" "$DIR/keystone_server.py" "$PORT" </dev/null >"$DIR/keystone.log" 2>&1 &
 SERVER=$!
 echo "$SERVER" > "$DIR/keystone.pid"
 stop_on_error() {
@@ -133,20 +140,14 @@ stop_on_error() {
 }
 trap stop_on_error ERR
 
-if ! "$VENV/bin/keystone-manage" --config-file "$DIR/keystone.conf" bootstrap \
-     --bootstrap-password "$ADMIN_PASSWORD" \
-     --bootstrap-region-id RegionOne \
-     --bootstrap-public-url "$URL" >"$DIR/bootstrap.log" 2>&1; then
-  cat "$DIR/bootstrap.log" >&2
-  false
-fi
-
-# Projects, user, role, catalog and application credential through the API,
-# then both authentication methods as a client would use them.
-"$PY" - "$DIR" "$URL" "$NOVA_PORT" "$ADMIN_PASSWORD" "$PASSWORD" "$SERVER" <<'EOF'
+# Through the API: the identity endpoint, project, user, role, catalog and
+# application credential, admin's new password, then both authentication
+# methods as a client would use them.
+"$PY" - "$DIR" "$URL" "$NOVA_PORT" "$TEMPLATE_ADMIN_PASSWORD" "$ADMIN_PASSWORD" "$PASSWORD" \
+  "$SERVER" <<'EOF'
 import json, os, sys, time, urllib.error, urllib.request
 
-dir_, url, nova_port, admin_pw, user_pw, server_pid = sys.argv[1:]
+dir_, url, nova_port, template_pw, admin_pw, user_pw, server_pid = sys.argv[1:]
 
 
 def call(method, path, body=None, token=None, ok=(200, 201, 204)):
@@ -190,7 +191,13 @@ def password_auth(name, password, scope):
     return headers["X-Subject-Token"], tok["token"]
 
 
-admin, _ = password_auth("admin", admin_pw, {"system": {"all": True}})
+admin, admin_info = password_auth("admin", template_pw, {"system": {"all": True}})
+admin_id = admin_info["user"]["id"]
+_, _, services = call("GET", "/services?type=identity", token=admin)
+for svc in services["services"]:
+    _, _, eps = call("GET", "/endpoints?service_id=%s" % svc["id"], token=admin)
+    for ep in eps["endpoints"]:
+        call("PATCH", "/endpoints/%s" % ep["id"], {"endpoint": {"url": url}}, admin)
 _, _, roles = call("GET", "/roles?name=member", token=admin)
 member = roles["roles"][0]["id"]
 _, _, project = call("POST", "/projects", {"project": {
@@ -215,14 +222,19 @@ _, _, cred = call("POST", "/users/%s/application_credentials" % user_id, {
                                "description": "DIRAC OpenStack CE tests"}}, user_token)
 cred = cred["application_credential"]
 
+# A password change revokes admin's tokens: last of admin's calls.
+call("PATCH", "/users/%s" % admin_id, {"user": {"password": admin_pw}}, admin)
+password_auth("admin", admin_pw, {"system": {"all": True}})
+
 # Both methods, as the connector will use them; the catalog must list compute.
 _, _, tok = call("POST", "/auth/tokens", {"auth": {"identity": {
     "methods": ["application_credential"],
     "application_credential": {"id": cred["id"], "secret": cred["secret"]}}}})
 for t in (tok["token"], password_auth("pilot-factory", user_pw, project_scope)[1]):
-    eps = [e["url"] for s in t["catalog"] if s["type"] == "compute"
-           for e in s["endpoints"] if e["interface"] == "public"]
-    if eps != [nova_url] or t["project"]["id"] != project_id:
+    eps = {s["type"]: [e["url"] for e in s["endpoints"] if e["interface"] == "public"]
+           for s in t["catalog"]}
+    if eps.get("compute") != [nova_url] or eps.get("identity") != [url] \
+            or t["project"]["id"] != project_id:
         raise SystemExit("unexpected token: %r" % t)
 
 env = {

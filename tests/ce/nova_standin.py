@@ -51,11 +51,12 @@ Booting. The server is BUILD for --build-seconds, then its user_data
                    quoted and joined), run in order by /bin/sh.
     Every other key is ignored (listed on the console). write_files paths
     are placed under DIR/servers/{id}/root/ (a write_files path /a/b lands
-    in root/a/b); occurrences of those exact paths inside runcmd strings are
-    rewritten to the placed files, so "bash /opt/pilot.sh" runs the written
-    file. The document may be JSON (JSON is YAML) or block YAML using
-    mappings, "- " sequences, plain/'single'/"double" quoted scalars,
-    [flow, lists], {flow: maps} and | / > block scalars (with -/+).
+    in root/a/b); each of those exact paths appearing as a whole word in a
+    runcmd item is rewritten to the placed file, so "bash /opt/pilot.sh"
+    runs the written file (paths the script itself builds are not). The
+    document may be JSON (JSON is YAML) or block YAML using mappings, "- "
+    sequences, plain/'single'/"double" quoted scalars, [flow, lists],
+    {flow: maps} and | / > block scalars (with -/+).
     Anchors, aliases, tags and multi-line plain scalars are not supported.
   * anything else (or none): nothing runs; the server stays ACTIVE until
     deleted or stopped.
@@ -824,17 +825,19 @@ class Nova:
                     env[name] = os.environ[name]
             if note:
                 self.say(s, note)
+            console = open(s.console, "ab")
             try:
-                console = open(s.console, "ab")
                 s.proc = subprocess.Popen(
                     argv, cwd=os.path.join(s.dir, "root"), env=env,
                     stdin=subprocess.DEVNULL, stdout=console,
                     stderr=subprocess.STDOUT, start_new_session=True)
-                console.close()
             except OSError as e:
-                self.say(s, "cannot run user-data: %s; powering off" % e)
+                self.say(s, "cannot run user-data (%s; its first line is %r); powering off"
+                         % (e.strerror or e, _first_line(s.user_data)))
                 s.set_state("stopped", 4)
                 return
+            finally:
+                console.close()
         code = s.proc.wait()
         _kill_group(s.proc.pid, signal.SIGKILL)
         with self.lock:
@@ -913,11 +916,11 @@ class Nova:
         if not cmds:
             return None, "cloud-config has no runcmd; idling"
         order = sorted((p for p in placed if p.startswith("/")), key=len, reverse=True)
+        pattern = re.compile(r"(?<![\w./-])(%s)(?![\w./-])" % "|".join(
+            re.escape(p) for p in order)) if order else None
 
         def rewrite(text):
-            for p in order:
-                text = text.replace(p, placed[p])
-            return text
+            return pattern.sub(lambda m: placed[m.group(1)], text) if pattern else text
 
         lines = ["#!/bin/sh"]
         for c in cmds:
@@ -970,6 +973,15 @@ def _kill_group(pid, sig):
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _first_line(data):
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError):
+            pass
+    return data.split(b"\n", 1)[0][:80].decode("utf-8", "replace")
 
 
 def _short(v, limit=80):
@@ -1274,6 +1286,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server_(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64
 
 
 def main():

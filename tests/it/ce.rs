@@ -205,3 +205,147 @@ fn pilots_through_slurm_run_jobs() {
         }
     }
 }
+
+/// `diracd token` for `user` in `group`.
+fn token(d: &Diracd, user: &str, group: &str) -> String {
+    let out = Command::new(super::bin("diracd"))
+        .args(["token", "--user", user, "--group", group, "--data-dir"])
+        .arg(d.dir.path())
+        .output()
+        .expect("diracd token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn as_operator(d: &Diracd, op: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--json", "--token", op];
+    full.extend_from_slice(args);
+    let out = d.dirac(&full);
+    assert!(
+        out.status.success(),
+        "dirac {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// Operators see the queues, ban a site (its pilots then get test jobs
+/// only, and the SiteDirector sends none for user jobs), allow it again,
+/// read a pilot's output at its CE and kill it.
+#[test]
+fn operators_ban_sites_and_kill_pilots() {
+    let d = Diracd::start_with(tempfile::tempdir().expect("tmp"), &[]);
+    let op = token(&d, "admin", "dteam_operator");
+    let queues = as_operator(&d, &op, &["ce", "status"]);
+    let q = &queues["queues"][0];
+    assert_eq!(
+        (q["site"].as_str(), q["ce_type"].as_str()),
+        (Some("LCG.Local.local"), Some("local")),
+        "{queues}"
+    );
+
+    // A normal user may not ban a site.
+    let out = d.dirac(&["site", "ban", "LCG.Local.local", "--reason", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.dirac(&["--token", &op, "site", "ban", "LCG.Local.local"]);
+    assert!(!out.status.success(), "a ban needs a reason");
+
+    let banned = as_operator(
+        &d,
+        &op,
+        &["site", "ban", "LCG.Local.local", "--reason", "downtime"],
+    );
+    assert_eq!(banned["sites"][0]["status"], "Banned", "{banned}");
+    let user_job = d.dir.path().join("user.jdl");
+    std::fs::write(
+        &user_job,
+        "[ Executable = \"/bin/sleep\"; Arguments = \"60\"; JobName = \"user\"; ]",
+    )
+    .expect("write");
+    let test_job = d.dir.path().join("test.jdl");
+    std::fs::write(
+        &test_job,
+        "[ Executable = \"/bin/true\"; JobName = \"sam\"; JobType = \"Test\"; ]",
+    )
+    .expect("write");
+    let user = ids(&d.json(&["job", "submit", &user_job.display().to_string()]))[0];
+    let test = ids(&d.json(&["job", "submit", &test_job.display().to_string()]))[0];
+    let done = wait_final(&d, &[test], Duration::from_secs(60));
+    assert_eq!(
+        done[0]["status"], "Done",
+        "the test job runs at the banned site: {}",
+        done[0]
+    );
+    let st = d.json(&["job", "status", &user.to_string()]);
+    assert_eq!(
+        st["jobs"][0]["status"], "Waiting",
+        "no user job at a banned site: {st}"
+    );
+    let queues = as_operator(&d, &op, &["ce", "status", "--site", "LCG.Local.local"]);
+    assert_eq!(queues["queues"][0]["site_banned"], true, "{queues}");
+    assert_eq!(
+        queues["queues"][0]["waiting_jobs"], 0,
+        "user jobs are no demand there: {queues}"
+    );
+
+    // Allowed again: the user job starts; its pilot's output is at the CE.
+    as_operator(&d, &op, &["site", "allow", "LCG.Local.local"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let stamp = loop {
+        let st = d.json(&["job", "status", &user.to_string()]);
+        if st["jobs"][0]["status"] == "Running" {
+            let pilots = as_operator(&d, &op, &["pilot", "list", "--where", "Status=Running"]);
+            if let Some(p) = pilots["pilots"].as_array().and_then(|p| {
+                p.iter().find(|p| {
+                    p["job_ids"]
+                        .as_array()
+                        .is_some_and(|j| j.iter().any(|id| id.as_u64() == Some(user)))
+                })
+            }) {
+                break p["stamp"].as_str().expect("stamp").to_string();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the user job never ran: {st}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let output = as_operator(&d, &op, &["pilot", "logs", "--ce", &stamp]);
+    assert!(
+        output["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("starting dirac-pilot")),
+        "{output}"
+    );
+    let killed = as_operator(&d, &op, &["pilot", "kill", &stamp]);
+    assert_eq!(killed["killed"][0], stamp.as_str(), "{killed}");
+    let shown = as_operator(&d, &op, &["pilot", "show", &stamp]);
+    assert_eq!(shown["pilots"][0]["status"], "Aborted", "{shown}");
+    assert!(
+        shown["pilots"][0]["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("killed by admin")),
+        "{shown}"
+    );
+    // Killing it again is a per-item failure, not a crash.
+    let out = d.dirac(&["--token", &op, "pilot", "kill", &stamp]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Aborted already"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.stop();
+}

@@ -34,9 +34,15 @@ pub enum Command {
     /// Submit, inspect and manage jobs.
     #[command(subcommand)]
     Job(JobCommand),
-    /// Inspect pilots.
+    /// Inspect and kill pilots.
     #[command(subcommand)]
     Pilot(PilotCommand),
+    /// Computing elements: queues, slots, pilots, waiting jobs.
+    #[command(subcommand)]
+    Ce(CeCommand),
+    /// The site mask: banned sites get test jobs only.
+    #[command(subcommand)]
+    Site(SiteCommand),
     /// Log in through the AuthServer (device flow: open the printed URL
     /// anywhere, e.g. from a Jupyter terminal).
     Login {
@@ -303,10 +309,56 @@ pub enum PilotCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
-    /// Print the log of one pilot.
+    /// Show pilots with the jobs they ran.
+    Show {
+        #[arg(required = true, value_name = "STAMP")]
+        stamps: Vec<String>,
+    },
+    /// Print the log a pilot sent (or, with --ce, its output as the CE
+    /// keeps it).
     Logs {
         #[arg(value_name = "STAMP")]
         stamp: String,
+        /// Ask the computing element for the pilot's stdout and stderr.
+        #[arg(long)]
+        ce: bool,
+    },
+    /// Kill pilots at their computing element.
+    Kill {
+        #[arg(required = true, value_name = "STAMP")]
+        stamps: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CeCommand {
+    /// Every queue: limits, waiting and running pilots, waiting jobs it
+    /// could run.
+    Status {
+        /// Only this site's queues.
+        #[arg(long)]
+        site: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Sites in the mask and their status.
+    List,
+    /// Ban sites: their pilots get test jobs only.
+    Ban {
+        #[arg(required = true)]
+        sites: Vec<String>,
+        /// Why (required).
+        #[arg(long, required = true)]
+        reason: String,
+    },
+    /// Allow banned sites again.
+    Allow {
+        #[arg(required = true)]
+        sites: Vec<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 

@@ -120,6 +120,52 @@ pub fn pilots(list: &[Pilot]) -> Table {
     t
 }
 
+/// Site | CE | Queue | Type | Waiting/Max | Running | Max | Jobs | Banned.
+pub fn queues(list: &[dirac_proto::wms::QueueStatus]) -> Table {
+    let mut t = table(&[
+        "Site",
+        "CE",
+        "Queue",
+        "Type",
+        "Pilots waiting",
+        "Pilots running",
+        "MaxWaiting",
+        "MaxTotal",
+        "Waiting jobs",
+        "Mask",
+    ]);
+    for q in list {
+        t.add_row(vec![
+            q.site.clone(),
+            q.ce.clone(),
+            q.queue.clone(),
+            q.ce_type.clone(),
+            q.waiting_pilots.to_string(),
+            q.running_pilots.to_string(),
+            q.max_waiting.to_string(),
+            q.max_total.to_string(),
+            q.waiting_jobs.to_string(),
+            if q.site_banned { "Banned" } else { "Active" }.to_string(),
+        ]);
+    }
+    t
+}
+
+/// Site | Status | Reason | Author | LastUpdate.
+pub fn sites(list: &[dirac_proto::wms::SiteStatus]) -> Table {
+    let mut t = table(&["Site", "Status", "Reason", "Author", "LastUpdate"]);
+    for s in list {
+        t.add_row(vec![
+            s.site.clone(),
+            s.status.clone(),
+            s.reason.clone(),
+            s.author.clone(),
+            s.last_update.clone(),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use dirac_proto::wms::SummaryRow;

@@ -87,6 +87,8 @@ pub type Matcher = MatcherClient<AuthChannel>;
 pub type SandboxStore = SandboxStoreClient<AuthChannel>;
 /// Pilot registration, states and logs.
 pub type PilotManager = PilotManagerClient<AuthChannel>;
+/// The site mask stub.
+pub type SiteMask = dirac_proto::wms::site_mask_client::SiteMaskClient<AuthChannel>;
 /// The file catalog.
 pub type FileCatalog = dirac_proto::dms::file_catalog_client::FileCatalogClient<AuthChannel>;
 /// The installation's storage elements (`dips`).
@@ -204,6 +206,11 @@ impl Client {
         PilotManagerClient::new(self.intercepted())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// The SiteMask stub.
+    pub fn site_mask(&self) -> SiteMask {
+        dirac_proto::wms::site_mask_client::SiteMaskClient::new(self.intercepted())
     }
 
     /// The FileCatalog stub.

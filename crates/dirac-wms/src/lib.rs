@@ -20,6 +20,7 @@ pub mod sandbox;
 pub mod schema;
 pub mod search;
 pub mod service;
+pub mod sites;
 pub mod state;
 pub mod submit;
 pub mod taskqueuedb;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use dirac_core::config::DiracConfig;
 use dirac_core::server::ServiceSet;
+use dirac_matcher::ResourceDescription;
 use tokio::sync::Notify;
 
 pub use error::WmsError;
@@ -50,6 +52,10 @@ pub struct Wms {
     job_tokens: std::sync::OnceLock<Arc<dirac_core::auth::TokenIssuer>>,
     /// Where input data is looked up, when the installation has a catalog.
     replica_catalog: std::sync::OnceLock<Arc<dyn inputdata::ReplicaCatalog>>,
+    /// Banned sites (test jobs only).
+    pub site_mask: sites::SiteMask,
+    /// The computing elements, when this process can reach them.
+    pilot_control: std::sync::OnceLock<Arc<dyn sites::PilotControl>>,
 }
 
 impl Wms {
@@ -68,6 +74,8 @@ impl Wms {
             optimizer_wake: Notify::new(),
             job_tokens: std::sync::OnceLock::new(),
             replica_catalog: std::sync::OnceLock::new(),
+            site_mask: sites::SiteMask::default(),
+            pilot_control: std::sync::OnceLock::new(),
         })
     }
 
@@ -78,6 +86,29 @@ impl Wms {
 
     pub fn replica_catalog(&self) -> Option<&Arc<dyn inputdata::ReplicaCatalog>> {
         self.replica_catalog.get()
+    }
+
+    /// Let the PilotManager reach the computing elements.
+    pub fn enable_pilot_control(&self, control: Arc<dyn sites::PilotControl>) {
+        let _ = self.pilot_control.set(control);
+    }
+
+    pub fn pilot_control(&self) -> Option<&Arc<dyn sites::PilotControl>> {
+        self.pilot_control.get()
+    }
+
+    /// Waiting jobs a queue offering `resource` could run (test jobs only
+    /// when its site is banned): the SiteDirector's demand.
+    pub fn demand(&self, resource: ResourceDescription) -> Result<u64, WmsError> {
+        let site = resource.site.clone().unwrap_or_default();
+        let resource = resource
+            .into_resource()
+            .map_err(|e| WmsError::InvalidArgument(e.to_string()))?;
+        let resource = self
+            .site_mask
+            .restrict(&resource, &site)
+            .unwrap_or(resource);
+        Ok(self.matcher.demand(&resource))
     }
 
     /// Give matched jobs a token of their owner signed by `issuer`.
@@ -163,5 +194,8 @@ impl Wms {
         set.add(sized!(SandboxStoreServer::new(
             pilot_service::SandboxService(self.clone())
         )));
+        set.add(dirac_proto::wms::site_mask_server::SiteMaskServer::new(
+            pilot_service::SiteMaskService(self.clone()),
+        ));
     }
 }

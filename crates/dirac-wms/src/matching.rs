@@ -180,6 +180,7 @@ impl MatcherState {
 
 /// Load TaskQueueDB into the index (at start and periodically).
 pub async fn resync(wms: &Wms) -> Result<usize, WmsError> {
+    wms.site_mask.reload(wms.db.db()).await?;
     let jobs = wms.db.task_queues.load().await?;
     let n = jobs.len();
     wms.matcher.rebuild(jobs);
@@ -228,6 +229,8 @@ impl Wms {
         site: &str,
         pilot_stamp: Option<&str>,
     ) -> Result<Option<MatchedJob>, WmsError> {
+        let restricted = self.site_mask.restrict(resource, site);
+        let resource = restricted.as_ref().unwrap_or(resource);
         self.matcher.remember(resource);
         let batcher = self
             .matcher

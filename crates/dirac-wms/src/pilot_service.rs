@@ -12,9 +12,11 @@ use dirac_proto::wms::sandbox_chunk::Kind;
 use dirac_proto::wms::sandbox_store_server::SandboxStore;
 use dirac_proto::wms::{
     AppendPilotLogRequest, AssignSandboxesRequest, DownloadSandboxRequest, GetPilotsResponse,
-    JobSandboxesRequest, JobSandboxesResponse, Pilot, PilotLogRequest, PilotLogResponse,
-    PilotStamps, RegisterPilotsRequest, RegisterPilotsResponse, SandboxChunk, SandboxHeader,
-    SearchPilotsRequest, SearchPilotsResponse, SetPilotStatusRequest, UploadSandboxResponse,
+    JobSandboxesRequest, JobSandboxesResponse, KillPilotsResponse, Pilot, PilotLogRequest,
+    PilotLogResponse, PilotStamps, QueueStatus, QueueStatusRequest, QueueStatusResponse,
+    RegisterPilotsRequest, RegisterPilotsResponse, SandboxChunk, SandboxHeader,
+    SearchPilotsRequest, SearchPilotsResponse, SetPilotStatusRequest, SetSiteStatusRequest,
+    SetSiteStatusResponse, SiteMaskRequest, SiteMaskResponse, UploadSandboxResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -172,6 +174,136 @@ impl PilotManager for PilotService {
             .ok_or_else(|| WmsError::NotFound(format!("pilot {stamp} is not registered")))?;
         same_vo(&who, &vo)?;
         Ok(Response::new(PilotLogResponse { stamp, text }))
+    }
+
+    async fn kill_pilots(
+        &self,
+        req: Request<PilotStamps>,
+    ) -> Result<Response<KillPilotsResponse>, Status> {
+        let who = identity(&req)?.clone();
+        let stamps = req.into_inner().stamps;
+        if stamps.len() > 1000 {
+            return Err(WmsError::ResourceExhausted("at most 1000 pilots per call".into()).into());
+        }
+        let control = self.control()?;
+        let found = self.0.pilots.get(&stamps).await?;
+        let mut killed = Vec::new();
+        let mut failed = HashMap::new();
+        for stamp in &stamps {
+            let result = async {
+                let p = found.iter().find(|p| &p.stamp == stamp).ok_or_else(|| {
+                    WmsError::NotFound(format!("pilot {stamp} is not registered"))
+                })?;
+                same_vo(&who, &p.vo)?;
+                if crate::pilotdb::FINAL_PILOT_STATES.contains(&p.status.as_str()) {
+                    return Err(WmsError::FailedPrecondition(format!(
+                        "pilot {stamp} is {} already",
+                        p.status
+                    )));
+                }
+                control.kill(p).await.map_err(WmsError::Unavailable)?;
+                let reason = format!("killed by {}", who.username);
+                self.0.pilots.set_status(stamp, "Aborted", &reason).await?;
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => killed.push(stamp.clone()),
+                Err(e) => {
+                    failed.insert(stamp.clone(), item_error(&e));
+                }
+            }
+        }
+        Ok(Response::new(KillPilotsResponse { killed, failed }))
+    }
+
+    async fn get_pilot_output(
+        &self,
+        req: Request<PilotLogRequest>,
+    ) -> Result<Response<PilotLogResponse>, Status> {
+        let who = identity(&req)?.clone();
+        let stamp = req.into_inner().stamp;
+        let control = self.control()?;
+        let pilot = self.0.pilots.get(std::slice::from_ref(&stamp)).await?;
+        let p = pilot
+            .first()
+            .ok_or_else(|| WmsError::NotFound(format!("pilot {stamp} is not registered")))?;
+        same_vo(&who, &p.vo)?;
+        let text = control.output(p).await.map_err(WmsError::Unavailable)?;
+        Ok(Response::new(PilotLogResponse { stamp, text }))
+    }
+
+    async fn get_queue_status(
+        &self,
+        req: Request<QueueStatusRequest>,
+    ) -> Result<Response<QueueStatusResponse>, Status> {
+        let site = req.into_inner().site;
+        let Some(control) = self.0.pilot_control() else {
+            return Ok(Response::new(QueueStatusResponse::default()));
+        };
+        let mut queues = Vec::new();
+        for q in control.queues() {
+            if !site.is_empty() && q.site != site {
+                continue;
+            }
+            let pilots = self.0.pilots.active(&q.ce, &q.queue).await?;
+            let (waiting_pilots, running_pilots) = crate::sites::count_pilots(&pilots);
+            queues.push(QueueStatus {
+                site_banned: self.0.site_mask.is_banned(&q.site),
+                waiting_jobs: self.0.demand(q.resource.clone()).unwrap_or(0),
+                site: q.site,
+                ce: q.ce,
+                queue: q.queue,
+                ce_type: q.ce_type,
+                max_total: q.max_total,
+                max_waiting: q.max_waiting,
+                waiting_pilots,
+                running_pilots,
+            });
+        }
+        Ok(Response::new(QueueStatusResponse { queues }))
+    }
+}
+
+impl PilotService {
+    fn control(&self) -> Result<&Arc<dyn crate::sites::PilotControl>, WmsError> {
+        self.0.pilot_control().ok_or_else(|| {
+            WmsError::FailedPrecondition("this service reaches no computing element".into())
+        })
+    }
+}
+
+/// The site mask: anyone reads it; site and service administrators change it.
+#[derive(Clone)]
+pub struct SiteMaskService(pub Arc<Wms>);
+
+#[tonic::async_trait]
+impl dirac_proto::wms::site_mask_server::SiteMask for SiteMaskService {
+    async fn get_site_mask(
+        &self,
+        _req: Request<SiteMaskRequest>,
+    ) -> Result<Response<SiteMaskResponse>, Status> {
+        let sites = crate::sites::list(self.0.db.db()).await?;
+        Ok(Response::new(SiteMaskResponse { sites }))
+    }
+
+    async fn set_site_status(
+        &self,
+        req: Request<SetSiteStatusRequest>,
+    ) -> Result<Response<SetSiteStatusResponse>, Status> {
+        let who = identity(&req)?.clone();
+        let r = req.into_inner();
+        let sites = crate::sites::set(
+            self.0.db.db(),
+            &r.sites,
+            &r.status,
+            &r.reason,
+            &who.username,
+        )
+        .await?;
+        self.0.site_mask.reload(self.0.db.db()).await?;
+        tracing::info!(sites = ?r.sites, status = %r.status, by = %who.username, "site mask changed");
+        Ok(Response::new(SetSiteStatusResponse { sites }))
     }
 }
 

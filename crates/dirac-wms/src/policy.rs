@@ -17,6 +17,7 @@ pub const JOB_STATE_UPDATE: &str = "dirac.wms.v1.JobStateUpdate";
 pub const MATCHER: &str = "dirac.wms.v1.Matcher";
 pub const SANDBOX_STORE: &str = "dirac.wms.v1.SandboxStore";
 pub const PILOT_MANAGER: &str = "dirac.wms.v1.PilotManager";
+pub const SITE_MASK: &str = "dirac.wms.v1.SiteMask";
 
 const USERS: &[&str] = &["NormalUser", "JobAdministrator"];
 const READERS: &[&str] = &[
@@ -100,6 +101,22 @@ pub fn register(table: &mut PolicyTable) {
             ("SearchPilots", Access::AnyOf(PILOT_READERS)),
             ("AppendPilotLog", Access::AnyOf(&["GenericPilot"])),
             ("GetPilotLog", Access::AnyOf(PILOT_OPERATORS)),
+            (
+                "KillPilots",
+                Access::AnyOf(&["ServiceAdministrator", "JobAdministrator", "Operator"]),
+            ),
+            ("GetPilotOutput", Access::AnyOf(PILOT_OPERATORS)),
+            ("GetQueueStatus", Access::AnyOf(PILOT_READERS)),
+        ],
+    );
+    table.add_service(
+        SITE_MASK,
+        &[
+            ("GetSiteMask", Access::AnyOf(PILOT_READERS)),
+            (
+                "SetSiteStatus",
+                Access::AnyOf(&["ServiceAdministrator", "SiteManager", "Operator"]),
+            ),
         ],
     );
     table.add_service(

@@ -98,7 +98,7 @@ macro_rules! v2 {
 
 /// Version 3: DIRAC's `AccountingSent` flag, one accounting record per
 /// finished pilot (the stamp as key, so a record is never counted twice),
-/// and DiracX's (DestinationSite, Queue, Status) index.
+/// DiracX's (DestinationSite, Queue, Status) index, and the site mask.
 macro_rules! v3 {
     ($suffix:literal) => {
         [
@@ -112,6 +112,11 @@ macro_rules! v3 {
                 $suffix
             ),
             "CREATE INDEX PilotAccountingEnd ON PilotAccounting (EndTime)",
+            concat!(
+                "CREATE TABLE SiteMask (Site VARCHAR(128) NOT NULL PRIMARY KEY, Status VARCHAR(16) NOT NULL, ",
+                "Reason VARCHAR(255) NOT NULL, Author VARCHAR(64) NOT NULL, LastUpdate VARCHAR(32) NOT NULL)",
+                $suffix
+            ),
         ]
     };
 }
@@ -223,7 +228,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        description: "pilot accounting and the SiteDirector's queue index",
+        description: "pilot accounting, the SiteDirector's queue index, the site mask",
         sqlite: &v3!(""),
         mysql: &v3!(" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"),
         postgres: &v3!(""),

@@ -432,15 +432,20 @@ async fn run_site_director(data_dir: &Path, config: Arc<DiracConfig>) -> anyhow:
     let wms = open_wms(&config, data_dir).await?;
     let issuer = Arc::new(issuer(data_dir, &config)?);
     let auth = open_auth(&config, data_dir, &wms, issuer, &auth_url).await?;
-    let registry = Arc::new(crate::site_director::WmsRegistry { wms, auth });
-    let director = crate::site_director::build(&config, registry, &url, &auth_url, data_dir, 60)?
-        .context("no queue of Resources.Sites has a CE this SiteDirector can serve")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The demand comes from the task queues: keep this process's copy of
+    // them (and of the site mask) fresh.
+    let resync = dirac_wms::agents::spawn("task-queues", &wms, &stop_rx).context("task-queues")?;
+    let registry = Arc::new(crate::site_director::WmsRegistry { wms, auth });
+    let (director, _) =
+        crate::site_director::build(&config, registry, &url, &auth_url, data_dir, 60)?
+            .context("no queue of Resources.Sites has a CE this SiteDirector can serve")?;
     let task = tokio::spawn(director.run(stop_rx));
     tracing::info!(agent = "site-director", "agent running");
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = task.await;
+    let _ = resync.await;
     Ok(())
 }
 
@@ -564,7 +569,10 @@ pub async fn run_all(
         auth: auth.clone(),
     });
     match crate::site_director::build(&config, registry, &public, &auth_url, data_dir, 2) {
-        Ok(Some(director)) => tasks.push(tokio::spawn(director.run(stop_rx.clone()))),
+        Ok(Some((director, control))) => {
+            wms.enable_pilot_control(control);
+            tasks.push(tokio::spawn(director.run(stop_rx.clone())));
+        }
         Ok(None) => tracing::info!("no computing element configured: no pilots are submitted"),
         Err(e) => tracing::warn!(error = %e, "SiteDirector disabled"),
     }

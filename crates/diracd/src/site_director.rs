@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use dirac_core::config::DiracConfig;
 use dirac_matcher::ResourceDescription;
 use dirac_sitedirector::queues::PilotEndpoints;
-use dirac_sitedirector::{ActivePilot, NewPilot, Registry, SiteDirector};
+use dirac_sitedirector::{ActivePilot, NewPilot, QueueSpec, Registry, SiteDirector};
 use dirac_wms::Wms;
 
 pub struct WmsRegistry {
@@ -127,8 +127,62 @@ pub fn pilot_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// The director for this configuration, or `None` when it has no queue it
-/// can serve.
+/// The PilotManager's way to the CEs: the director's queues.
+pub struct CeControl {
+    queues: Vec<QueueSpec>,
+    ce_types: std::collections::HashMap<(String, String), String>,
+}
+
+impl CeControl {
+    fn find(&self, pilot: &dirac_proto::wms::Pilot) -> Result<&QueueSpec, String> {
+        self.queues
+            .iter()
+            .find(|q| q.ce_name == pilot.ce && q.queue == pilot.queue)
+            .ok_or_else(|| {
+                format!(
+                    "no configured queue {}/{} for pilot {}",
+                    pilot.ce, pilot.queue, pilot.stamp
+                )
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl dirac_wms::sites::PilotControl for CeControl {
+    fn queues(&self) -> Vec<dirac_wms::sites::QueueInfo> {
+        self.queues
+            .iter()
+            .map(|q| dirac_wms::sites::QueueInfo {
+                site: q.site.clone(),
+                ce: q.ce_name.clone(),
+                queue: q.queue.clone(),
+                ce_type: self
+                    .ce_types
+                    .get(&(q.site.clone(), q.ce_name.clone()))
+                    .cloned()
+                    .unwrap_or_default(),
+                max_total: q.limits.max_total,
+                max_waiting: q.limits.max_waiting,
+                resource: q.resource.clone(),
+            })
+            .collect()
+    }
+
+    async fn kill(&self, pilot: &dirac_proto::wms::Pilot) -> Result<(), String> {
+        let q = self.find(pilot)?;
+        q.ce.kill(std::slice::from_ref(&pilot.reference))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn output(&self, pilot: &dirac_proto::wms::Pilot) -> Result<String, String> {
+        let q = self.find(pilot)?;
+        q.ce.logs(&pilot.reference).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The director for this configuration and the PilotManager's way to its
+/// CEs, or `None` when it has no queue it can serve.
 pub fn build(
     config: &DiracConfig,
     registry: Arc<dyn Registry>,
@@ -136,7 +190,7 @@ pub fn build(
     auth_url: &str,
     data_dir: &Path,
     default_polling: u64,
-) -> anyhow::Result<Option<SiteDirector>> {
+) -> anyhow::Result<Option<(SiteDirector, Arc<CeControl>)>> {
     let sd = &config.services.site_director;
     let local_pilot = pilot_binary()?;
     let pilot_sha256 = dirac_ce::wrapper::sha256_file(&local_pilot)
@@ -164,7 +218,24 @@ pub fn build(
     for q in &queues {
         tracing::info!(site = %q.site, ce = %q.ce_name, queue = %q.queue, max_total = q.limits.max_total, "SiteDirector serves queue");
     }
-    Ok(Some(SiteDirector::new(queues, registry, settings)))
+    let ce_types = config
+        .resources
+        .sites
+        .iter()
+        .flat_map(|(site, sc)| {
+            sc.ces
+                .iter()
+                .map(move |(ce, cc)| ((site.clone(), ce.clone()), cc.ce_type.clone()))
+        })
+        .collect();
+    let control = Arc::new(CeControl {
+        queues: queues.clone(),
+        ce_types,
+    });
+    Ok(Some((
+        SiteDirector::new(queues, registry, settings),
+        control,
+    )))
 }
 
 /// `GET /pilot/dirac-pilot` (the binary) and `/pilot/dirac-pilot.sha256`,

@@ -33,6 +33,8 @@ pub async fn run(cli: Cli, env: &dyn Env) -> anyhow::Result<Report> {
     match command {
         Command::Job(command) => job::run(&connect()?, command, json).await,
         Command::Pilot(command) => pilot::run(&connect()?, command, json).await,
+        Command::Ce(command) => pilot::run_ce(&connect()?, command, json).await,
+        Command::Site(command) => pilot::run_site(&connect()?, command, json).await,
         Command::Login {
             vo,
             group,
