@@ -1,31 +1,56 @@
 #!/usr/bin/env bash
-# Start a real ARC CE (A-REX 6, fork LRMS) whose REST interface answers on
-# https://localhost:PORT/arex/rest/1.0/ (127.0.0.1 works too) for the arc CE tests.
+# Start a real ARC CE (NorduGrid A-REX 6 from Debian, fork back end) whose REST
+# interface answers on https://localhost:PORT/arex/rest/1.0/ (and on
+# 127.0.0.1) for the ARC CE tests. API notes: tests/ce/ARC-REST.md.
 #
 #   tests/ce/arex.sh DIR PORT
 #
-# A-REX listens on EVERY interface (its config has a port, no address), so
-# this refuses to run in a network namespace with interfaces other than lo:
-# run it inside `unshare -n -m` together with the client. It brings lo up.
+# A-REX listens on EVERY interface (its TCP listener takes a port, no
+# address), so this refuses to run in a network namespace with interfaces
+# other than lo: run it inside `unshare -n -m` together with the client. It
+# brings lo up. Needs root. Install with scripts/arc-server.sh.
 #
-# Makes under DIR (kept and reused when the script runs again on DIR):
-#   ca.pem ca.key                test CA; certificates/ is the private
-#                                x509_cert_dir holding it (hash links)
-#   hostcert.pem hostkey.pem     CN=localhost, SAN DNS:localhost, IP:127.0.0.1
-#   usercert.pem userkey.pem     client certificate, unencrypted key
-# and afresh each start: arc.conf, control/ session/ tmp/ (sticky 1777) log/.
-# The client's DN is mapped to the local user $AREX_USER (default root; jobs of
-# the fork LRMS run as that user).
+# Under DIR, kept and reused when the script runs again on the same DIR:
+#   ca.pem ca.key               throw-away CA (EC P-256); certificates/ is the
+#                               x509_cert_dir A-REX trusts (<hash>.0 copy of it)
+#   hostcert.pem hostkey.pem    CN=localhost, SAN DNS:localhost, IP:127.0.0.1
+#   usercert.pem userkey.pem    client certificate /O=dirac-rs/CN=dirac-test-user,
+#                               unencrypted key
+# made afresh on each start: arc.conf (and its parsed form arex.cfg), arex.xml
+# and arex-ws.xml (the two daemons), control/ session/ tmp/ (1777) log/, and
+# arc-location/ (see below). The client's DN is mapped to the unprivileged local
+# user $AREX_USER (default "arcjob", created with useradd if missing; A-REX does
+# not run jobs as root): fork jobs run as that user in session/<job id>/.
 #
-# Returns once GET /arex/rest/1.0/info answers 200 with the client
-# certificate. Writes DIR/env (CA=, CERT=, KEY=, URL=, DN=, PIDS=) and prints
-# the daemon PIDs (the job-processing arched, then the REST/WS arched) as the
-# last line of stdout; they are also in DIR/arex.pid and DIR/arex-ws.pid. Stop
-# them with kill; they keep the namespace alive until then.
-# Needs root. Install with scripts/arc-server.sh.
+# Knobs (environment):
+#   AREX_INFO_PERIOD  seconds the information provider pauses between runs
+#                     (default 2; A-REX's own default is 60). REST job states
+#                     come from its per-job documents, so this is the state lag.
+#   AREX_TLS_CURVE    the single ECDHE group the server accepts (default
+#                     secp521r1, A-REX 6's default; rustls has no P-521, so a
+#                     rustls client needs prime256v1 or secp384r1).
+#   AREX_LOGLEVEL     0-5 (default 3 = INFO); logs in DIR/log/.
+#
+# Returns once GET /arex/rest/1.0/info answers 200 with a GLUE2 document, with
+# the client certificate. Writes DIR/env, KEY=value lines without spaces (it
+# can be sourced): CA CADIR CERT KEY URL REST DN JOB_USER AREX_PID WS_PID. The
+# last line of stdout is "AREX_PID WS_PID": the job-processing daemon and the
+# HTTPS front end (also in DIR/arex.pid and DIR/arex-ws.pid while they run).
+# Stop both with kill: they keep the namespace alive until then, and the first
+# takes up to ~10 s to exit (wait for /proc/PID to go before reusing DIR).
 set -euo pipefail
 # Running and not a zombie (kill -0 also succeeds on an unreaped zombie).
 alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+# Report a failed start with the logs and arc.conf's check, stop what started.
+fail() {
+  echo "$1" >&2
+  tail -n 20 "$DIR"/log/*.out "$DIR/log/arex.log" "$DIR/log/ws-interface.log" >&2 2>/dev/null || true
+  /usr/lib/arc/arc-config-check --config "$DIR/arc.conf" --skip-warnings >&2 2>&1 || true
+  for p in arex arex-ws; do
+    [ -s "$DIR/$p.pid" ] && kill "$(cat "$DIR/$p.pid")" 2>/dev/null || true
+  done
+  exit 1
+}
 if [ $# -ne 2 ]; then
   echo "usage: $0 DIR PORT" >&2
   exit 2
@@ -36,7 +61,7 @@ if [ -n "$other" ]; then
        "use 'unshare -n -m'" >&2
   exit 1
 fi
-for f in /usr/sbin/arched /usr/share/arc/arc-arex-ws-start /usr/lib/arc/arcconfig-parser; do
+for f in /usr/sbin/arched /usr/lib/arc/arcconfig-parser /usr/share/arc/scan-fork-job; do
   if [ ! -x "$f" ]; then
     echo "$f missing: run scripts/arc-server.sh" >&2
     exit 1
@@ -48,6 +73,7 @@ PORT="$2"
 AREX_USER="${AREX_USER:-arcjob}"
 AREX_LOGLEVEL="${AREX_LOGLEVEL:-3}"
 INFO_PERIOD="${AREX_INFO_PERIOD:-2}"
+TLS_CURVE="${AREX_TLS_CURVE:-secp521r1}"
 case "$INFO_PERIOD" in ''|*[!0-9]*) echo "AREX_INFO_PERIOD must be whole seconds" >&2; exit 2;; esac
 case "$AREX_LOGLEVEL" in 0) LOGLEVEL=FATAL;; 1) LOGLEVEL=ERROR;; 2) LOGLEVEL=WARNING;; 4) LOGLEVEL=VERBOSE;; 5) LOGLEVEL=DEBUG;; *) LOGLEVEL=INFO;; esac
 ip link set lo up
@@ -88,12 +114,13 @@ if [ ! -s "$DIR/ca.pem" ] || [ ! -s "$DIR/hostcert.pem" ] || [ ! -s "$DIR/userce
   (
     cd "$DIR"
     umask 077
-    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+    EC=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 -new "${EC[@]}" -keyout ca.key -out ca.pem -days 3650 \
       -subj "/O=dirac-rs/CN=dirac-rs test CA" \
       -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign" \
       -addext "subjectKeyIdentifier=hash" 2>/dev/null
-    openssl req -new -newkey rsa:2048 -nodes -keyout hostkey.pem -out host.csr \
+    openssl req -new "${EC[@]}" -keyout hostkey.pem -out host.csr \
       -subj "/O=dirac-rs/CN=localhost" 2>/dev/null
     cat > host.ext <<EOF
 basicConstraints=critical,CA:FALSE
@@ -103,7 +130,7 @@ subjectAltName=DNS:localhost,IP:127.0.0.1
 EOF
     openssl x509 -req -in host.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
       -out hostcert.pem -days 3650 -extfile host.ext 2>/dev/null
-    openssl req -new -newkey rsa:2048 -nodes -keyout userkey.pem -out user.csr \
+    openssl req -new "${EC[@]}" -keyout userkey.pem -out user.csr \
       -subj "/O=dirac-rs/CN=dirac-test-user" 2>/dev/null
     cat > user.ext <<EOF
 basicConstraints=critical,CA:FALSE
@@ -129,8 +156,9 @@ DN="$(openssl x509 -in "$DIR/usercert.pem" -noout -subject -nameopt compat | sed
 rm -rf "$DIR/control" "$DIR/session" "$DIR/tmp" "$DIR/log"
 mkdir -p "$DIR/control" "$DIR/session" "$DIR/tmp" "$DIR/log"
 chmod 1777 "$DIR/tmp"
-# A-REX generates a 4096-bit one in the background (minutes of CPU) when it is
-# missing; the RFC 7919 group is instant and passes "openssl dhparam -check".
+# DH parameters for the TLS front end (packaged A-REX makes a 4096-bit set in
+# the background when control/dhparam.pem is missing: minutes of CPU). The
+# RFC 7919 group is instant and passes "openssl dhparam -check".
 openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out "$DIR/control/dhparam.pem"
 chmod 600 "$DIR/control/dhparam.pem"
 
@@ -161,6 +189,8 @@ pidfile = $DIR/arex.pid
 logfile = $DIR/log/arex.log
 joblog = $DIR/log/arex-jobs.log
 helperlog = $DIR/log/job.helper.errors
+# seconds between the job loop's polls (default 180; new jobs and state
+# changes are also signalled directly)
 wakeupperiod = 2
 loglevel = $AREX_LOGLEVEL
 
@@ -183,12 +213,11 @@ logfile = $DIR/log/infoprovider.log
 EOF
 
 export ARC_CONFIG="$DIR/arc.conf"
-# Job processing (grid manager, LRMS helpers, information provider). Started
-# the way /usr/share/arc/arc-arex-start does it (pre-processed config, then
-# arched with a small service XML) but by hand, because that script cannot set
-# the information provider's period, and the REST job status is read from the
-# per-job GLUE2 document that the provider rewrites each cycle (default every
-# 60 s). InfoproviderWakeupPeriod counts tenths of a second.
+# Two daemons, as the packaged arc-arex-start and arc-arex-ws-start scripts run
+# them (both read arex.cfg, arc.conf with the defaults filled in), but started
+# here with our own arched XML: those scripts cannot set the information
+# provider's period, and the one for the front end spends ~4 s in the config
+# parser and arc-config-check (which runs below only when startup fails).
 /usr/lib/arc/arcconfig-parser --config "$DIR/arc.conf" --runconfig "$DIR/arex.cfg" --save
 # The fork back end notices finished (and killed) jobs only through the
 # scan-fork-job helper: one pass, "sleep 10", exit, and A-REX restarts it at
@@ -244,25 +273,95 @@ cat > "$DIR/arex.xml" <<EOF
   </Chain>
 </ArcConfig>
 EOF
-# arched daemonizes and writes the pid file itself.
+# Job processing: grid manager, LRMS scripts, information provider. The REST
+# job status is read from the per-job GLUE2 document the provider rewrites on
+# each run; InfoproviderWakeupPeriod (tenths of a second, default 600) is its
+# pause between runs. arched daemonizes and writes the pid file itself.
 if ! ( cd "$DIR/log" &&
        X509_USER_CERT="$DIR/hostcert.pem" X509_USER_KEY="$DIR/hostkey.pem" \
        X509_CERT_DIR="$DIR/certificates" TMPDIR="$DIR/tmp" HOSTNAME=localhost \
        MALLOC_ARENA_MAX=2 ARC_LOCATION="$LOC" /usr/sbin/arched -c "$DIR/arex.xml" \
        </dev/null >>"$DIR/log/arex-start.out" 2>&1 ); then
-  echo "arched (job processing) failed to start:" >&2
-  tail -n 30 "$DIR/log/arex-start.out" "$DIR/log/arex.log" >&2 || true
-  exit 1
+  fail "arched (job processing) failed to start"
 fi
-# The HTTPS/REST front end: the packaged start script as it is (it derives
-# the TLS, cipher and user-mapping chain from arc.conf, and checks arc.conf
-# with /usr/lib/arc/arc-config-check first: failures land in
-# log/arex-ws-start.out, warnings in log/ws-interface.log).
-if ! /usr/share/arc/arc-arex-ws-start </dev/null >>"$DIR/log/arex-ws-start.out" 2>&1; then
-  echo "arc-arex-ws-start failed:" >&2
-  tail -n 30 "$DIR/log/arex-ws-start.out" "$DIR/log/ws-interface.log" >&2 || true
-  [ -s "$DIR/arex.pid" ] && kill "$(cat "$DIR/arex.pid")" 2>/dev/null
-  exit 1
+# The HTTPS/REST front end, with the chain arc-arex-ws-start derives from
+# arc.conf: TCP on all interfaces, TLS with the host certificate and the
+# private CA directory (client certificates optional at this level), HTTP,
+# SOAP for POST (non-SOAP bodies pass through), A-REX with "gmrun none" (only
+# the first daemon processes jobs); the legacy handlers match the client DN to
+# [authgroup:diracusers] and map it by [mapping] (unmapped clients get 403).
+# Only one ECDHE group is offered (A-REX calls SSL_CTX_set_tmp_ecdh), see
+# AREX_TLS_CURVE.
+cat > "$DIR/arex-ws.xml" <<EOF
+<?xml version="1.0"?>
+<ArcConfig xmlns="http://www.nordugrid.org/schemas/ArcConfig/2007"
+           xmlns:tcp="http://www.nordugrid.org/schemas/ArcMCCTCP/2007"
+           xmlns:arex="http://www.nordugrid.org/schemas/a-rex/Config">
+  <Server>
+    <PidFile>$DIR/arex-ws.pid</PidFile>
+    <Logger><File>$DIR/log/ws-interface.log</File><Level>$LOGLEVEL</Level></Logger>
+    <Watchdog>false</Watchdog>
+  </Server>
+  <ModuleManager><Path>/usr/lib/arc/</Path></ModuleManager>
+  <Plugins><Name>mcctcp</Name></Plugins>
+  <Plugins><Name>mcctls</Name></Plugins>
+  <Plugins><Name>mcchttp</Name></Plugins>
+  <Plugins><Name>mccsoap</Name></Plugins>
+  <Plugins><Name>arex</Name></Plugins>
+  <Plugins><Name>identitymap</Name></Plugins>
+  <Plugins><Name>arcshc</Name></Plugins>
+  <Plugins><Name>arcshclegacy</Name></Plugins>
+  <Chain>
+    <Component name="tcp.service" id="tcp">
+      <next id="tls"/>
+      <tcp:Listen><tcp:Port>$PORT</tcp:Port></tcp:Listen>
+    </Component>
+    <Component name="tls.service" id="tls">
+      <next id="http"/>
+      <KeyPath>$DIR/hostkey.pem</KeyPath>
+      <CertificatePath>$DIR/hostcert.pem</CertificatePath>
+      <CACertificatesDir PolicyGlobus="true">$DIR/certificates</CACertificatesDir>
+      <VOMSProcessing>standard</VOMSProcessing>
+      <ClientAuthn>false</ClientAuthn>
+      <Ciphers>HIGH:!eNULL:!aNULL</Ciphers>
+      <Protocol>TLSv1.2 TLSv1.3</Protocol>
+      <DHParamFile>$DIR/control/dhparam.pem</DHParamFile>
+      <Curve>$TLS_CURVE</Curve>
+    </Component>
+    <Component name="http.service" id="http">
+      <next id="soap">POST</next>
+      <next id="plexer"/>
+      <SecHandler name="arclegacy.handler" event="incoming">
+        <ConfigFile>$DIR/arex.cfg</ConfigFile>
+      </SecHandler>
+    </Component>
+    <Component name="soap.service" id="soap">
+      <next id="plexer"/>
+      <ContinueNonSOAP>true</ContinueNonSOAP>
+    </Component>
+    <Plexer name="plexer.service" id="plexer">
+      <next id="a-rex">^/arex</next>
+    </Plexer>
+    <Service name="a-rex" id="a-rex">
+      <SecHandler name="arclegacy.map" event="incoming">
+        <ConfigBlock><ConfigFile>$DIR/arex.cfg</ConfigFile><BlockName>mapping</BlockName></ConfigBlock>
+      </SecHandler>
+      <arex:endpoint>https://localhost:$PORT/arex</arex:endpoint>
+      <arex:gmconfig>$DIR/arex.cfg</arex:gmconfig>
+      <arex:gmrun>none</arex:gmrun>
+      <arex:InfosysInterfaceMaxClients>1</arex:InfosysInterfaceMaxClients>
+      <arex:JobControlInterfaceMaxClients>100</arex:JobControlInterfaceMaxClients>
+      <arex:DataTransferInterfaceMaxClients>100</arex:DataTransferInterfaceMaxClients>
+    </Service>
+  </Chain>
+</ArcConfig>
+EOF
+if ! ( cd "$DIR/log" &&
+       X509_USER_CERT="$DIR/hostcert.pem" X509_USER_KEY="$DIR/hostkey.pem" \
+       X509_CERT_DIR="$DIR/certificates" TMPDIR="$DIR/tmp" HOSTNAME=localhost \
+       MALLOC_ARENA_MAX=2 /usr/sbin/arched -c "$DIR/arex-ws.xml" \
+       </dev/null >>"$DIR/log/arex-ws-start.out" 2>&1 ); then
+  fail "arched (REST front end) failed to start"
 fi
 
 URL="https://localhost:$PORT/arex"
@@ -292,14 +391,11 @@ EOF
     exit 0
   fi
   for p in arex arex-ws; do
+    # (the pid file appears shortly after arched has daemonized)
     if [ -s "$DIR/$p.pid" ] && ! alive "$(cat "$DIR/$p.pid")"; then
-      echo "A-REX ($p) exited during startup:" >&2
-      tail -n 30 "$DIR/log/arex.log" "$DIR/log/ws-interface.log" >&2 || true
-      exit 1
+      fail "A-REX ($p) exited during startup"
     fi
   done
   sleep 0.2
 done
-echo "A-REX REST did not answer 200 on $URL/rest/1.0/info within 60 s (last: $code)" >&2
-tail -n 30 "$DIR/log/arex.log" "$DIR/log/ws-interface.log" >&2 || true
-exit 1
+fail "A-REX REST did not answer 200 with a document on $URL/rest/1.0/info within 60 s (last: $code)"

@@ -157,6 +157,7 @@ SIGNALS = {"SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT",
            "SIGTSTP", "SIGTTIN", "SIGTTOU"}
 REQUIRED = ("executable", "universe", "output", "error", "log")
 
+FUNC_MACRO = re.compile(r"\$[A-Za-z_]+\(")
 MACRO_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)(:[^)]*)?\)")
 QUEUE_LINE = re.compile(r"^\s*queue(\s|$)", re.IGNORECASE)
 
@@ -495,10 +496,23 @@ def validate_one(path, want_procs, cluster, lenient):
             for key in keys:
                 try:
                     values[key] = probe.expand(key)
+                except KeyError:
+                    # The bindings raise KeyError when a value expands to the
+                    # empty string. That is fine for plain macros (our
+                    # undefined-macro check covers those), but a $INT(),
+                    # $REAL(), ... function macro that yields nothing failed.
+                    values[key] = ""
+                    if FUNC_MACRO.search(keys[key]):
+                        pb.real("%s: macro function in %r could not be "
+                                "evaluated (proc %d)" % (key, keys[key], proc))
                 except Exception as e:
                     pb.real("cannot expand %s for proc %d: %r" % (key, proc, e))
                     continue
             for key, val in values.items():
+                if proc == 0 and re.search(r"\s#", keys[key]):
+                    pb.ours("%s = %r: the submit language has no inline "
+                            "comments, the '#...' text is part of the value"
+                            % (key, keys[key]))
                 if re.search(r"(?<!\$)\$\(", val):
                     pb.real("%s: unterminated or invalid macro in %r (proc %d)"
                             % (key, val, proc))
@@ -520,6 +534,9 @@ def validate_one(path, want_procs, cluster, lenient):
                         if not re.fullmatch(r"\s*\d+\s*", v):
                             try:
                                 classad2.ExprTree(v)
+                                pb.ours("request_cpus = %r is not an integer "
+                                        "(condor_submit would store it as an "
+                                        "expression)" % v)
                             except Exception:
                                 pb.real("request_cpus %r is not an integer "
                                         "or expression" % v)
@@ -528,6 +545,10 @@ def validate_one(path, want_procs, cluster, lenient):
                                             v, re.IGNORECASE):
                             try:
                                 classad2.ExprTree(v)
+                                pb.ours("%s = %r is not a number with an "
+                                        "optional K/M/G/T unit (condor_submit "
+                                        "would store it as an expression)"
+                                        % (name, v))
                             except Exception:
                                 check_size(v, name, pb)
             for name in ("arguments", "environment"):
@@ -563,7 +584,7 @@ def _child(conn, path, want_procs, cluster, lenient):
 def validate(path, want_procs=False, cluster=1, lenient=False, timeout=None):
     """Validate one file in a forked child with a timeout."""
     if timeout is None:
-        timeout = float(os.environ.get("CONDOR_VALIDATE_TIMEOUT", "20"))
+        timeout = float(os.environ.get("CONDOR_VALIDATE_TIMEOUT", "10"))
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_child, args=(child, path, want_procs, cluster, lenient))

@@ -84,7 +84,9 @@ import argparse
 import asyncio
 import base64
 import copy
+import datetime
 import json
+import math
 import os
 import random
 import re
@@ -95,6 +97,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -144,7 +147,6 @@ def now_rfc3339_nano():
 
 
 def parse_rfc3339(s):
-    import datetime
     if not s:
         return None
     s = s.replace("Z", "+00:00")
@@ -790,7 +792,6 @@ class Front:
         except ApiError as e:
             return self.json_response(e.status(), e.code, e.headers)
         except Exception as e:  # a bug here: say so as a 500 Status
-            import traceback
             traceback.print_exc()
             return self.json_response(ApiError(500, "InternalError", f"stand-in error: {e!r}").status(), 500)
 
@@ -1098,6 +1099,13 @@ class Front:
             raise ApiError(415, "UnsupportedMediaType",
                            "server-side apply is not supported by the dirac-rs stand-in "
                            "(use a merge or strategic merge patch)")
+        if request.method == "PATCH" and ctype not in ("application/merge-patch+json", "application/json-patch+json",
+                                                       "application/strategic-merge-patch+json"):
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format "
+                                                        f"({ctype or 'no Content-Type'}) - accepted media types "
+                                                        "include: application/json-patch+json, "
+                                                        "application/merge-patch+json, "
+                                                        "application/strategic-merge-patch+json")
         body = await self.body_json(request)
         dry = "All" in q.getall("dryRun", [])
         async with self.lock:
@@ -1127,18 +1135,13 @@ class Front:
                     raise bad_request("a strategic merge patch must be a JSON object")
                 self.check_patch_rv(res, name, cur, body)
                 new = strategic_merge(cur, body)
-            elif ctype == "application/json-patch+json":
+            else:  # application/json-patch+json
                 if not isinstance(body, list):
                     raise bad_request("a JSON patch must be a JSON array")
                 try:
                     new = jsonpatch.apply_patch(cur, body, in_place=False)
                 except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
                     raise ApiError(422, "Invalid", f"the JSON patch cannot be applied: {e}")
-            else:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                                            f"accepted media types include: application/json-patch+json, "
-                                                            f"application/merge-patch+json, "
-                                                            f"application/strategic-merge-patch+json")
             new = strip_nulls(new)
             new.setdefault("metadata", {})
             # What no update can change.
@@ -1377,7 +1380,10 @@ class Client:
 
     def __init__(self, base, token, cafile=None):
         self.base, self.token = base, token
-        self.ctx = ssl.create_default_context(cafile=cafile) if cafile else None
+        handlers = [urllib.request.ProxyHandler({})]  # never via an http_proxy from the environment
+        if cafile:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+        self.opener = urllib.request.build_opener(*handlers)
 
     def req(self, method, path, body=None, ctype="application/json", query=None):
         url = self.base + path + ("?" + urllib.parse.urlencode(query) if query else "")
@@ -1388,7 +1394,7 @@ class Client:
         if data is not None:
             r.add_header("Content-Type", ctype)
         try:
-            with urllib.request.urlopen(r, timeout=30, context=self.ctx) as resp:
+            with self.opener.open(r, timeout=30) as resp:
                 raw = resp.read()
                 return resp.status, (json.loads(raw) if raw else None)
         except urllib.error.HTTPError as e:
@@ -1629,7 +1635,6 @@ class PodRunner(threading.Thread):
                     divisor = quantity(rf.get("divisor", "1"))
                     if q is None:
                         q = self.kl.args.node_cpu if rname == "cpu" else self.kl.args.node_memory
-                    import math
                     val = str(int(math.ceil(quantity(q) / divisor)))
                 defined[e["name"]] = val if val is not None else ""
             else:
@@ -1692,7 +1697,6 @@ class PodRunner(threading.Thread):
         try:
             self._run()
         except Exception as e:
-            import traceback
             traceback.print_exc()
             log(f"pod {self.ns}/{self.name}: stand-in failure: {e!r}")
             cs = [self.cstatus(c, {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(e),
@@ -1828,7 +1832,6 @@ class Kubelet(threading.Thread):
             try:
                 self.sync()
             except Exception as e:
-                import traceback
                 traceback.print_exc()
                 log(f"kubelet stand-in: sync failed: {e!r}")
             self.stop.wait(self.args.poll)

@@ -349,3 +349,149 @@ fn operators_ban_sites_and_kill_pilots() {
     );
     d.stop();
 }
+
+/// `KEY=value` lines of a file.
+fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .expect("env file")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Pilots as OpenStack servers: a real Keystone authenticates the CE (with
+/// an application credential), and a stand-in of Nova's `/servers` API
+/// (tests/ce/nova_standin.py: no real Nova can run here) checks every token
+/// against that Keystone and "boots" a server by running its user-data as a
+/// local process that halts (exits) at the end. Halted servers are reaped.
+#[test]
+fn pilots_through_openstack_run_jobs() {
+    if !peers_installed(&["python3", "curl"]) {
+        return;
+    }
+    let tools = super::test_tools().expect("tools dir");
+    if !tools.join("keystone-venv/bin/python").exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but Keystone is missing: run `make test-tools` (scripts/openstack-tools.sh)"
+        );
+        eprintln!("skipping: Keystone not installed (scripts/openstack-tools.sh)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (kport, nport) = (free_port(), free_port());
+    let kdir = tmp.path().join("keystone");
+    let out = Command::new(repo().join("tests/ce/keystone.sh"))
+        .arg(&kdir)
+        .args([kport.to_string(), nport.to_string()])
+        .output()
+        .expect("keystone.sh");
+    assert!(
+        out.status.success(),
+        "keystone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = env_file(&kdir.join("env"));
+    let pilots_dir = tmp.path().join("vms");
+    std::fs::create_dir_all(&pilots_dir).expect("mkdir");
+    let mut nova = Command::new("python3")
+        .arg(repo().join("tests/ce/nova_standin.py"))
+        .args([
+            "--port",
+            &nport.to_string(),
+            "--keystone",
+            &env["KEYSTONE_URL"],
+            "--state-dir",
+        ])
+        .arg(tmp.path().join("nova"))
+        .args(["--build-seconds", "0.5", "--pass-env", "DIRAC_PILOT_BASE"])
+        .env("DIRAC_PILOT_BASE", &pilots_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nova stand-in");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !tmp.path().join("nova/port").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Nova stand-in did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secret_file = tmp.path().join("app-cred-secret");
+    std::fs::write(&secret_file, &env["APP_CRED_SECRET"]).expect("write");
+    let sites = format!(
+        "{{CLOUD.OpenStack.test: {{CEs: {{cloud.test: {{CEType: openstack, KeystoneURL: '{}', \
+         AppCredentialID: '{}', AppCredentialSecretFile: '{}', \
+         Image: 6c1c2d5e-8f7a-4b8e-9d6a-0c2f8e1a7b3d, Flavor: '1', \
+         Queues: {{default: {{MaxTotalJobs: 2, MaxWaitingJobs: 2, NumberOfProcessors: 1}}}}}}}}}}}}",
+        env["KEYSTONE_URL"],
+        env["APP_CRED_ID"],
+        secret_file.display(),
+    );
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__SITES", sites),
+            (
+                "DIRAC__SERVICES__SITEDIRECTOR__PILOTSTATUSUPDATECYCLEFACTOR",
+                "1".into(),
+            ),
+        ],
+    );
+    run_jobs_at(&d, "CLOUD.OpenStack.test");
+    let pilots = pilots(&d, "Cloud");
+    assert!(!pilots.is_empty(), "{}", d.log());
+    for p in &pilots {
+        let reference = p["reference"].as_str().unwrap_or_default();
+        assert!(reference.starts_with("openstack://cloud.test/"), "{p}");
+    }
+    // The pilots stop once the queues are empty; their halted servers are
+    // deleted by the next state poll.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = Command::new("curl")
+            .args(["-s", "-H"])
+            .arg(format!("X-Auth-Token: {}", keystone_token(&env)))
+            .arg(format!("http://127.0.0.1:{nport}/v2.1/servers/detail"))
+            .output()
+            .expect("curl");
+        let servers: serde_json::Value = serde_json::from_slice(&list.stdout).expect("servers");
+        if servers["servers"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "servers never reaped: {servers}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    d.stop();
+    let _ = nova.kill();
+    let _ = nova.wait();
+    if let Ok(pid) = std::fs::read_to_string(kdir.join("keystone.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+}
+
+/// A project token of the CE's application credential.
+fn keystone_token(env: &std::collections::HashMap<String, String>) -> String {
+    let body = serde_json::json!({"auth": {"identity": {"methods": ["application_credential"],
+        "application_credential": {"id": env["APP_CRED_ID"], "secret": env["APP_CRED_SECRET"]}}}});
+    let out = Command::new("curl")
+        .args(["-s", "-i", "-H", "content-type: application/json", "-d"])
+        .arg(body.to_string())
+        .arg(format!("{}/auth/tokens", env["KEYSTONE_URL"]))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-subject-token")
+                .then(|| v.trim().to_string())
+        })
+        .expect("a token")
+}

@@ -115,6 +115,12 @@ pub trait ComputingElement: Send + Sync {
     /// The pilot's output (stdout and stderr), the tail when it is long.
     async fn logs(&self, reference: &str) -> Result<String, CeError>;
 
+    /// Periodic clean-up at the CE, whatever PilotAgentsDB says (the cloud
+    /// CE deletes halted and over-age machines here).
+    async fn housekeeping(&self) -> Result<(), CeError> {
+        Ok(())
+    }
+
     /// Waiting and running pilots as the CE counts them, when it can;
     /// otherwise the SiteDirector counts from PilotAgentsDB.
     async fn available(&self) -> Result<Option<Slots>, CeError> {

@@ -287,12 +287,11 @@ impl OpenStackCe {
     /// The user-data of a pilot's machine: its wrapper, then a halt when it
     /// runs under cloud-init (so a halted machine means a finished pilot).
     pub fn user_data(&self, job: &PilotJob) -> String {
-        let wrapper = self
-            .launch
-            .wrapper(&job.stamp, &job.secret, "/var/lib/dirac-pilot");
+        let wrapper = self.launch.wrapper(&job.stamp, &job.secret, "");
         let body = wrapper.strip_prefix("#!/bin/bash\n").unwrap_or(&wrapper);
         format!(
-            "#!/bin/bash\n# dirac-rs pilot VM\n( {body}\n)\nrc=$?\nif [ -d /var/lib/cloud/instance ]; then shutdown -h now; fi\nexit $rc\n"
+            "#!/bin/bash\n# dirac-rs pilot VM\nexport DIRAC_PILOT_BASE=\"${{DIRAC_PILOT_BASE:-/var/lib/dirac-pilot}}\"\n\
+             ( {body}\n)\nrc=$?\nif [ -d /var/lib/cloud/instance ]; then shutdown -h now; fi\nexit $rc\n"
         )
     }
 
@@ -402,21 +401,10 @@ impl ComputingElement for OpenStackCe {
         Ok(out)
     }
 
-    /// States of the pilots' machines; machines that halted or outlived
-    /// MaxLifetime are deleted on the way (reaping, as DIRAC's cloud CE).
+    /// States of the pilots' machines (one outliving MaxLifetime counts
+    /// as Aborted: housekeeping deletes it).
     async fn status(&self, references: &[String]) -> Result<HashMap<String, PilotState>, CeError> {
         let servers = self.servers().await?;
-        for (id, (status, created)) in &servers {
-            let halted = server_state(status) == PilotState::Done || status == "ERROR";
-            let too_old = age_s(created).is_some_and(|a| a > self.settings.max_lifetime);
-            if halted || too_old {
-                if let Err(e) = self.delete(id).await {
-                    tracing::warn!(ce = %self.name, server = %id, error = %e, "cannot reap a pilot VM");
-                } else {
-                    tracing::info!(ce = %self.name, server = %id, %status, too_old, "pilot VM reaped");
-                }
-            }
-        }
         Ok(references
             .iter()
             .map(|r| {
@@ -437,6 +425,26 @@ impl ComputingElement for OpenStackCe {
                 (r.clone(), state)
             })
             .collect())
+    }
+
+    /// Reaping, as DIRAC's cloud CE: machines that halted (their pilot is
+    /// done), failed, or outlived MaxLifetime are deleted.
+    async fn housekeeping(&self) -> Result<(), CeError> {
+        for (id, (status, created)) in self.servers().await? {
+            let halted = server_state(&status) == PilotState::Done || status == "ERROR";
+            let too_old = age_s(&created).is_some_and(|a| a > self.settings.max_lifetime);
+            if halted || too_old {
+                match self.delete(&id).await {
+                    Ok(()) => {
+                        tracing::info!(ce = %self.name, server = %id, %status, too_old, "pilot VM reaped")
+                    }
+                    Err(e) => {
+                        tracing::warn!(ce = %self.name, server = %id, error = %e, "cannot reap a pilot VM")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn kill(&self, references: &[String]) -> Result<(), CeError> {

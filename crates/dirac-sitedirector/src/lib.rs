@@ -238,6 +238,26 @@ impl SiteDirector {
     pub async fn poll_states(&self) -> u64 {
         let registry = &self.registry;
         let settings = &self.settings;
+        // Each CE once, however many queues it serves.
+        let mut ces: Vec<&Arc<dyn ComputingElement>> = Vec::new();
+        for q in &self.queues {
+            if !ces.iter().any(|c| Arc::ptr_eq(c, &q.ce)) {
+                ces.push(&q.ce);
+            }
+        }
+        let chores: Vec<_> = ces
+            .into_iter()
+            .map(|ce| with_timeout(settings.ce_timeout, ce.housekeeping()))
+            .collect();
+        for r in futures::stream::iter(chores)
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+        {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "CE housekeeping failed");
+            }
+        }
         let work: Vec<_> = self
             .queues
             .iter()
