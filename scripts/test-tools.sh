@@ -18,6 +18,8 @@ fi
 "$(dirname "$0")/ce-servers.sh"
 # Keystone (its own venv) for the OpenStack CE tests.
 "$(dirname "$0")/openstack-tools.sh"
+# kmock (a Kubernetes API emulator) for the Kubernetes CE tests.
+"$(dirname "$0")/kube-tools.sh"
 # An S3 server (moto) for the storage-element tests.
 if [ ! -f "$VENV/.dirac-s3-1" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'

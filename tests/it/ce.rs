@@ -495,3 +495,89 @@ fn keystone_token(env: &std::collections::HashMap<String, String>) -> String {
         })
         .expect("a token")
 }
+
+/// Pilots as Kubernetes Jobs: kube-rs talks to kmock (a Kubernetes API
+/// emulator) behind tests/ce/kube_standin.py, whose kubelet STAND-IN runs
+/// each Job's container command as a local process (no cluster, kubelet or
+/// container engine can run here) and writes the Job and Pod statuses.
+#[test]
+fn pilots_through_kubernetes_run_jobs() {
+    let Some(python) = super::python() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but the test-tools venv is missing"
+        );
+        eprintln!("skipping: no test-tools venv (make test-tools)");
+        return;
+    };
+    if !python
+        .parent()
+        .is_some_and(|bin| bin.join("../.dirac-kmock-0.8").exists())
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but kmock is missing: run scripts/kube-tools.sh"
+        );
+        eprintln!("skipping: kmock not installed (scripts/kube-tools.sh)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    let mut api = Command::new(&python)
+        .arg(repo().join("tests/ce/kube_standin.py"))
+        .args(["--port", "0", "--state-dir"])
+        .arg(tmp.path().join("k8s"))
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("k8s.log")).expect("log"))
+        .spawn()
+        .expect("kube stand-in");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !kubeconfig.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Kubernetes stand-in did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sites = format!(
+        "{{CLOUD.K8s.test: {{CEs: {{k8s.test: {{CEType: kubernetes, KubeConfig: '{}', Namespace: default, \
+         Image: 'registry.example/dirac-pilot:1', TTLSecondsAfterFinished: 3600, \
+         Queues: {{default: {{MaxTotalJobs: 2, MaxWaitingJobs: 2, NumberOfProcessors: 1, MaxRAM: 512}}}}}}}}}}}}",
+        kubeconfig.display(),
+    );
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__SITES", sites),
+            (
+                "DIRAC__SERVICES__SITEDIRECTOR__PILOTSTATUSUPDATECYCLEFACTOR",
+                "1".into(),
+            ),
+        ],
+    );
+    run_jobs_at(&d, "CLOUD.K8s.test");
+    let pilots = pilots(&d, "Kubernetes");
+    assert!(!pilots.is_empty(), "{}", d.log());
+    for p in &pilots {
+        let reference = p["reference"].as_str().unwrap_or_default();
+        assert!(
+            reference.starts_with("kubernetes://k8s.test/default/"),
+            "{p}"
+        );
+    }
+    // The pilot's output, read through the pod log subresource.
+    let op = token(&d, "admin", "dteam_operator");
+    let stamp = pilots[0]["stamp"].as_str().expect("stamp");
+    let out = as_operator(&d, &op, &["pilot", "logs", "--ce", stamp]);
+    assert!(
+        out["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("starting dirac-pilot")),
+        "{out}"
+    );
+    d.stop();
+    let _ = api.kill();
+    let _ = api.wait();
+}
