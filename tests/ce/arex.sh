@@ -23,13 +23,15 @@
 # not run jobs as root): fork jobs run as that user in session/<job id>/.
 #
 # Knobs (environment):
-#   AREX_INFO_PERIOD  seconds the information provider pauses between runs
-#                     (default 2; A-REX's own default is 60). REST job states
-#                     come from its per-job documents, so this is the state lag.
+#   AREX_INFO_PERIOD  whole seconds the information provider pauses between
+#                     runs (default 2; A-REX's own default is 60). REST job
+#                     states come from its per-job documents: they lag A-REX by
+#                     up to this plus one provider run (1-2 s).
 #   AREX_TLS_CURVE    the single ECDHE group the server accepts (default
 #                     secp521r1, A-REX 6's default; rustls has no P-521, so a
 #                     rustls client needs prime256v1 or secp384r1).
 #   AREX_LOGLEVEL     0-5 (default 3 = INFO); logs in DIR/log/.
+#   AREX_USER         local user the DN is mapped to (default arcjob; not root).
 #
 # Returns once GET /arex/rest/1.0/info answers 200 with a GLUE2 document, with
 # the client certificate. Writes DIR/env, KEY=value lines without spaces (it
@@ -47,9 +49,18 @@ fail() {
   tail -n 20 "$DIR"/log/*.out "$DIR/log/arex.log" "$DIR/log/ws-interface.log" >&2 2>/dev/null || true
   /usr/lib/arc/arc-config-check --config "$DIR/arc.conf" --skip-warnings >&2 2>&1 || true
   for p in arex arex-ws; do
-    [ -s "$DIR/$p.pid" ] && kill "$(cat "$DIR/$p.pid")" 2>/dev/null || true
+    pid="$(cat "$DIR/$p.pid" 2>/dev/null || true)"
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done
   exit 1
+}
+# arched daemonizes, then writes its pid file (and removes it when it exits).
+wait_pidfile() {
+  for _ in $(seq 1 100); do
+    [ -s "$DIR/$1.pid" ] && return 0
+    sleep 0.05
+  done
+  fail "arched ($1) did not start (no $DIR/$1.pid)"
 }
 if [ $# -ne 2 ]; then
   echo "usage: $0 DIR PORT" >&2
@@ -80,9 +91,15 @@ ip link set lo up
 
 # A-REX refuses to process jobs owned by uid 0 (the job stays ACCEPTING for
 # ever), so the client DN maps to an unprivileged user, created here once.
-if ! id -u "$AREX_USER" >/dev/null 2>&1; then
+# (Tolerates a parallel start creating it at the same time.)
+for _ in 1 2 3 4 5; do
+  id -u "$AREX_USER" >/dev/null 2>&1 && break
   useradd --system --user-group --no-create-home --home-dir /nonexistent \
-    --shell /usr/sbin/nologin "$AREX_USER"
+    --shell /usr/sbin/nologin "$AREX_USER" 2>/dev/null || sleep 0.5
+done
+if ! id -u "$AREX_USER" >/dev/null 2>&1; then
+  echo "could not create the local user $AREX_USER" >&2
+  exit 1
 fi
 if [ "$(id -u "$AREX_USER")" = 0 ]; then
   echo "AREX_USER must not be root: A-REX does not run jobs as uid 0" >&2
@@ -153,7 +170,7 @@ cp "$DIR/ca.pem" "$DIR/certificates/$h.0"
 DN="$(openssl x509 -in "$DIR/usercert.pem" -noout -subject -nameopt compat | sed 's/^subject=//')"
 
 # --- configuration ------------------------------------------------------------
-rm -rf "$DIR/control" "$DIR/session" "$DIR/tmp" "$DIR/log"
+rm -rf "$DIR/control" "$DIR/session" "$DIR/tmp" "$DIR/log" "$DIR/env"
 mkdir -p "$DIR/control" "$DIR/session" "$DIR/tmp" "$DIR/log"
 chmod 1777 "$DIR/tmp"
 # DH parameters for the TLS front end (packaged A-REX makes a 4096-bit set in
@@ -284,6 +301,7 @@ if ! ( cd "$DIR/log" &&
        </dev/null >>"$DIR/log/arex-start.out" 2>&1 ); then
   fail "arched (job processing) failed to start"
 fi
+wait_pidfile arex
 # The HTTPS/REST front end, with the chain arc-arex-ws-start derives from
 # arc.conf: TCP on all interfaces, TLS with the host certificate and the
 # private CA directory (client certificates optional at this level), HTTP,
@@ -363,15 +381,17 @@ if ! ( cd "$DIR/log" &&
        </dev/null >>"$DIR/log/arex-ws-start.out" 2>&1 ); then
   fail "arched (REST front end) failed to start"
 fi
+wait_pidfile arex-ws
 
 URL="https://localhost:$PORT/arex"
 code=""
 for _ in $(seq 1 300); do
-  code="$(curl -s -o "$DIR/info.probe" -w '%{http_code}' --max-time 5 \
+  code="$(curl -s -o "$DIR/info.probe" -w '%{http_code}' --max-time 5 -H 'Accept: application/json' \
     --cacert "$DIR/ca.pem" --cert "$DIR/usercert.pem" --key "$DIR/userkey.pem" \
     "$URL/rest/1.0/info" || true)"
-  # 200 with an empty body until the provider has written its first document.
-  if [ "$code" = 200 ] && [ -s "$DIR/info.probe" ] && [ -s "$DIR/arex.pid" ] && [ -s "$DIR/arex-ws.pid" ]; then
+  # 200 with an empty document until the provider has written its first one.
+  if [ "$code" = 200 ] && grep -q '"ComputingService"' "$DIR/info.probe" &&
+     [ -s "$DIR/arex.pid" ] && [ -s "$DIR/arex-ws.pid" ]; then
     rm -f "$DIR/info.probe"
     AREX_PID="$(cat "$DIR/arex.pid")"
     WS_PID="$(cat "$DIR/arex-ws.pid")"
@@ -391,8 +411,8 @@ EOF
     exit 0
   fi
   for p in arex arex-ws; do
-    # (the pid file appears shortly after arched has daemonized)
-    if [ -s "$DIR/$p.pid" ] && ! alive "$(cat "$DIR/$p.pid")"; then
+    pid="$(cat "$DIR/$p.pid" 2>/dev/null || true)"
+    if [ -z "$pid" ] || ! alive "$pid"; then
       fail "A-REX ($p) exited during startup"
     fi
   done

@@ -411,12 +411,15 @@ def validate_one(path, want_procs, cluster, lenient):
                 pb.ours("%s references $(%s), which is defined nowhere "
                         "(it would expand to an empty string)" % (k, name))
 
-    # Our check: unknown commands that are not used as macros.
+    # Our check: unknown commands that are not used as macros. A nested
+    # reference such as $(STAMP_$(Process)) counts for every STAMP_* key.
+    nested = tuple(m.group(1).lower() for v in keys.values()
+                   for m in re.finditer(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)\$\(", v))
     for k in keys:
         lk = k.lower()
         if lk in KNOWN_COMMANDS or lk.startswith(KNOWN_PREFIXES):
             continue
-        if lk in referenced:
+        if lk in referenced or (nested and lk.startswith(nested)):
             continue
         pb.ours("unknown submit command %r (condor_submit would accept it "
                 "silently as a macro definition and ignore it)" % k)

@@ -582,6 +582,8 @@ pub struct SiteDirectorConfig {
     pub ce_timeout: u64,
     /// Seconds a pilot the CE does not know stays before it is Aborted.
     pub unknown_pilot_grace: u64,
+    /// Queues handled at once (their CE calls overlap).
+    pub concurrency: u64,
     /// Where the wrapper fetches `dirac-pilot`: an http(s) URL or a path on
     /// the worker node (CVMFS). Default: the AuthServer's `/pilot/dirac-pilot`,
     /// or the binary beside `diracd` for the local CE.
@@ -604,6 +606,7 @@ impl Default for SiteDirectorConfig {
             pilot_status_update_cycle_factor: 10,
             ce_timeout: 60,
             unknown_pilot_grace: 3600,
+            concurrency: 100,
             pilot_url: None,
             pilot_options: Vec::new(),
         }

@@ -117,7 +117,7 @@ impl Settings {
             ce_timeout: Duration::from_secs(c.ce_timeout.max(1)),
             unknown_grace_s: c.unknown_pilot_grace,
             polling: Duration::from_secs(c.polling_time.unwrap_or(default_polling).max(1)),
-            concurrency: 32,
+            concurrency: usize::try_from(c.concurrency.max(1)).unwrap_or(1),
         }
     }
 }
