@@ -20,6 +20,10 @@ fi
 "$(dirname "$0")/openstack-tools.sh"
 # kmock (a Kubernetes API emulator) for the Kubernetes CE tests.
 "$(dirname "$0")/kube-tools.sh"
+# HTCondor's submit-description parser (PyPI bindings) for the HTCondorCE
+# stand-in, and a real ARC CE (A-REX) for the ARC tests.
+"$(dirname "$0")/condor-tools.sh"
+"$(dirname "$0")/arc-server.sh"
 # An S3 server (moto) for the storage-element tests.
 if [ ! -f "$VENV/.dirac-s3-1" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'

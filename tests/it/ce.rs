@@ -581,3 +581,113 @@ fn pilots_through_kubernetes_run_jobs() {
     let _ = api.kill();
     let _ = api.wait();
 }
+
+/// Pilots through HTCondorCE: the connector drives `condor_submit`,
+/// `condor_q`, `condor_history`, `condor_rm` and `condor_transfer_data`.
+/// No HTCondor daemon or tool can be installed here, so these are the
+/// scripted STAND-INS of tests/ce/condor-standin, which check every submit
+/// description with HTCondor's real parser (PyPI htcondor2), demand the
+/// token as HTCondor's clients present it, and run the jobs as local
+/// processes.
+#[test]
+fn pilots_through_htcondorce_run_jobs() {
+    let Some(python) = super::python() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but the test-tools venv is missing"
+        );
+        eprintln!("skipping: no test-tools venv (make test-tools)");
+        return;
+    };
+    let has_bindings = Command::new(&python)
+        .args(["-c", "import htcondor2"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_bindings {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but htcondor2 is missing: scripts/condor-tools.sh"
+        );
+        eprintln!("skipping: htcondor bindings not installed (scripts/condor-tools.sh)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let token = format!("eyJ.{}.sig", crate::ce::random_hex());
+    let token_file = tmp.path().join("ce.token");
+    std::fs::write(&token_file, format!("# the CE's token\n{token}\n")).expect("write");
+    let path = format!(
+        "{}:{}",
+        repo().join("tests/ce/condor-standin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let sites = format!(
+        "{{LCG.Condor.test: {{CEs: {{ce.htcondor.test: {{CEType: htcondorce, Host: ce.htcondor.test, \
+         TokenFile: '{}', Queues: {{long: {{MaxTotalJobs: 2, MaxWaitingJobs: 2, NumberOfProcessors: 2, MaxRAM: 2000}}}}}}}}}}}}",
+        token_file.display(),
+    );
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__SITES", sites),
+            (
+                "DIRAC__SERVICES__SITEDIRECTOR__PILOTSTATUSUPDATECYCLEFACTOR",
+                "1".into(),
+            ),
+            ("PATH", path),
+            (
+                "CONDOR_STANDIN_DIR",
+                tmp.path().join("condor").display().to_string(),
+            ),
+            ("CONDOR_STANDIN_REQUIRE_TOKEN", token.clone()),
+            ("CONDOR_STANDIN_SCHEDD_NAME", "ce.htcondor.test".into()),
+            ("CONDOR_STANDIN_PYTHON", python.display().to_string()),
+            ("CONDOR_STANDIN_PERIODIC_INTERVAL", "1".into()),
+        ],
+    );
+    run_jobs_at(&d, "LCG.Condor.test");
+    let pilots = pilots(&d, "HTCondorCE");
+    assert!(!pilots.is_empty(), "{}", d.log());
+    for p in &pilots {
+        let reference = p["reference"].as_str().unwrap_or_default();
+        assert!(
+            reference.starts_with("htcondorce://ce.htcondor.test/"),
+            "{p}"
+        );
+    }
+    // The output comes back with condor_transfer_data.
+    let op = token_of(&d);
+    let stamp = pilots[0]["stamp"].as_str().expect("stamp");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = d.dirac(&["--json", "--token", &op, "pilot", "logs", "--ce", stamp]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("starting dirac-pilot") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pilot output: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        !d.log().contains(&token),
+        "the CE token never reaches the log"
+    );
+    d.stop();
+    let _ = std::fs::remove_dir_all(tmp.path().join("condor"));
+}
+
+fn token_of(d: &Diracd) -> String {
+    token(d, "admin", "dteam_operator")
+}
+
+pub(crate) fn random_hex() -> String {
+    let mut buf = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read as _;
+        let _ = f.read_exact(&mut buf);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

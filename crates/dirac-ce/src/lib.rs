@@ -12,6 +12,7 @@
 //! `Slurm`.
 
 pub mod batch;
+pub mod htcondor;
 pub mod http;
 pub mod kubernetes;
 pub mod openstack;
@@ -125,6 +126,35 @@ pub trait ComputingElement: Send + Sync {
     /// otherwise the SiteDirector counts from PilotAgentsDB.
     async fn available(&self) -> Result<Option<Slots>, CeError> {
         Ok(None)
+    }
+}
+
+/// Where CEs that authenticate with tokens get them: the TokenManager
+/// (client credentials at the VO's IdP) or a file kept fresh elsewhere.
+#[async_trait::async_trait]
+pub trait TokenSource: Send + Sync {
+    /// An access token for `audience` (the CE).
+    async fn token(&self, audience: &str) -> Result<String, CeError>;
+}
+
+/// A token file kept fresh by something else (oidc-agent, htgettoken…):
+/// the first line that is not empty or a comment.
+#[derive(Debug, Clone)]
+pub struct TokenFile(pub std::path::PathBuf);
+
+#[async_trait::async_trait]
+impl TokenSource for TokenFile {
+    async fn token(&self, _audience: &str) -> Result<String, CeError> {
+        let text = tokio::fs::read_to_string(&self.0)
+            .await
+            .map_err(|e| CeError::Config(format!("token file {}: {e}", self.0.display())))?;
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                CeError::Config(format!("token file {} holds no token", self.0.display()))
+            })
     }
 }
 

@@ -253,6 +253,10 @@ pub struct CeConfig {
     /// mints for pilot submission (default `https://<Host>:<Port>`).
     #[serde(default)]
     pub token_audience: Option<String>,
+    /// `arc` and `htcondorce`: a file holding the token, kept fresh by
+    /// something else (default: the TokenManager, from the VO's IdP).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// `htcondorce`: submit to the local schedd rather than the CE's.
     #[serde(default)]
     pub use_local_schedd: bool,

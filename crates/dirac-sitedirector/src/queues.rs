@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dirac_ce::CeError;
+use dirac_ce::htcondor::HtCondorCe;
 use dirac_ce::kubernetes::{KubeSettings, KubernetesCe};
 use dirac_ce::openstack::{CloudSettings, Credentials, OpenStackCe};
 use dirac_ce::shell::SshTarget;
 use dirac_ce::{BatchCe, BatchSystem, PilotLaunch, PilotSource, Shell};
+use dirac_ce::{CeError, TokenFile, TokenSource};
 use dirac_core::config::{CeConfig, DiracConfig, QueueConfig};
 use dirac_matcher::ResourceDescription;
 
@@ -18,7 +19,7 @@ use crate::QueueSpec;
 use crate::plan::Limits;
 
 /// Where pilots come from and whom they call.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PilotEndpoints {
     /// The services' URL and the AuthServer's, as worker nodes reach them.
     pub url: String,
@@ -29,12 +30,21 @@ pub struct PilotEndpoints {
     pub local_pilot: PathBuf,
     /// sha256 of the pilot binary (both sources serve the same file).
     pub pilot_sha256: String,
-    /// Work directory of the local CE.
+    /// Work directory of the local CE (and of the HTCondor tools).
     pub local_work_dir: PathBuf,
+    /// Tokens for CEs that take them (the TokenManager), if the VO has an IdP.
+    pub tokens: Option<Arc<dyn TokenSource>>,
 }
 
 /// CE types this director has connectors for.
-pub const SUPPORTED: &[&str] = &["local", "ssh", "slurm", "kubernetes", "openstack"];
+pub const SUPPORTED: &[&str] = &[
+    "local",
+    "ssh",
+    "slurm",
+    "kubernetes",
+    "openstack",
+    "htcondorce",
+];
 
 /// Every queue of the configuration this director serves; CEs of types it
 /// has no connector for yet are named in the second list.
@@ -67,6 +77,7 @@ pub fn from_config(
                 let launch = launch(config, ep, &vo, site, ce_name, cc, queue, qc);
                 let ce: Arc<dyn dirac_ce::ComputingElement> = match cc.ce_type.as_str() {
                     "kubernetes" => Arc::new(kubernetes_ce(ce_name, cc, launch)),
+                    "htcondorce" => Arc::new(htcondor_ce(cc, launch, ep, timeout)),
                     "openstack" => match openstack_ce(ce_name, cc, launch, timeout) {
                         Ok(ce) => Arc::new(ce),
                         Err(e) => {
@@ -209,6 +220,37 @@ fn openstack_ce(
         launch,
         timeout,
     )
+}
+
+/// The token for a CE: its own file, else the TokenManager's.
+fn token_source(cc: &CeConfig, ep: &PilotEndpoints) -> Option<Arc<dyn TokenSource>> {
+    match &cc.token_file {
+        Some(f) => Some(Arc::new(TokenFile(f.clone()))),
+        None => ep.tokens.clone(),
+    }
+}
+
+fn htcondor_ce(
+    cc: &CeConfig,
+    launch: PilotLaunch,
+    ep: &PilotEndpoints,
+    timeout: Duration,
+) -> HtCondorCe {
+    let host = cc.host.clone().unwrap_or_default();
+    let port = cc.port.unwrap_or(9619);
+    HtCondorCe {
+        audience: cc
+            .token_audience
+            .clone()
+            .unwrap_or_else(|| format!("{host}:{port}")),
+        host,
+        port,
+        work_dir: ep.local_work_dir.join("htcondorce"),
+        launch,
+        use_local_schedd: cc.use_local_schedd,
+        token: token_source(cc, ep),
+        timeout,
+    }
 }
 
 fn kubernetes_ce(name: &str, cc: &CeConfig, launch: PilotLaunch) -> KubernetesCe {

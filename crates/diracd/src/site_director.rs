@@ -115,6 +115,32 @@ impl Registry for WmsRegistry {
     }
 }
 
+/// Pilot-submission tokens from the VO's IdP (client credentials), when
+/// the VO federates.
+struct IdpTokens(dirac_tokens::TokenManager);
+
+#[async_trait::async_trait]
+impl dirac_ce::TokenSource for IdpTokens {
+    async fn token(&self, audience: &str) -> Result<String, dirac_ce::CeError> {
+        self.0
+            .pilot_submission_token(audience)
+            .await
+            .map(|t| t.token)
+            .map_err(|e| dirac_ce::CeError::Unreachable(format!("no token for {audience}: {e}")))
+    }
+}
+
+fn token_manager(config: &DiracConfig) -> Option<Arc<dyn dirac_ce::TokenSource>> {
+    let vo = config
+        .services
+        .site_director
+        .vo
+        .clone()
+        .or_else(|| config.registry.vos.keys().next().cloned())?;
+    let idp = config.registry.vos.get(&vo)?.idp.clone()?;
+    Some(Arc::new(IdpTokens(dirac_tokens::TokenManager::new(idp))))
+}
+
 /// `dirac-pilot` beside this binary.
 pub fn pilot_binary() -> anyhow::Result<PathBuf> {
     let bin = std::env::current_exe()?.with_file_name("dirac-pilot");
@@ -205,6 +231,7 @@ pub fn build(
         local_pilot,
         pilot_sha256,
         local_work_dir: data_dir.join("pilots"),
+        tokens: token_manager(config),
     };
     let settings = dirac_sitedirector::Settings::from_config(sd, default_polling);
     let (queues, skipped) =
