@@ -691,3 +691,115 @@ pub(crate) fn random_hex() -> String {
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Pilots through a real ARC CE: A-REX 6 (fork batch system) in its own
+/// network namespace (it binds every interface), with diracd beside it.
+/// The connector submits ADL over the REST interface with a client
+/// certificate, uploads each wrapper into its job's session, follows the
+/// states in bulk and reads the pilot's output from the session. A-REX 6
+/// offers one ECDHE curve, P-521 by default, which rustls lacks: this
+/// server is started with P-256 (see docs/adr/0009).
+#[test]
+fn pilots_through_arc_run_jobs() {
+    const TEST: &str = "ce::pilots_through_arc_run_jobs";
+    if std::env::var_os(NETNS_MARK).is_none() {
+        let arex = std::path::Path::new("/usr/lib/arc/arc-config-check").exists()
+            || std::path::Path::new("/usr/sbin/arched").exists();
+        if !arex || !peers_installed(&["unshare", "openssl", "curl"]) {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI=true but A-REX is missing: scripts/arc-server.sh"
+            );
+            eprintln!("skipping: A-REX not installed (scripts/arc-server.sh)");
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = Command::new("unshare")
+            .args(["-n", "-m", "--propagation", "private"])
+            .arg(&exe)
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env(NETNS_MARK, "1")
+            .output()
+            .expect("unshare");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "inside the namespace: {text}");
+        assert!(
+            text.contains("1 passed"),
+            "the inner test did not run: {text}"
+        );
+        return;
+    }
+    let _ = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A-REX maps jobs to an unprivileged user, who must reach its files.
+    let _ = Command::new("chmod").arg("755").arg(tmp.path()).status();
+    let arc = tmp.path().join("arc");
+    let port = free_port();
+    let out = Command::new(repo().join("tests/ce/arex.sh"))
+        .arg(&arc)
+        .arg(port.to_string())
+        .env("AREX_TLS_CURVE", "prime256v1")
+        .output()
+        .expect("tests/ce/arex.sh");
+    assert!(
+        out.status.success(),
+        "A-REX: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = env_file(&arc.join("env"));
+    let sites = format!(
+        "{{ARC.Fork.test: {{CEs: {{localhost: {{CEType: arc, Host: localhost, Port: {port}, \
+         CAFile: '{}', CertFile: '{}', KeyFile: '{}', \
+         Queues: {{fork: {{MaxTotalJobs: 2, MaxWaitingJobs: 2, NumberOfProcessors: 1}}}}}}}}}}}}",
+        env["CA"], env["CERT"], env["KEY"],
+    );
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__SITES", sites),
+            (
+                "DIRAC__SERVICES__SITEDIRECTOR__PILOTSTATUSUPDATECYCLEFACTOR",
+                "1".into(),
+            ),
+        ],
+    );
+    run_jobs_at(&d, "ARC.Fork.test");
+    let pilots = pilots(&d, "ARC");
+    assert!(!pilots.is_empty(), "{}", d.log());
+    let op = token_of(&d);
+    let stamp = pilots[0]["stamp"].as_str().expect("stamp");
+    assert!(
+        pilots[0]["reference"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("arc://localhost/")),
+        "{}",
+        pilots[0]
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = d.dirac(&["--json", "--token", &op, "pilot", "logs", "--ce", stamp]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("starting dirac-pilot") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pilot output: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    d.stop();
+    for key in ["AREX_PID", "WS_PID"] {
+        if let Some(pid) = env.get(key) {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+    }
+}

@@ -11,6 +11,7 @@
 //! SSHComputingElement) — with the batch systems `Host` (plain processes) and
 //! `Slurm`.
 
+pub mod arc;
 pub mod batch;
 pub mod htcondor;
 pub mod http;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dirac_ce::arc::ArcCe;
 use dirac_ce::htcondor::HtCondorCe;
+use dirac_ce::http::HttpClient;
 use dirac_ce::kubernetes::{KubeSettings, KubernetesCe};
 use dirac_ce::openstack::{CloudSettings, Credentials, OpenStackCe};
 use dirac_ce::shell::SshTarget;
@@ -44,6 +46,7 @@ pub const SUPPORTED: &[&str] = &[
     "kubernetes",
     "openstack",
     "htcondorce",
+    "arc",
 ];
 
 /// Every queue of the configuration this director serves; CEs of types it
@@ -78,6 +81,13 @@ pub fn from_config(
                 let ce: Arc<dyn dirac_ce::ComputingElement> = match cc.ce_type.as_str() {
                     "kubernetes" => Arc::new(kubernetes_ce(ce_name, cc, launch)),
                     "htcondorce" => Arc::new(htcondor_ce(cc, launch, ep, timeout)),
+                    "arc" => match arc_ce(cc, queue, launch, ep, timeout) {
+                        Ok(ce) => Arc::new(ce),
+                        Err(e) => {
+                            skipped.push(format!("{site}/{ce_name} ({e})"));
+                            continue;
+                        }
+                    },
                     "openstack" => match openstack_ce(ce_name, cc, launch, timeout) {
                         Ok(ce) => Arc::new(ce),
                         Err(e) => {
@@ -251,6 +261,36 @@ fn htcondor_ce(
         token: token_source(cc, ep),
         timeout,
     }
+}
+
+fn arc_ce(
+    cc: &CeConfig,
+    queue: &str,
+    launch: PilotLaunch,
+    ep: &PilotEndpoints,
+    timeout: Duration,
+) -> Result<ArcCe, CeError> {
+    let cert = match (&cc.cert_file, &cc.key_file) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (Some(c), None) => Some((c.as_path(), c.as_path())),
+        _ => None,
+    };
+    let http = HttpClient::new(cc.ca_file.as_deref(), cert, timeout)?;
+    // A client certificate is the credential unless a token is asked for.
+    let token = match (&cc.token_file, cert) {
+        (Some(f), _) => Some(Arc::new(TokenFile(f.clone())) as Arc<dyn TokenSource>),
+        (None, Some(_)) => None,
+        (None, None) => ep.tokens.clone(),
+    };
+    Ok(ArcCe::new(
+        cc.host.clone().unwrap_or_default(),
+        cc.port.unwrap_or(443),
+        queue.to_string(),
+        launch,
+        token,
+        cc.token_audience.clone(),
+        http,
+    ))
 }
 
 fn kubernetes_ce(name: &str, cc: &CeConfig, launch: PilotLaunch) -> KubernetesCe {
