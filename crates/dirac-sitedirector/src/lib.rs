@@ -228,7 +228,7 @@ impl SiteDirector {
                 .outcomes
                 .push((format!("{}/{}", q.ce_name, q.queue), outcome));
         }
-        if cycle % self.settings.status_every == 0 {
+        if cycle.is_multiple_of(self.settings.status_every) {
             report.status_updates = self.poll_states().await;
         }
         report

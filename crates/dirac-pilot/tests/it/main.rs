@@ -275,6 +275,27 @@ impl PilotManager for Fake {
     ) -> Result<Response<PilotLogResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn kill_pilots(
+        &self,
+        _: Request<dirac_proto::wms::PilotStamps>,
+    ) -> Result<Response<dirac_proto::wms::KillPilotsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn get_pilot_output(
+        &self,
+        _: Request<PilotLogRequest>,
+    ) -> Result<Response<PilotLogResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn get_queue_status(
+        &self,
+        _: Request<dirac_proto::wms::QueueStatusRequest>,
+    ) -> Result<Response<dirac_proto::wms::QueueStatusResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 async fn serve(fake: Fake) -> String {
