@@ -499,6 +499,9 @@ pub async fn run_all(
         &config.services.log_format,
         std::env::var("RUST_LOG").ok().as_deref(),
     );
+    // Before client.yaml announces the server: a SIGTERM from then on is a
+    // clean stop, however far the start-up has got.
+    let stop_signal = shutdown_signal();
     let config = Arc::new(config);
 
     let wms = open_wms(&config, data_dir).await?;
@@ -598,7 +601,7 @@ pub async fn run_all(
         services,
         AuthLayer::new(policies, verifier),
         config.services.tls.as_ref(),
-        shutdown_signal(),
+        stop_signal,
     )
     .await;
     let _ = stop_tx.send(true);
