@@ -803,3 +803,96 @@ fn pilots_through_arc_run_jobs() {
         }
     }
 }
+
+/// Push mode (DIRAC's PushJobAgent) for a site whose worker nodes cannot
+/// reach the services: the pilot runs beside diracd and each payload runs
+/// on the CE's host, reached through a real sshd; the job directory goes
+/// there and back, and the output sandbox shows where the payload ran.
+#[test]
+fn jobs_pushed_to_a_ce_through_ssh() {
+    if !peers_installed(&["sshd", "ssh", "ssh-keygen", "tar"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ssh_dir = tmp.path().join("ssh");
+    let remote = tmp.path().join("hpc-scratch");
+    let port = free_port();
+    let out = Command::new(repo().join("tests/ce/sshd.sh"))
+        .arg(&ssh_dir)
+        .arg(port.to_string())
+        .output()
+        .expect("tests/ce/sshd.sh");
+    assert!(
+        out.status.success(),
+        "sshd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sshd_pid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let sites = format!(
+        "{{HPC.Push.test: {{CEs: {{login.hpc.test: {{CEType: ssh, PushMode: true, Host: 127.0.0.1, SSHPort: {port}, \
+         SSHKey: '{}', SSHKnownHosts: '{}', WorkDir: '{}', \
+         Queues: {{batch: {{MaxTotalJobs: 1, MaxWaitingJobs: 1, NumberOfProcessors: 1}}}}}}}}}}}}",
+        ssh_dir.join("id_ed25519").display(),
+        ssh_dir.join("known_hosts").display(),
+        remote.display(),
+    );
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[("DIRAC__RESOURCES__SITES", sites)],
+    );
+    let jdl = tmp.path().join("pushed.jdl");
+    std::fs::write(
+        &jdl,
+        r#"[ Executable = "/bin/sh"; Arguments = "-c 'cat in.txt > where.txt; cat /proc/$PPID/comm >> where.txt; pwd >> where.txt'";
+            InputSandbox = {"in.txt"}; OutputSandbox = {"where.txt"}; JobName = "pushed"; ]"#,
+    )
+    .expect("write");
+    std::fs::write(tmp.path().join("in.txt"), "from the input sandbox\n").expect("write");
+    let out = d.dirac_in(
+        tmp.path(),
+        tmp.path(),
+        None,
+        &["--json", "job", "submit", &jdl.display().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs = ids(&serde_json::from_slice(&out.stdout).expect("json"));
+    let done = wait_final(&d, &jobs, Duration::from_secs(90));
+    assert_eq!(done[0]["status"], "Done", "{}\n{}", done[0], d.log());
+    assert_eq!(done[0]["site"], "HPC.Push.test");
+    let outdir = tmp.path().join("out");
+    d.json(&[
+        "job",
+        "output",
+        &jobs[0].to_string(),
+        "--dir",
+        outdir.to_str().expect("utf-8"),
+    ]);
+    let where_ = std::fs::read_to_string(outdir.join(jobs[0].to_string()).join("where.txt"))
+        .expect("where.txt");
+    let lines: Vec<&str> = where_.lines().collect();
+    assert_eq!(lines[0], "from the input sandbox", "{where_}");
+    assert_eq!(
+        lines[1], "sshd",
+        "the payload ran in an SSH session: {where_}"
+    );
+    assert!(
+        lines[2].starts_with(&remote.display().to_string()),
+        "in the CE's scratch: {where_}"
+    );
+    assert!(
+        std::fs::read_dir(&remote)
+            .map(|mut r| r.next().is_none())
+            .unwrap_or(true),
+        "the job directory was removed on the CE"
+    );
+    d.stop();
+    let _ = Command::new("kill").arg(&sshd_pid).status();
+}

@@ -29,6 +29,44 @@ pub struct SshTarget {
     pub known_hosts: Option<PathBuf>,
 }
 
+impl SshTarget {
+    /// `ssh` with this target's options and host, ready for a remote
+    /// command as its last argument.
+    pub fn ssh_command(&self) -> Vec<String> {
+        let mut w: Vec<String> = [
+            "ssh",
+            "-T",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=20",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+        ]
+        .map(String::from)
+        .to_vec();
+        w.push(self.port.to_string());
+        if let Some(key) = &self.key {
+            w.extend(["-i".to_string(), key.display().to_string()]);
+            w.extend(["-o".to_string(), "IdentitiesOnly=yes".to_string()]);
+        }
+        if let Some(kh) = &self.known_hosts {
+            w.extend([
+                "-o".to_string(),
+                format!("UserKnownHostsFile={}", kh.display()),
+            ]);
+        }
+        if let Some(user) = &self.user {
+            w.extend(["-l".to_string(), user.clone()]);
+        }
+        w.push(self.host.clone());
+        w
+    }
+}
+
 /// What a script printed, and how it ended.
 #[derive(Debug)]
 pub struct Output {
@@ -54,21 +92,9 @@ impl Shell {
                 c
             }
             Shell::Ssh(t) => {
-                let mut c = Command::new("ssh");
-                c.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
-                    .args(["-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"])
-                    .args(["-p", &t.port.to_string()]);
-                if let Some(key) = &t.key {
-                    c.arg("-i").arg(key).args(["-o", "IdentitiesOnly=yes"]);
-                }
-                if let Some(kh) = &t.known_hosts {
-                    c.arg("-o")
-                        .arg(format!("UserKnownHostsFile={}", kh.display()));
-                }
-                if let Some(user) = &t.user {
-                    c.arg("-l").arg(user);
-                }
-                c.arg(&t.host).arg("bash -s");
+                let words = t.ssh_command();
+                let mut c = Command::new(&words[0]);
+                c.args(&words[1..]).arg("bash -s");
                 c
             }
         }

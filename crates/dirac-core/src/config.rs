@@ -257,6 +257,11 @@ pub struct CeConfig {
     /// something else (default: the TokenManager, from the VO's IdP).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// `ssh`: push mode (DIRAC's PushJobAgent) for sites whose worker nodes
+    /// cannot reach the services: pilots run on the SiteDirector's host and
+    /// send each payload, with its job directory, to `Host` over SSH.
+    #[serde(default)]
+    pub push_mode: bool,
     /// `htcondorce`: submit to the local schedd rather than the CE's.
     #[serde(default)]
     pub use_local_schedd: bool,
@@ -1053,6 +1058,12 @@ impl DiracConfig {
                     return Err(invalid(
                         format!("Resources.Sites.{site}.CEs.{ce}.Image"),
                         "a kubernetes CE needs the pilot image",
+                    ));
+                }
+                if cc.push_mode && cc.ce_type != "ssh" {
+                    return Err(invalid(
+                        format!("Resources.Sites.{site}.CEs.{ce}.PushMode"),
+                        "push mode is for ssh CEs",
                     ));
                 }
                 if cc.ce_type == "ssh" && cc.host.is_none() {

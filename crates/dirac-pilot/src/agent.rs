@@ -281,6 +281,7 @@ mod tests {
             heartbeat: Duration::from_secs(1),
             drain_file: PathBuf::from("/nonexistent"),
             keep_job_dirs: false,
+            remote: None,
         }
     }
 

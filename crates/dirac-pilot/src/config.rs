@@ -82,6 +82,16 @@ pub struct Args {
     /// Log JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,
+    /// Push mode: run each payload on a CE without outbound connectivity,
+    /// through this command (e.g. `ssh -p 22 user@login.hpc.example`), which
+    /// gets a shell command line as its last argument. The job directory is
+    /// copied there and back.
+    #[arg(long, value_name = "COMMAND")]
+    pub remote_shell: Option<String>,
+    /// Push mode: where job directories go on the CE (relative: to the
+    /// login's home).
+    #[arg(long, default_value = "dirac-push", value_name = "DIR")]
+    pub remote_work_dir: String,
 }
 
 impl fmt::Debug for Args {
@@ -118,6 +128,8 @@ pub struct PilotConfig {
     pub heartbeat: Duration,
     pub drain_file: PathBuf,
     pub keep_job_dirs: bool,
+    /// Push mode: where payloads run.
+    pub remote: Option<crate::remote::Remote>,
 }
 
 impl fmt::Debug for PilotConfig {
@@ -232,6 +244,11 @@ impl PilotConfig {
             heartbeat: seconds("heartbeat", args.heartbeat)?,
             drain_file: args.drain_file.clone(),
             keep_job_dirs: args.keep_job_dirs,
+            remote: args
+                .remote_shell
+                .as_deref()
+                .map(|shell| crate::remote::Remote::parse(shell, &args.remote_work_dir))
+                .transpose()?,
         })
     }
 }

@@ -12,6 +12,7 @@ mod jobspec;
 mod logbuf;
 mod node;
 mod pilot;
+mod remote;
 mod report;
 mod watchdog;
 mod wrapper;

@@ -137,6 +137,7 @@ pub async fn run(cfg: PilotConfig, log: LogBuffer) -> anyhow::Result<Summary> {
         heartbeat: cfg.heartbeat,
         keep_job_dirs: cfg.keep_job_dirs,
         path_env: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+        remote: cfg.remote.clone(),
         shutdown: rx.clone(),
     });
 

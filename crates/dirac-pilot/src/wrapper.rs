@@ -56,6 +56,8 @@ pub struct WrapperContext {
     pub keep_job_dirs: bool,
     /// `PATH` given to payloads.
     pub path_env: OsString,
+    /// Push mode: payloads run on a CE through this.
+    pub remote: Option<crate::remote::Remote>,
     /// Turns true when the pilot is being terminated.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -681,19 +683,42 @@ pub async fn run_job(
         extra.push(("DIRAC_JOB_TOKEN".to_owned(), job_token));
     }
     let executable = resolve_executable(&spec.executable, &job_dir);
-    let mut command = Command::new(&executable);
+    let env = payload_env(
+        job_id,
+        &ctx.site,
+        spec.processors,
+        &job_dir,
+        &ctx.path_env,
+        &extra,
+    );
+    let remote_dir = ctx
+        .remote
+        .as_ref()
+        .map(|r| (r, r.job_dir(&ctx.stamp, job_id)));
+    let mut command = match &remote_dir {
+        None => {
+            let mut c = Command::new(&executable);
+            c.args(&spec.arguments)
+                .current_dir(&job_dir)
+                .env_clear()
+                .envs(env);
+            c
+        }
+        Some((remote, rdir)) => {
+            job.status("Running", "Sending the job to the CE", "").await;
+            if let Err(e) = remote.stage_in(&job_dir, rdir).await {
+                return job.fail("Exception During Execution", &e).await;
+            }
+            remote.command(
+                rdir,
+                &job_dir,
+                &executable.display().to_string(),
+                &spec.arguments,
+                &env,
+            )
+        }
+    };
     command
-        .args(&spec.arguments)
-        .current_dir(&job_dir)
-        .env_clear()
-        .envs(payload_env(
-            job_id,
-            &ctx.site,
-            spec.processors,
-            &job_dir,
-            &ctx.path_env,
-            &extra,
-        ))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
@@ -731,6 +756,13 @@ pub async fn run_job(
     let run = job
         .supervise(&mut child, pid, &spec, &job_dir, &stdout_path)
         .await;
+    if let Some((remote, rdir)) = &remote_dir
+        && let Err(e) = remote.stage_out(&job_dir, rdir).await
+    {
+        // The outputs stayed on the CE: the job cannot complete.
+        tracing::warn!(job_id, error = %e, "push mode: outputs not retrieved");
+        return job.fail("Exception During Execution", &e).await;
+    }
     let code = match &run.status {
         Ok(status) => exit_code(*status),
         Err(e) => {

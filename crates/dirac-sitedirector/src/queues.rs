@@ -95,6 +95,7 @@ pub fn from_config(
                             continue;
                         }
                     },
+                    "ssh" if cc.push_mode => Arc::new(push_ce(ce_name, cc, launch, ep, timeout)),
                     _ => Arc::new(batch_ce(ce_name, cc, queue, launch, ep, timeout)),
                 };
                 queues.push(QueueSpec {
@@ -108,7 +109,7 @@ pub fn from_config(
                     },
                     resource: resource(&vo, site, ce_name, cc, qc),
                     ce,
-                    kill_on_stop: cc.ce_type == "local",
+                    kill_on_stop: cc.ce_type == "local" || cc.push_mode,
                 });
             }
         }
@@ -306,6 +307,44 @@ fn kubernetes_ce(name: &str, cc: &CeConfig, launch: PilotLaunch) -> KubernetesCe
         },
         launch,
     )
+}
+
+/// Push mode: pilots on this host (the local CE's way) whose payloads go
+/// to the ssh CE's host.
+fn push_ce(
+    name: &str,
+    cc: &CeConfig,
+    mut launch: PilotLaunch,
+    ep: &PilotEndpoints,
+    timeout: Duration,
+) -> BatchCe {
+    let target = SshTarget {
+        host: cc.host.clone().unwrap_or_default(),
+        port: cc.ssh_port.unwrap_or(22),
+        user: cc.ssh_user.clone(),
+        key: cc.ssh_key.clone(),
+        known_hosts: cc.ssh_known_hosts.clone(),
+    };
+    launch.source = PilotSource::Path(ep.local_pilot.display().to_string());
+    launch.options.extend([
+        "--remote-shell".to_string(),
+        shell_words::join(target.ssh_command()),
+        "--remote-work-dir".to_string(),
+        cc.work_dir.clone().unwrap_or_else(|| "dirac-push".into()),
+    ]);
+    BatchCe {
+        name: name.to_string(),
+        shell: Shell::Local,
+        system: BatchSystem::Host,
+        work_dir: ep
+            .local_work_dir
+            .join(format!("{name}-push"))
+            .display()
+            .to_string(),
+        partition: None,
+        launch,
+        timeout,
+    }
 }
 
 fn batch_ce(
