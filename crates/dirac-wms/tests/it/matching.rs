@@ -204,6 +204,59 @@ async fn stalled_jobs_fail_when_their_pilot_is_gone(db: JobDb) {
     let _ = ids;
 }
 
+/// A pilot its CE lost (the SiteDirector ended it Aborted): its stalled job
+/// is rescheduled at a site listed in StalledJobsToRescheduleSites.
+async fn stalled_jobs_of_a_lost_pilot_are_rescheduled(db: JobDb) {
+    submit(&db, &ALICE, &[JDL]).await;
+    let mut cfg = (*config()).clone();
+    cfg.services.agents.stalled_time_s = 1;
+    cfg.services.agents.stalled_jobs_to_reschedule_sites = vec!["LCG.Test.ch".into()];
+    let w = Wms::new(db.clone(), Arc::new(cfg), sandbox_backend());
+    optimize_once(&w, 10).await.expect("optimize");
+    w.pilots
+        .register(&[Pilot {
+            stamp: "lostpilot".into(),
+            vo: "dteam".into(),
+            status: "Running".into(),
+            ..Default::default()
+        }])
+        .await
+        .expect("register");
+    let job = w
+        .match_job(
+            &pilot_resource("LCG.Test.ch"),
+            "LCG.Test.ch",
+            Some("lostpilot"),
+        )
+        .await
+        .expect("match")
+        .expect("job");
+    let mut running = BTreeMap::new();
+    running.insert(job.job_id, vec![now(JobStatus::Running, "JobWrapper")]);
+    db.apply_updates(running, Apply::Reported)
+        .await
+        .expect("running");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (stalled, _, _) = stalled_jobs_once(&w).await.expect("cycle");
+    assert_eq!(stalled, 1);
+    w.pilots
+        .set_status(
+            "lostpilot",
+            "Aborted",
+            "unknown to the CE past the grace period",
+        )
+        .await
+        .expect("aborted");
+    let (_, failed, rescheduled) = stalled_jobs_once(&w).await.expect("cycle");
+    assert_eq!((failed, rescheduled), (0, 1));
+    let j = &db.jobs(&[job.job_id]).await.expect("jobs")[0];
+    assert_eq!(
+        (j.status.as_str(), j.reschedule_counter),
+        ("Received", 1),
+        "{j:?}"
+    );
+}
+
 /// The PilotStatus agent: silent pilots end Deleted unless a job of theirs
 /// still runs; finished pilots are accounted once, even when a cycle stops
 /// between writing the record and flagging the pilot; old ones are removed.
@@ -420,4 +473,5 @@ crate::backend_tests!(
     killed_jobs_leave_their_task_queue,
     stalled_jobs_fail_when_their_pilot_is_gone,
     pilots_are_accounted_once_and_cleared,
+    stalled_jobs_of_a_lost_pilot_are_rescheduled,
 );
