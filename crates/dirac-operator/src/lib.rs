@@ -1,0 +1,118 @@
+//! `dirac-operator`: custom resources for computing elements, site
+//! directors and agents, and their reconciliation into Deployments and
+//! CronJobs (the Kubernetes issue). This first part holds the CRD types and
+//! their generator.
+
+pub mod crd;
+
+use kube::CustomResourceExt as _;
+
+/// Every CRD as YAML, by file name under `k8s/crds/`.
+pub fn crds() -> Vec<(&'static str, String)> {
+    let yaml = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+        serde_yaml_ng::to_string(&crd).unwrap_or_default()
+    };
+    vec![
+        ("computingelements.yaml", yaml(crd::ComputingElement::crd())),
+        ("sitedirectors.yaml", yaml(crd::SiteDirector::crd())),
+        ("agents.yaml", yaml(crd::Agent::crd())),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed CRDs are what the types generate (`cargo run -p
+    /// dirac-operator --bin crdgen` rewrites them).
+    #[test]
+    fn committed_crds_are_up_to_date() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/crds");
+        for (name, yaml) in crds() {
+            let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            assert!(
+                committed == yaml,
+                "k8s/crds/{name} is stale: run `cargo run -p dirac-operator --bin crdgen`"
+            );
+        }
+    }
+
+    fn ce(settings: &[(&str, &str)]) -> crd::ComputingElement {
+        let mut c = crd::ComputingElement::new(
+            "ce.example.org",
+            crd::ComputingElementSpec {
+                ce_type: crd::CeType::Kubernetes,
+                endpoint: None,
+                port: None,
+                site: "CLOUD.K8s.org".into(),
+                queues: [(
+                    "default".to_string(),
+                    crd::QueueSpec {
+                        max_total_jobs: 10,
+                        number_of_processors: 2,
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                credentials_secret_ref: None,
+                token_audience: None,
+                tags: vec![],
+                settings: settings
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+        c.metadata.namespace = Some("dirac".into());
+        c
+    }
+
+    /// A ComputingElement resource feeds the same structure as dirac.yaml.
+    #[test]
+    fn computing_elements_become_dirac_yaml_sections() {
+        let (site, name, cc) = ce(&[
+            ("Image", "registry.example/pilot:1"),
+            ("TTLSecondsAfterFinished", "60"),
+        ])
+        .to_ce_config()
+        .expect("valid");
+        assert_eq!(
+            (site.as_str(), name.as_str()),
+            ("CLOUD.K8s.org", "ce.example.org")
+        );
+        assert_eq!(cc.ce_type, "kubernetes");
+        assert_eq!(cc.host.as_deref(), Some("ce.example.org"));
+        assert_eq!(cc.image.as_deref(), Some("registry.example/pilot:1"));
+        assert_eq!(cc.ttl_seconds_after_finished, Some(60));
+        assert_eq!(cc.queues["default"].max_total_jobs, 10);
+        let err = ce(&[("Imgae", "x")]).to_ce_config().expect_err("typo");
+        assert!(err.contains("Imgae"), "{err}");
+        let err = ce(&[("CEType", "arc")]).to_ce_config().expect_err("clash");
+        assert!(err.contains("settings.CEType"), "{err}");
+        let err = ce(&[("Port", "not a port")])
+            .to_ce_config()
+            .expect_err("type");
+        assert!(err.contains("Port"), "{err}");
+    }
+
+    #[test]
+    fn schemas_carry_the_cel_rules() {
+        let agents = crds()
+            .into_iter()
+            .find(|(n, _)| *n == "agents.yaml")
+            .expect("agents")
+            .1;
+        assert!(
+            agents.contains("set exactly one of schedule and interval"),
+            "{agents}"
+        );
+        assert!(agents.contains("x-kubernetes-validations"));
+        let ces = crds()
+            .into_iter()
+            .find(|(n, _)| *n == "computingelements.yaml")
+            .expect("ces")
+            .1;
+        assert!(ces.contains("at least one queue"));
+        assert!(ces.contains("group: dirac.diracgrid.org"));
+    }
+}
