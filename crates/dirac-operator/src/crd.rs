@@ -3,6 +3,9 @@
 //! are generated from these types (`crdgen` writes `k8s/crds/`); rules the
 //! API server can check are CEL rules in the schema.
 
+// kube's `printcolumn(...)` repeats `type_ = …` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -4,6 +4,7 @@
 //! their generator.
 
 pub mod crd;
+pub mod manifests;
 
 use kube::CustomResourceExt as _;
 
@@ -21,6 +22,8 @@ pub fn crds() -> Vec<(&'static str, String)> {
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize as _;
+
     use super::*;
 
     /// The committed CRDs are what the types generate (`cargo run -p
@@ -93,6 +96,57 @@ mod tests {
             .to_ce_config()
             .expect_err("type");
         assert!(err.contains("Port"), "{err}");
+    }
+
+    /// Every example resource reads as its type and becomes manifests.
+    #[test]
+    fn the_examples_are_valid_resources() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/examples");
+        let inst = manifests::Installation {
+            image: "diracd:test".into(),
+            config_map: "dirac-config".into(),
+            secret: None,
+            service_account: None,
+        };
+        let mut ces = Vec::new();
+        let mut seen = 0;
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("k8s/examples")
+            .filter_map(Result::ok)
+            .collect();
+        files.sort_by_key(|e| e.file_name());
+        let mut directors = Vec::new();
+        for entry in files {
+            let text = std::fs::read_to_string(entry.path()).expect("read");
+            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                let mut v = serde_json::Value::deserialize(doc).expect("yaml");
+                // As the API server would have given it.
+                v["metadata"]["uid"] = "uid-example".into();
+                seen += 1;
+                match v["kind"].as_str() {
+                    Some("ComputingElement") => {
+                        let ce: crd::ComputingElement =
+                            serde_json::from_value(v).expect("a ComputingElement");
+                        ce.to_ce_config().expect("a valid CE");
+                        ces.push(ce);
+                    }
+                    Some("Agent") => {
+                        let a: crd::Agent = serde_json::from_value(v).expect("an Agent");
+                        manifests::agent(&a, &inst).expect("manifests");
+                    }
+                    Some("SiteDirector") => {
+                        directors.push(
+                            serde_json::from_value::<crd::SiteDirector>(v).expect("a SiteDirector"),
+                        );
+                    }
+                    other => panic!("unexpected kind {other:?} in {}", entry.path().display()),
+                }
+            }
+        }
+        for sd in &directors {
+            manifests::site_director(sd, &ces, &inst).expect("manifests");
+        }
+        assert!(seen >= 5, "{seen} examples");
     }
 
     #[test]

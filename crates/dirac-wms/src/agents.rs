@@ -273,6 +273,37 @@ pub async fn pilot_status_once(wms: &Wms) -> Result<(u64, u64, u64)> {
     Ok((deleted, accounted, cleared))
 }
 
+/// One cycle of an agent (a Kubernetes CronJob's run): what it did.
+pub async fn run_once(name: &str, wms: &Arc<Wms>) -> Result<String> {
+    Ok(match name {
+        "optimizer" => format!(
+            "{} jobs checked",
+            crate::optimizer::optimize_once(wms, 10_000).await?
+        ),
+        "stalled-jobs" => {
+            let (stalled, failed, rescheduled) = stalled_jobs_once(wms).await?;
+            format!("{stalled} stalled, {failed} failed, {rescheduled} rescheduled")
+        }
+        "job-cleaning" => {
+            let (deleted, removed, sandboxes) = clean_jobs_once(wms).await?;
+            format!("{deleted} deleted, {removed} removed, {sandboxes} sandboxes purged")
+        }
+        "task-queues" => format!(
+            "{} jobs in the matcher index",
+            crate::matching::resync(wms).await?
+        ),
+        "pilot-status" => {
+            let (deleted, accounted, cleared) = pilot_status_once(wms).await?;
+            format!("{deleted} pilots deleted, {accounted} accounted, {cleared} cleared")
+        }
+        other => {
+            return Err(crate::WmsError::InvalidArgument(format!(
+                "unknown agent '{other}'"
+            )));
+        }
+    })
+}
+
 /// Start one agent by name (see [`AGENTS`]).
 pub fn spawn(
     name: &str,

@@ -360,7 +360,12 @@ impl dirac_wms::inputdata::ReplicaCatalog for CatalogReplicas {
 }
 
 /// `diracd agent NAME`: one agent until SIGTERM.
-pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn run_agent(
+    name: &str,
+    data_dir: &Path,
+    config: Option<PathBuf>,
+    once: bool,
+) -> anyhow::Result<()> {
     if !dirac_wms::agents::AGENTS.contains(&name) && name != "site-director" {
         bail!(
             "unknown agent '{name}' (one of {}, site-director)",
@@ -374,9 +379,14 @@ pub async fn run_agent(name: &str, data_dir: &Path, config: Option<PathBuf>) -> 
         std::env::var("RUST_LOG").ok().as_deref(),
     );
     if name == "site-director" {
-        return run_site_director(data_dir, config).await;
+        return run_site_director(data_dir, config, once).await;
     }
     let wms = open_wms(&config, data_dir).await?;
+    if once {
+        let done = dirac_wms::agents::run_once(name, &wms).await?;
+        tracing::info!(agent = name, %done, "one cycle done");
+        return Ok(());
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = dirac_wms::agents::spawn(name, &wms, &stop_rx).context("spawn agent")?;
     tracing::info!(agent = name, "agent running");
@@ -417,7 +427,11 @@ async fn open_auth(
 /// `Services.Auth.PublicURL`; secrets go into the shared AuthDB with the
 /// installation's pilot pepper (`DATA_DIR/pilot-pepper`, shared by every
 /// replica).
-async fn run_site_director(data_dir: &Path, config: Arc<DiracConfig>) -> anyhow::Result<()> {
+async fn run_site_director(
+    data_dir: &Path,
+    config: Arc<DiracConfig>,
+    once: bool,
+) -> anyhow::Result<()> {
     let url = config
         .services
         .public_url
@@ -437,9 +451,21 @@ async fn run_site_director(data_dir: &Path, config: Arc<DiracConfig>) -> anyhow:
     // them (and of the site mask) fresh.
     let resync = dirac_wms::agents::spawn("task-queues", &wms, &stop_rx).context("task-queues")?;
     let registry = Arc::new(crate::site_director::WmsRegistry { wms, auth });
-    let (director, _) =
+    let (mut director, _) =
         crate::site_director::build(&config, registry, &url, &auth_url, data_dir, 60)?
             .context("no queue of Resources.Sites has a CE this SiteDirector can serve")?;
+    if once {
+        let report = director.cycle().await;
+        tracing::info!(
+            agent = "site-director",
+            submitted = report.submitted(),
+            states = report.status_updates,
+            "one cycle done"
+        );
+        let _ = stop_tx.send(true);
+        let _ = resync.await;
+        return Ok(());
+    }
     let task = tokio::spawn(director.run(stop_rx));
     tracing::info!(agent = "site-director", "agent running");
     shutdown_signal().await;

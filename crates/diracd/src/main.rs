@@ -55,14 +55,18 @@ enum Command {
         lifetime: Option<u64>,
     },
     /// Run one agent on its own: optimizer, stalled-jobs, job-cleaning,
-    /// task-queues (several replicas may run at once) or site-director (one
-    /// per set of queues: `Services.SiteDirector.Sites`/`CETypes`).
+    /// task-queues, pilot-status (several replicas may run at once) or
+    /// site-director (one per set of queues: `Services.SiteDirector.Sites`/
+    /// `CETypes`).
     Agent {
         name: String,
         #[arg(long, default_value = ".dirac")]
         data_dir: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// One cycle, then exit (for Kubernetes CronJobs).
+        #[arg(long)]
+        once: bool,
     },
     /// Retire the signing key and create a new one (old tokens stay valid
     /// while the retired key is kept).
@@ -114,7 +118,8 @@ fn main() -> anyhow::Result<()> {
             name,
             data_dir,
             config,
-        } => runtime.block_on(embedded::run_agent(&name, &data_dir, config)),
+            once,
+        } => runtime.block_on(embedded::run_agent(&name, &data_dir, config, once)),
         Command::RotateKey { data_dir, config } => {
             let kid = embedded::rotate_key(&data_dir, config)?;
             println!("new signing key {kid}; restart diracd to sign with it");
