@@ -3,6 +3,7 @@
 //! CronJobs (the Kubernetes issue). This first part holds the CRD types and
 //! their generator.
 
+pub mod controller;
 pub mod crd;
 pub mod manifests;
 

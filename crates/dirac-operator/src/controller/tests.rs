@@ -1,0 +1,208 @@
+//! Scenario tests against a mocked API server (tower-test): the exact
+//! sequence of API calls of a reconciliation, and the error path.
+
+use http::{Request, Response};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::crd::{AgentKind, AgentSpec};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context {
+        client: Client::new(service, "dirac"),
+        installation: Installation {
+            image: "diracd:test".into(),
+            config_map: "dirac-config".into(),
+            secret: None,
+            service_account: None,
+        },
+    };
+    (Arc::new(ctx), handle)
+}
+
+fn agent(settings: &[(&str, &str)]) -> Arc<Agent> {
+    let mut a = Agent::new(
+        "stalled",
+        AgentSpec {
+            kind: AgentKind::StalledJobs,
+            schedule: None,
+            interval: Some(60),
+            replicas: Some(2),
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            resources: Default::default(),
+        },
+    );
+    a.metadata.namespace = Some("dirac".into());
+    a.metadata.uid = Some("uid-agent".into());
+    a.metadata.generation = Some(3);
+    Arc::new(a)
+}
+
+/// The next request: method, URI, content type and JSON body; answered with
+/// `status` and `body`.
+async fn expect(handle: &mut Handle, status: u16, body: Value) -> (String, String, String, Value) {
+    let (request, send) = handle.next_request().await.expect("a request");
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let content_type = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = request.into_body().collect_bytes().await.expect("body");
+    let sent = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("json body")
+    };
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).expect("json")))
+            .expect("response"),
+    );
+    (method, uri, content_type, sent)
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": "not found", "reason": "NotFound", "code": 404})
+}
+
+#[tokio::test]
+async fn an_agent_is_applied_then_reported_ready() {
+    let (ctx, mut handle) = context();
+    let server = tokio::spawn(async move {
+        let (m, uri, ct, cm) = expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "dirac-agent-stalled-settings"}}),
+        )
+        .await;
+        assert_eq!(m, "PATCH");
+        assert!(
+            uri.starts_with("/api/v1/namespaces/dirac/configmaps/dirac-agent-stalled-settings?"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains("fieldManager=dirac-operator") && uri.contains("force=true"),
+            "server-side apply: {uri}"
+        );
+        assert_eq!(ct, "application/apply-patch+yaml");
+        assert_eq!(cm["data"]["DIRAC__SERVICES__AGENTS__POLLINGTIMES"], "60");
+
+        let (m, uri, _, dep) = expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "dirac-agent-stalled"}}),
+        )
+        .await;
+        assert_eq!(m, "PATCH");
+        assert!(
+            uri.starts_with("/apis/apps/v1/namespaces/dirac/deployments/dirac-agent-stalled?"),
+            "{uri}"
+        );
+        assert_eq!(dep["spec"]["replicas"], 2);
+        assert_eq!(dep["metadata"]["ownerReferences"][0]["uid"], "uid-agent");
+
+        let (m, uri, _, _) = expect(&mut handle, 404, not_found()).await;
+        assert_eq!(m, "DELETE", "a CronJob of the same name is removed");
+        assert!(
+            uri.starts_with("/apis/batch/v1/namespaces/dirac/cronjobs/dirac-agent-stalled"),
+            "{uri}"
+        );
+
+        let (m, uri, ct, status) = expect(&mut handle, 200, json!({"apiVersion": "dirac.diracgrid.org/v1alpha1",
+            "kind": "Agent", "metadata": {"name": "stalled"}, "spec": {"kind": "StalledJobs", "interval": 60}})).await;
+        assert_eq!(m, "PATCH");
+        assert!(
+            uri.starts_with(
+                "/apis/dirac.diracgrid.org/v1alpha1/namespaces/dirac/agents/stalled/status"
+            ),
+            "{uri}"
+        );
+        assert_eq!(ct, "application/merge-patch+json");
+        assert_eq!(status["status"]["observedGeneration"], 3);
+        let ready = status["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .expect("Ready")
+            .clone();
+        assert_eq!(ready["status"], "True");
+    });
+    let action = reconcile_agent(agent(&[]), ctx).await.expect("reconciled");
+    server.await.expect("server");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_degraded_and_nothing_is_applied() {
+    let (ctx, mut handle) = context();
+    let server = tokio::spawn(async move {
+        let (m, uri, _, status) = expect(&mut handle, 200, json!({"apiVersion": "dirac.diracgrid.org/v1alpha1",
+            "kind": "Agent", "metadata": {"name": "stalled"}, "spec": {"kind": "StalledJobs", "interval": 60}})).await;
+        assert_eq!(m, "PATCH");
+        assert!(
+            uri.contains("/agents/stalled/status"),
+            "only the status is touched: {uri}"
+        );
+        let degraded = status["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .expect("Degraded")
+            .clone();
+        assert_eq!(
+            (degraded["status"].as_str(), degraded["reason"].as_str()),
+            (Some("True"), Some("InvalidSpec"))
+        );
+        assert!(
+            degraded["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("bad key")),
+            "{degraded}"
+        );
+    });
+    let action = reconcile_agent(agent(&[("bad key", "1")]), ctx)
+        .await
+        .expect("handled");
+    server.await.expect("server");
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn an_api_error_is_an_error_to_retry() {
+    let (ctx, mut handle) = context();
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            403,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
+        )
+        .await;
+    });
+    let err = reconcile_agent(agent(&[]), ctx.clone())
+        .await
+        .expect_err("forbidden");
+    server.await.expect("server");
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    assert_eq!(
+        error_policy(agent(&[]), &err, ctx),
+        Action::requeue(Duration::from_secs(15))
+    );
+}
