@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
 
-use crate::crd::Agent;
+use crate::crd::{Agent, ComputingElement, SiteDirector};
 use crate::manifests::{self, Installation, Workload};
 
 pub const FIELD_MANAGER: &str = "dirac-operator";
@@ -63,56 +63,121 @@ where
     }
 }
 
+/// Apply a resource's manifests server-side; remove the other kind of
+/// workload of the same name (the resource switched between `interval` and
+/// `schedule`).
+async fn apply_manifests(client: &Client, ns: &str, m: &manifests::Manifests) -> Result<(), Error> {
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
+    let cm_name = m.config_map.name_any();
+    cms.patch(&cm_name, &apply, &Patch::Apply(&m.config_map)).await?;
+    match &m.workload {
+        Workload::Deployment(d) => {
+            let n = d.name_any();
+            deployments.patch(&n, &apply, &Patch::Apply(d.as_ref())).await?;
+            delete_if_present(&cronjobs, &n).await?;
+        }
+        Workload::CronJob(c) => {
+            let n = c.name_any();
+            cronjobs.patch(&n, &apply, &Patch::Apply(c.as_ref())).await?;
+            delete_if_present(&deployments, &n).await?;
+        }
+    }
+    Ok(())
+}
+
+fn status_body(generation: Option<i64>, ok: bool, reason: &str, message: &str) -> serde_json::Value {
+    json!({ "status": { "observedGeneration": generation, "conditions": [
+        condition("Ready", ok, reason, message, generation),
+        condition("Progressing", false, reason, message, generation),
+        condition("Degraded", !ok, reason, message, generation),
+    ]}})
+}
+
+/// The finalizer that makes a deleted SiteDirector stop submitting first.
+pub const DRAIN_FINALIZER: &str = "dirac.diracgrid.org/drain";
+
+/// One reconciliation of a SiteDirector: its workload follows its spec and
+/// the ComputingElements it selects; when it is deleted, its workload goes
+/// first (no more submissions; running pilots finish on their own), then
+/// the finalizer.
+pub async fn reconcile_site_director(sd: Arc<SiteDirector>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = sd.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<SiteDirector> = Api::namespaced(ctx.client.clone(), &ns);
+    kube::runtime::finalizer::finalizer(&api, DRAIN_FINALIZER, sd, |event| async {
+        match event {
+            kube::runtime::finalizer::Event::Apply(sd) => apply_site_director(&sd, &ctx, &ns).await,
+            kube::runtime::finalizer::Event::Cleanup(sd) => drain_site_director(&sd, &ctx, &ns).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Invalid(other.to_string()),
+    })
+}
+
+async fn apply_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let name = sd.name_any();
+    let generation = sd.metadata.generation;
+    let api: Api<SiteDirector> = Api::namespaced(ctx.client.clone(), ns);
+    let ces: Api<ComputingElement> = Api::namespaced(ctx.client.clone(), ns);
+    let listed = ces.list(&Default::default()).await?.items;
+    let body = match manifests::site_director(sd, &listed, &ctx.installation) {
+        Ok(m) => {
+            apply_manifests(&ctx.client, ns, &m).await?;
+            status_body(generation, true, "Applied", &format!("applied (config hash {})", m.hash))
+        }
+        Err(msg) => status_body(generation, false, "InvalidSpec", &msg),
+    };
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn drain_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let workload = format!("dirac-sitedirector-{}", sd.name_any());
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let cronjobs: Api<CronJob> = Api::namespaced(ctx.client.clone(), ns);
+    delete_if_present(&deployments, &workload).await?;
+    delete_if_present(&cronjobs, &workload).await?;
+    tracing::info!(site_director = %sd.name_any(), "drained: no more pilot submission");
+    Ok(Action::await_change())
+}
+
+/// A ComputingElement is Ready when it makes a valid CE section.
+pub async fn reconcile_computing_element(ce: Arc<ComputingElement>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = ce.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<ComputingElement> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = match ce.to_ce_config() {
+        Ok(_) => status_body(ce.metadata.generation, true, "Valid", "a valid computing element"),
+        Err(msg) => status_body(ce.metadata.generation, false, "InvalidSpec", &msg),
+    };
+    api.patch_status(&ce.name_any(), &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    Ok(Action::await_change())
+}
+
 /// One reconciliation of an Agent.
 pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = agent.namespace().unwrap_or_else(|| "default".into());
     let name = agent.name_any();
     let generation = agent.metadata.generation;
     let agents: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
-    let status = |conditions: Vec<serde_json::Value>| json!({ "status": { "observedGeneration": generation, "conditions": conditions } });
     let m = match manifests::agent(&agent, &ctx.installation) {
         Ok(m) => m,
         Err(msg) => {
-            let body = status(vec![
-                condition("Ready", false, "InvalidSpec", &msg, generation),
-                condition("Progressing", false, "InvalidSpec", &msg, generation),
-                condition("Degraded", true, "InvalidSpec", &msg, generation),
-            ]);
+            let body = status_body(generation, false, "InvalidSpec", &msg);
             agents
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
                 .await?;
             return Ok(Action::await_change());
         }
     };
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let cronjobs: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);
-    let cm_name = m.config_map.name_any();
-    cms.patch(&cm_name, &apply, &Patch::Apply(&m.config_map))
-        .await?;
-    match &m.workload {
-        Workload::Deployment(d) => {
-            let n = d.name_any();
-            deployments
-                .patch(&n, &apply, &Patch::Apply(d.as_ref()))
-                .await?;
-            delete_if_present(&cronjobs, &n).await?;
-        }
-        Workload::CronJob(c) => {
-            let n = c.name_any();
-            cronjobs
-                .patch(&n, &apply, &Patch::Apply(c.as_ref()))
-                .await?;
-            delete_if_present(&deployments, &n).await?;
-        }
-    }
-    let msg = format!("applied (config hash {})", m.hash);
-    let body = status(vec![
-        condition("Ready", true, "Applied", &msg, generation),
-        condition("Progressing", false, "Applied", &msg, generation),
-        condition("Degraded", false, "Applied", &msg, generation),
-    ]);
+    apply_manifests(&ctx.client, &ns, &m).await?;
+    let body = status_body(generation, true, "Applied", &format!("applied (config hash {})", m.hash));
     agents
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
         .await?;
@@ -120,7 +185,7 @@ pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Act
 }
 
 /// Retry soon after an API error.
-pub fn error_policy(_agent: Arc<Agent>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconciliation failed");
     Action::requeue(Duration::from_secs(15))
 }
