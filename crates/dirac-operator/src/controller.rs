@@ -72,23 +72,33 @@ async fn apply_manifests(client: &Client, ns: &str, m: &manifests::Manifests) ->
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), ns);
     let cm_name = m.config_map.name_any();
-    cms.patch(&cm_name, &apply, &Patch::Apply(&m.config_map)).await?;
+    cms.patch(&cm_name, &apply, &Patch::Apply(&m.config_map))
+        .await?;
     match &m.workload {
         Workload::Deployment(d) => {
             let n = d.name_any();
-            deployments.patch(&n, &apply, &Patch::Apply(d.as_ref())).await?;
+            deployments
+                .patch(&n, &apply, &Patch::Apply(d.as_ref()))
+                .await?;
             delete_if_present(&cronjobs, &n).await?;
         }
         Workload::CronJob(c) => {
             let n = c.name_any();
-            cronjobs.patch(&n, &apply, &Patch::Apply(c.as_ref())).await?;
+            cronjobs
+                .patch(&n, &apply, &Patch::Apply(c.as_ref()))
+                .await?;
             delete_if_present(&deployments, &n).await?;
         }
     }
     Ok(())
 }
 
-fn status_body(generation: Option<i64>, ok: bool, reason: &str, message: &str) -> serde_json::Value {
+fn status_body(
+    generation: Option<i64>,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) -> serde_json::Value {
     json!({ "status": { "observedGeneration": generation, "conditions": [
         condition("Ready", ok, reason, message, generation),
         condition("Progressing", false, reason, message, generation),
@@ -103,18 +113,24 @@ pub const DRAIN_FINALIZER: &str = "dirac.diracgrid.org/drain";
 /// the ComputingElements it selects; when it is deleted, its workload goes
 /// first (no more submissions; running pilots finish on their own), then
 /// the finalizer.
-pub async fn reconcile_site_director(sd: Arc<SiteDirector>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_site_director(
+    sd: Arc<SiteDirector>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let ns = sd.namespace().unwrap_or_else(|| "default".into());
     let api: Api<SiteDirector> = Api::namespaced(ctx.client.clone(), &ns);
     kube::runtime::finalizer::finalizer(&api, DRAIN_FINALIZER, sd, |event| async {
         match event {
             kube::runtime::finalizer::Event::Apply(sd) => apply_site_director(&sd, &ctx, &ns).await,
-            kube::runtime::finalizer::Event::Cleanup(sd) => drain_site_director(&sd, &ctx, &ns).await,
+            kube::runtime::finalizer::Event::Cleanup(sd) => {
+                drain_site_director(&sd, &ctx, &ns).await
+            }
         }
     })
     .await
     .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
         other => Error::Invalid(other.to_string()),
     })
 }
@@ -128,7 +144,12 @@ async fn apply_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Resu
     let body = match manifests::site_director(sd, &listed, &ctx.installation) {
         Ok(m) => {
             apply_manifests(&ctx.client, ns, &m).await?;
-            status_body(generation, true, "Applied", &format!("applied (config hash {})", m.hash))
+            status_body(
+                generation,
+                true,
+                "Applied",
+                &format!("applied (config hash {})", m.hash),
+            )
         }
         Err(msg) => status_body(generation, false, "InvalidSpec", &msg),
     };
@@ -148,15 +169,27 @@ async fn drain_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Resu
 }
 
 /// A ComputingElement is Ready when it makes a valid CE section.
-pub async fn reconcile_computing_element(ce: Arc<ComputingElement>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_computing_element(
+    ce: Arc<ComputingElement>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let ns = ce.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ComputingElement> = Api::namespaced(ctx.client.clone(), &ns);
     let body = match ce.to_ce_config() {
-        Ok(_) => status_body(ce.metadata.generation, true, "Valid", "a valid computing element"),
+        Ok(_) => status_body(
+            ce.metadata.generation,
+            true,
+            "Valid",
+            "a valid computing element",
+        ),
         Err(msg) => status_body(ce.metadata.generation, false, "InvalidSpec", &msg),
     };
-    api.patch_status(&ce.name_any(), &PatchParams::default(), &Patch::Merge(&body))
-        .await?;
+    api.patch_status(
+        &ce.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&body),
+    )
+    .await?;
     Ok(Action::await_change())
 }
 
@@ -177,7 +210,12 @@ pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Act
         }
     };
     apply_manifests(&ctx.client, &ns, &m).await?;
-    let body = status_body(generation, true, "Applied", &format!("applied (config hash {})", m.hash));
+    let body = status_body(
+        generation,
+        true,
+        "Applied",
+        &format!("applied (config hash {})", m.hash),
+    );
     agents
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
         .await?;

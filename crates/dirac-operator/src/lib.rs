@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod manifests;
 
 use kube::CustomResourceExt as _;

@@ -228,9 +228,10 @@ fn site_director(finalized: bool, deleting: bool) -> Arc<SiteDirector> {
         sd.metadata.finalizers = Some(vec![DRAIN_FINALIZER.into()]);
     }
     if deleting {
-        sd.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2026-11-22T00:00:00Z".parse().expect("time"),
-        ));
+        sd.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-11-22T00:00:00Z".parse().expect("time"),
+            ));
     }
     Arc::new(sd)
 }
@@ -246,11 +247,18 @@ async fn a_new_site_director_first_gets_its_drain_finalizer() {
     let server = tokio::spawn(async move {
         let (m, uri, ct, patch) = expect(&mut handle, 200, sd_json()).await;
         assert_eq!(m, "PATCH");
-        assert!(uri.starts_with("/apis/dirac.diracgrid.org/v1alpha1/namespaces/dirac/sitedirectors/wlcg"), "{uri}");
+        assert!(
+            uri.starts_with(
+                "/apis/dirac.diracgrid.org/v1alpha1/namespaces/dirac/sitedirectors/wlcg"
+            ),
+            "{uri}"
+        );
         assert_eq!(ct, "application/json-patch+json");
         assert!(patch.to_string().contains(DRAIN_FINALIZER), "{patch}");
     });
-    reconcile_site_director(site_director(false, false), ctx).await.expect("reconciled");
+    reconcile_site_director(site_director(false, false), ctx)
+        .await
+        .expect("reconciled");
     server.await.expect("server");
 }
 
@@ -264,22 +272,53 @@ async fn a_site_director_gets_its_computing_elements_and_a_deployment() {
                  "metadata": {"name": "ce1", "namespace": "dirac"},
                  "spec": {"type": "htcondorce", "site": "LCG.A.org", "queues": {"long": {"maxTotalJobs": 10}}}}]})).await;
         assert_eq!(m, "GET");
-        assert!(uri.starts_with("/apis/dirac.diracgrid.org/v1alpha1/namespaces/dirac/computingelements"), "{uri}");
-        let (_, uri, _, cm) = expect(&mut handle, 200, json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "dirac-sitedirector-wlcg-settings"}})).await;
-        assert!(uri.contains("/configmaps/dirac-sitedirector-wlcg-settings"), "{uri}");
-        assert!(cm["data"]["DIRAC__RESOURCES__SITES"].as_str().is_some_and(|s| s.contains("ce1")), "{cm}");
-        let (_, uri, _, dep) = expect(&mut handle, 200, json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "dirac-sitedirector-wlcg"}})).await;
-        assert!(uri.contains("/deployments/dirac-sitedirector-wlcg"), "{uri}");
-        assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["args"][1], "site-director");
+        assert!(
+            uri.starts_with(
+                "/apis/dirac.diracgrid.org/v1alpha1/namespaces/dirac/computingelements"
+            ),
+            "{uri}"
+        );
+        let (_, uri, _, cm) = expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "dirac-sitedirector-wlcg-settings"}}),
+        )
+        .await;
+        assert!(
+            uri.contains("/configmaps/dirac-sitedirector-wlcg-settings"),
+            "{uri}"
+        );
+        assert!(
+            cm["data"]["DIRAC__RESOURCES__SITES"]
+                .as_str()
+                .is_some_and(|s| s.contains("ce1")),
+            "{cm}"
+        );
+        let (_, uri, _, dep) = expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "dirac-sitedirector-wlcg"}}),
+        )
+        .await;
+        assert!(
+            uri.contains("/deployments/dirac-sitedirector-wlcg"),
+            "{uri}"
+        );
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["args"][1],
+            "site-director"
+        );
         let (m, _, _, _) = expect(&mut handle, 404, not_found()).await;
         assert_eq!(m, "DELETE");
         let (_, uri, _, status) = expect(&mut handle, 200, sd_json()).await;
         assert!(uri.contains("/sitedirectors/wlcg/status"), "{uri}");
         assert_eq!(status["status"]["conditions"][0]["status"], "True");
     });
-    reconcile_site_director(site_director(true, false), ctx).await.expect("reconciled");
+    reconcile_site_director(site_director(true, false), ctx)
+        .await
+        .expect("reconciled");
     server.await.expect("server");
 }
 
@@ -287,18 +326,34 @@ async fn a_site_director_gets_its_computing_elements_and_a_deployment() {
 async fn a_deleted_site_director_stops_submitting_then_lets_go() {
     let (ctx, mut handle) = context();
     let server = tokio::spawn(async move {
-        let (m, uri, _, _) = expect(&mut handle, 200, json!({"kind": "Status", "apiVersion": "v1",
-            "metadata": {}, "status": "Success", "code": 200})).await;
+        let (m, uri, _, _) = expect(
+            &mut handle,
+            200,
+            json!({"kind": "Status", "apiVersion": "v1",
+            "metadata": {}, "status": "Success", "code": 200}),
+        )
+        .await;
         assert_eq!(m, "DELETE");
-        assert!(uri.contains("/deployments/dirac-sitedirector-wlcg"), "the workload goes first: {uri}");
+        assert!(
+            uri.contains("/deployments/dirac-sitedirector-wlcg"),
+            "the workload goes first: {uri}"
+        );
         let (m, uri, _, _) = expect(&mut handle, 404, not_found()).await;
         assert_eq!(m, "DELETE");
         assert!(uri.contains("/cronjobs/dirac-sitedirector-wlcg"), "{uri}");
         let (m, uri, ct, patch) = expect(&mut handle, 200, sd_json()).await;
-        assert_eq!((m.as_str(), ct.as_str()), ("PATCH", "application/json-patch+json"));
+        assert_eq!(
+            (m.as_str(), ct.as_str()),
+            ("PATCH", "application/json-patch+json")
+        );
         assert!(uri.contains("/sitedirectors/wlcg"), "{uri}");
-        assert!(patch.to_string().contains("remove"), "the finalizer is removed last: {patch}");
+        assert!(
+            patch.to_string().contains("remove"),
+            "the finalizer is removed last: {patch}"
+        );
     });
-    reconcile_site_director(site_director(true, true), ctx).await.expect("reconciled");
+    reconcile_site_director(site_director(true, true), ctx)
+        .await
+        .expect("reconciled");
     server.await.expect("server");
 }
