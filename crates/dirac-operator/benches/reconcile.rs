@@ -96,6 +96,7 @@ fn bench(c: &mut Criterion) {
                         secret: None,
                         service_account: None,
                     },
+                    recorder: None,
                 });
                 let runs = list.iter().map(|a| reconcile_agent(a.clone(), ctx.clone()));
                 let results = futures::future::join_all(runs).await;

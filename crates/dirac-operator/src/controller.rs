@@ -13,6 +13,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
 
@@ -33,6 +34,43 @@ pub enum Error {
 pub struct Context {
     pub client: Client,
     pub installation: Installation,
+    /// Kubernetes events about the resources (none when unset).
+    pub recorder: Option<Recorder>,
+}
+
+/// Record an event on `obj` (best effort: a failed event is only logged).
+async fn record<K>(ctx: &Context, obj: &K, warning: bool, reason: &str, note: String)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let Some(recorder) = &ctx.recorder else {
+        return;
+    };
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot record an event");
+    }
+}
+
+/// The status's last applied hash and Degraded message.
+fn last(status: Option<&crate::crd::ResourceStatus>) -> (Option<String>, Option<String>) {
+    let Some(s) = status else { return (None, None) };
+    let degraded = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded" && c.status == "True")
+        .map(|c| c.message.clone());
+    (s.config_hash.clone(), degraded)
 }
 
 fn condition(
@@ -99,7 +137,17 @@ fn status_body(
     reason: &str,
     message: &str,
 ) -> serde_json::Value {
-    json!({ "status": { "observedGeneration": generation, "conditions": [
+    status_with_hash(generation, ok, reason, message, None)
+}
+
+fn status_with_hash(
+    generation: Option<i64>,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    hash: Option<&str>,
+) -> serde_json::Value {
+    json!({ "status": { "observedGeneration": generation, "configHash": hash, "conditions": [
         condition("Ready", ok, reason, message, generation),
         condition("Progressing", false, reason, message, generation),
         condition("Degraded", !ok, reason, message, generation),
@@ -141,17 +189,23 @@ async fn apply_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Resu
     let api: Api<SiteDirector> = Api::namespaced(ctx.client.clone(), ns);
     let ces: Api<ComputingElement> = Api::namespaced(ctx.client.clone(), ns);
     let listed = ces.list(&Default::default()).await?.items;
+    let (last_hash, last_degraded) = last(sd.status.as_ref());
     let body = match manifests::site_director(sd, &listed, &ctx.installation) {
         Ok(m) => {
             apply_manifests(&ctx.client, ns, &m).await?;
-            status_body(
-                generation,
-                true,
-                "Applied",
-                &format!("applied (config hash {})", m.hash),
-            )
+            if last_hash.as_deref() != Some(m.hash.as_str()) {
+                let note = format!("site director applied with config hash {}", m.hash);
+                record(ctx, sd, false, "Applied", note).await;
+            }
+            let msg = format!("applied (config hash {})", m.hash);
+            status_with_hash(generation, true, "Applied", &msg, Some(&m.hash))
         }
-        Err(msg) => status_body(generation, false, "InvalidSpec", &msg),
+        Err(msg) => {
+            if last_degraded.as_deref() != Some(msg.as_str()) {
+                record(ctx, sd, true, "InvalidSpec", msg.clone()).await;
+            }
+            status_body(generation, false, "InvalidSpec", &msg)
+        }
     };
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
         .await?;
@@ -165,6 +219,14 @@ async fn drain_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Resu
     delete_if_present(&deployments, &workload).await?;
     delete_if_present(&cronjobs, &workload).await?;
     tracing::info!(site_director = %sd.name_any(), "drained: no more pilot submission");
+    record(
+        ctx,
+        sd,
+        false,
+        "Drained",
+        "workload deleted: no more pilot submission".into(),
+    )
+    .await;
     Ok(Action::await_change())
 }
 
@@ -199,9 +261,13 @@ pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Act
     let name = agent.name_any();
     let generation = agent.metadata.generation;
     let agents: Api<Agent> = Api::namespaced(ctx.client.clone(), &ns);
+    let (last_hash, last_degraded) = last(agent.status.as_ref());
     let m = match manifests::agent(&agent, &ctx.installation) {
         Ok(m) => m,
         Err(msg) => {
+            if last_degraded.as_deref() != Some(msg.as_str()) {
+                record(&ctx, agent.as_ref(), true, "InvalidSpec", msg.clone()).await;
+            }
             let body = status_body(generation, false, "InvalidSpec", &msg);
             agents
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
@@ -210,11 +276,16 @@ pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Act
         }
     };
     apply_manifests(&ctx.client, &ns, &m).await?;
-    let body = status_body(
+    if last_hash.as_deref() != Some(m.hash.as_str()) {
+        let note = format!("workload applied with config hash {}", m.hash);
+        record(&ctx, agent.as_ref(), false, "Applied", note).await;
+    }
+    let body = status_with_hash(
         generation,
         true,
         "Applied",
         &format!("applied (config hash {})", m.hash),
+        Some(&m.hash),
     );
     agents
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))

@@ -243,6 +243,9 @@ pub struct ResourceStatus {
     /// Ready, Progressing, Degraded.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Hash of what was last applied (an event is recorded when it changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
 }
 
 impl ComputingElement {

@@ -66,6 +66,13 @@ async fn main() -> anyhow::Result<()> {
             secret: args.secret.clone(),
             service_account: args.service_account.clone(),
         },
+        recorder: Some(kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "dirac-operator".into(),
+                instance: Some(args.identity.clone()),
+            },
+        )),
     });
     // Keep the lease; a replica that loses it stops (and restarts as a candidate).
     let renew = {

@@ -20,6 +20,7 @@ fn context() -> (Arc<Context>, Handle) {
             secret: None,
             service_account: None,
         },
+        recorder: None,
     };
     (Arc::new(ctx), handle)
 }
@@ -353,6 +354,113 @@ async fn a_deleted_site_director_stops_submitting_then_lets_go() {
         );
     });
     reconcile_site_director(site_director(true, true), ctx)
+        .await
+        .expect("reconciled");
+    server.await.expect("server");
+}
+
+/// With a recorder, an applied change is an event, once: the next
+/// reconciliation of the same hash records nothing.
+#[tokio::test]
+async fn a_change_is_recorded_as_an_event_once() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "dirac");
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        installation: Installation {
+            image: "diracd:test".into(),
+            config_map: "dirac-config".into(),
+            secret: None,
+            service_account: None,
+        },
+        recorder: Some(Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "dirac-operator".into(),
+                instance: Some("pod-a".into()),
+            },
+        )),
+    });
+    let first = agent(&[]);
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        )
+        .await;
+        expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
+        )
+        .await;
+        expect(&mut handle, 404, not_found()).await;
+        let (m, uri, _, event) = expect(
+            &mut handle,
+            201,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e"}, "eventTime": "2026-11-22T00:00:00.000000Z"}),
+        )
+        .await;
+        assert_eq!(m, "POST");
+        assert!(
+            uri.starts_with("/apis/events.k8s.io/v1/namespaces/dirac/events"),
+            "{uri}"
+        );
+        assert_eq!(event["reason"], "Applied");
+        assert_eq!(event["regarding"]["name"], "stalled");
+        let (_, uri, _, status) = expect(&mut handle, 200, json!({"apiVersion": "dirac.diracgrid.org/v1alpha1",
+            "kind": "Agent", "metadata": {"name": "stalled"}, "spec": {"kind": "StalledJobs", "interval": 60}})).await;
+        assert!(uri.contains("/status"), "{uri}");
+        status["status"]["configHash"]
+            .as_str()
+            .expect("hash")
+            .to_string()
+    });
+    reconcile_agent(first.clone(), ctx.clone())
+        .await
+        .expect("reconciled");
+    let hash = server.await.expect("server");
+
+    // The same spec again, its hash in the status: no event.
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "dirac");
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        installation: ctx.installation.clone(),
+        recorder: Some(Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "dirac-operator".into(),
+                instance: None,
+            },
+        )),
+    });
+    let mut again = (*first).clone();
+    again.status = Some(crate::crd::ResourceStatus {
+        config_hash: Some(hash),
+        ..Default::default()
+    });
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        )
+        .await;
+        expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
+        )
+        .await;
+        expect(&mut handle, 404, not_found()).await;
+        let (_, uri, _, _) = expect(&mut handle, 200, json!({"apiVersion": "dirac.diracgrid.org/v1alpha1",
+            "kind": "Agent", "metadata": {"name": "stalled"}, "spec": {"kind": "StalledJobs", "interval": 60}})).await;
+        assert!(uri.contains("/status"), "no event before the status: {uri}");
+    });
+    reconcile_agent(Arc::new(again), ctx)
         .await
         .expect("reconciled");
     server.await.expect("server");
