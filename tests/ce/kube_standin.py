@@ -83,6 +83,7 @@ and exit. Everything listens on 127.0.0.1 only.
 import argparse
 import asyncio
 import base64
+import collections
 import copy
 import datetime
 import json
@@ -106,7 +107,6 @@ import uuid
 try:
     import aiohttp
     import aiohttp.web as web
-    import jsonpatch
     import kmock
 except ImportError:  # not the test-tools venv: re-execute with it
     _venv = os.path.join(os.environ.get("DIRAC_TEST_TOOLS") or os.path.expanduser("~/.cache/dirac-test-tools"),
@@ -128,9 +128,6 @@ VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
-# Resources with a status subresource: the main endpoint ignores status
-# changes and .../status changes only status, as on a real server.
-STATUS_SUBRESOURCE = {"jobs", "pods", "cronjobs", "deployments", "namespaces", "nodes"}
 
 
 def log(*parts):
@@ -233,7 +230,9 @@ class Invalid(Exception):
             group = ("." + res.group) if res.group else ""
             msg = f'{kind}{group} "{name}" is invalid: ' + ", ".join(
                 f'{c["field"]}: {c["message"]}' for c in self.causes)
-            raise ApiError(422, "Invalid", msg, details_for(res, name, self.causes))
+            details = details_for(res, name, self.causes)
+            details["kind"] = kind  # an Invalid Status names the kind (NotFound names the resource)
+            raise ApiError(422, "Invalid", msg, details)
 
 
 # ---------------------------------------------------------------- validation
@@ -663,6 +662,642 @@ def type_changes(old, new, path=()):
     return out
 
 
+
+def json_pointer(path):
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise ValueError(f"JSON pointer {path!r} must start with /")
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def json_patch(doc, ops):
+    """RFC 6902 on a copy of doc, with the leniency of the Go library the API
+    server uses: "test" of a missing member against null passes (kube-rs's
+    finalizer helper tests /metadata/finalizers == null on objects without
+    finalizers). Raises ValueError."""
+    doc = copy.deepcopy(doc)
+
+    def parent_of(path):
+        parts = json_pointer(path)
+        if not parts:
+            return None, None
+        cur = doc
+        for p in parts[:-1]:
+            if isinstance(cur, dict) and p in cur:
+                cur = cur[p]
+            elif isinstance(cur, list) and p.isdigit() and int(p) < len(cur):
+                cur = cur[int(p)]
+            else:
+                raise ValueError(f"doc is missing path: {path}")
+        return cur, parts[-1]
+
+    def get(path):
+        if path == "":
+            return True, doc
+        cont, key = parent_of(path)
+        if isinstance(cont, dict):
+            return (key in cont), cont.get(key)
+        if isinstance(cont, list) and key.isdigit() and int(key) < len(cont):
+            return True, cont[int(key)]
+        if isinstance(cont, list):
+            return False, None
+        raise ValueError(f"doc is missing path: {path}")
+
+    def remove(path):
+        cont, key = parent_of(path)
+        if isinstance(cont, dict) and key in cont:
+            return cont.pop(key)
+        if isinstance(cont, list) and key.isdigit() and int(key) < len(cont):
+            return cont.pop(int(key))
+        raise ValueError(f"unable to remove nonexistent key: {key}: missing value")
+
+    def add(path, value):
+        nonlocal doc
+        if path == "":
+            doc = value
+            return
+        cont, key = parent_of(path)
+        if isinstance(cont, dict):
+            cont[key] = value
+        elif isinstance(cont, list):
+            if key == "-":
+                cont.append(value)
+            elif key.isdigit() and int(key) <= len(cont):
+                cont.insert(int(key), value)
+            else:
+                raise ValueError(f"add operation does not apply: index {key} out of bounds")
+        else:
+            raise ValueError(f"add operation does not apply: doc is missing path: {path}")
+
+    if not isinstance(ops, list):
+        raise ValueError("a JSON patch must be a JSON array")
+    for op in ops:
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise ValueError(f"invalid JSON patch operation: {op!r}")
+        kind, path = op["op"], op["path"]
+        if kind == "add":
+            add(path, copy.deepcopy(op.get("value")))
+        elif kind == "remove":
+            remove(path)
+        elif kind == "replace":
+            found, _ = get(path)
+            if not found:
+                raise ValueError(f"replace operation does not apply: doc is missing key: {path}: missing value")
+            if path == "":
+                doc = copy.deepcopy(op.get("value"))
+            else:
+                remove(path)
+                add(path, copy.deepcopy(op.get("value")))
+        elif kind in ("move", "copy"):
+            found, val = get(op.get("from", ""))
+            if not found:
+                raise ValueError(f"{kind} operation does not apply: doc is missing from path: {op.get('from')}")
+            if kind == "move":
+                remove(op["from"])
+            add(path, copy.deepcopy(val))
+        elif kind == "test":
+            try:
+                found, val = get(path)
+            except ValueError:
+                raise ValueError(f"testing value {path} failed: test failed")
+            want = op.get("value")
+            if (not found and want is not None) or (found and val != want):
+                raise ValueError(f"testing value {path} failed: test failed")
+        else:
+            raise ValueError(f"Unexpected kind: {kind}")
+    return doc
+
+
+# ---------------------------------------------------------------- YAML (CRD files)
+
+
+def yaml_load_all(text):
+    """YAML documents of text: PyYAML when the venv has it, else the small
+    block-YAML reader below (enough for CRDs as kube-derive, kubectl and
+    controller-gen write them; JSON is read as JSON)."""
+    try:
+        import yaml
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except ImportError:
+        pass
+    if text.lstrip().startswith(("{", "[")):
+        return [json.loads(text)]
+    docs, cur = [], []
+    for line in text.splitlines():
+        if line.rstrip() == "---" or line.startswith("--- "):
+            docs.append(cur)
+            cur = []
+        elif line.rstrip() == "...":
+            continue
+        else:
+            cur.append(line)
+    docs.append(cur)
+    out = []
+    for lines in docs:
+        v = _MiniYaml(lines).parse()
+        if v is not None:
+            out.append(v)
+    return out
+
+
+class _MiniYaml:
+    """Block mappings and sequences, plain / quoted / literal (|) / folded (>)
+    scalars, one-line flow collections. No anchors, tags or complex keys."""
+
+    def __init__(self, lines):
+        self.raw = [ln.rstrip("\r") for ln in lines]
+        self.items = []  # (indent, text, raw index)
+        for i, ln in enumerate(self.raw):
+            s = ln.strip()
+            if not s or s.startswith("#"):
+                continue
+            self.items.append([len(ln) - len(ln.lstrip(" ")), s, i])
+        self.i = 0
+
+    def parse(self):
+        if not self.items:
+            return None
+        return self.block(self.items[0][0])
+
+    def block(self, indent):
+        ind, text, _ = self.items[self.i]
+        if text == "-" or text.startswith("- "):
+            return self.seq(ind)
+        if self.key_split(text) is None:
+            self.i += 1
+            return self.scalar(text)
+        return self.mapping(ind)
+
+    def seq(self, indent):
+        out = []
+        while self.i < len(self.items):
+            ind, text, _ = self.items[self.i]
+            if ind != indent or not (text == "-" or text.startswith("- ")):
+                break
+            rest = text[1:].strip()
+            if not rest:
+                self.i += 1
+                if self.i < len(self.items) and self.items[self.i][0] > indent:
+                    out.append(self.block(self.items[self.i][0]))
+                else:
+                    out.append(None)
+                continue
+            col = ind + (len(text) - len(text[1:].lstrip(" ")))
+            self.items[self.i] = [col, rest, self.items[self.i][2]]
+            if rest == "-" or rest.startswith("- ") or self.key_split(rest) is not None:
+                out.append(self.block(col))
+            else:
+                self.i += 1
+                out.append(self.value(rest, col))
+        return out
+
+    @staticmethod
+    def key_split(text):
+        if text[0] in "\"'":
+            q = text[0]
+            j = 1
+            while j < len(text):
+                if text[j] == q:
+                    if q == "'" and j + 1 < len(text) and text[j + 1] == "'":
+                        j += 2
+                        continue
+                    if q == '"' and text[j - 1] == "\\":
+                        j += 1
+                        continue
+                    break
+                j += 1
+            rest = text[j + 1:]
+            if rest.startswith(":") and (len(rest) == 1 or rest[1] == " "):
+                return _MiniYaml.scalar(text[: j + 1]), rest[1:].strip()
+            return None
+        if text[0] in "[{":
+            return None
+        m = re.match(r"^([^#]*?):(\s|$)", text)
+        if not m:
+            return None
+        return m.group(1).strip(), text[m.end():].strip()
+
+    def mapping(self, indent):
+        out = {}
+        while self.i < len(self.items):
+            ind, text, _ = self.items[self.i]
+            if ind != indent:
+                break
+            kv = self.key_split(text)
+            if kv is None:
+                raise ValueError(f"YAML: expected 'key: value' at line {self.items[self.i][2] + 1}: {text!r}")
+            key, rest = kv
+            self.i += 1
+            if rest and not rest.startswith("#"):
+                out[key] = self.value(rest, ind)
+            elif self.i < len(self.items) and (self.items[self.i][0] > indent or (
+                    self.items[self.i][0] == indent and (self.items[self.i][1] == "-"
+                                                         or self.items[self.i][1].startswith("- ")))):
+                out[key] = self.block(self.items[self.i][0])
+            else:
+                out[key] = None
+        return out
+
+    def value(self, rest, indent):
+        if rest[0] in "|>":
+            return self.block_scalar(rest, indent)
+        if rest[0] in "\"'" and not self.closed(rest):
+            # a quoted scalar continued on the next lines
+            parts = [rest]
+            while self.i < len(self.items) and not self.closed(" ".join(parts)):
+                parts.append(self.items[self.i][1])
+                self.i += 1
+            rest = " ".join(parts)
+        if rest[0] in "[{":
+            return self.flow(rest)
+        return self.scalar(rest)
+
+    @staticmethod
+    def closed(s):
+        q = s[0]
+        j = 1
+        while j < len(s):
+            if s[j] == q:
+                if q == "'" and j + 1 < len(s) and s[j + 1] == "'":
+                    j += 2
+                    continue
+                if q == '"' and s[j - 1] == "\\":
+                    j += 1
+                    continue
+                return True
+            j += 1
+        return False
+
+    def block_scalar(self, header, indent):
+        chomp = "-" if "-" in header else ("+" if "+" in header else "")
+        folded = header[0] == ">"
+        start = self.items[self.i - 1][2] + 1 if self.i > 0 else 0
+        lines, j = [], start
+        block_indent = None
+        while j < len(self.raw):
+            ln = self.raw[j]
+            if ln.strip() == "":
+                lines.append("")
+                j += 1
+                continue
+            ind = len(ln) - len(ln.lstrip(" "))
+            if ind <= indent:
+                break
+            if block_indent is None:
+                block_indent = ind
+            if ind < block_indent:
+                break
+            lines.append(ln[block_indent:])
+            j += 1
+        while self.i < len(self.items) and self.items[self.i][2] < j:
+            self.i += 1
+        body_end = len(lines)
+        while body_end > 0 and lines[body_end - 1] == "":
+            body_end -= 1
+        trailing = lines[body_end:]
+        lines = lines[:body_end]
+        if folded:
+            text, prev_blank = "", True
+            for ln in lines:
+                if ln == "":
+                    text += "\n"
+                    prev_blank = True
+                elif ln.startswith(" "):
+                    text += ("\n" if not prev_blank else "") + ln
+                    prev_blank = False
+                else:
+                    text += ("" if prev_blank else " ") + ln
+                    prev_blank = False
+        else:
+            text = "\n".join(lines)
+        if chomp == "-":
+            return text
+        if chomp == "+":
+            return text + "\n" + "\n" * len(trailing)
+        return text + "\n" if lines else ""
+
+    @staticmethod
+    def scalar(s):
+        if s[0] == "'":
+            end = _MiniYaml._quote_end(s)
+            return s[1:end].replace("''", "'")
+        if s[0] == '"':
+            end = _MiniYaml._quote_end(s)
+            inner = s[1:end]
+            try:
+                return json.loads('"' + inner.replace("\\/", "/") + '"')
+            except ValueError:
+                return inner.encode().decode("unicode_escape")
+        s = re.sub(r"\s+#.*$", "", s).strip()
+        if s in ("null", "Null", "NULL", "~", ""):
+            return None
+        if s in ("true", "True", "TRUE"):
+            return True
+        if s in ("false", "False", "FALSE"):
+            return False
+        if re.fullmatch(r"[-+]?[0-9]+", s):
+            return int(s)
+        if re.fullmatch(r"0x[0-9a-fA-F]+", s):
+            return int(s, 16)
+        if re.fullmatch(r"0o[0-7]+", s):
+            return int(s[2:], 8)
+        if re.fullmatch(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?", s):
+            return float(s)
+        if s in (".inf", ".Inf", "+.inf"):
+            return float("inf")
+        if s in ("-.inf", "-.Inf"):
+            return float("-inf")
+        if s in (".nan", ".NaN"):
+            return float("nan")
+        return s
+
+    @staticmethod
+    def _quote_end(s):
+        q = s[0]
+        j = 1
+        while j < len(s):
+            if s[j] == q:
+                if q == "'" and j + 1 < len(s) and s[j + 1] == "'":
+                    j += 2
+                    continue
+                if q == '"' and s[j - 1] == "\\":
+                    j += 1
+                    continue
+                return j
+            j += 1
+        raise ValueError(f"YAML: unterminated quoted scalar: {s!r}")
+
+    def flow(self, s):
+        pos = [0]
+
+        def ws():
+            while pos[0] < len(s) and s[pos[0]] in " \t":
+                pos[0] += 1
+
+        def item():
+            ws()
+            c = s[pos[0]]
+            if c == "[":
+                pos[0] += 1
+                out = []
+                ws()
+                if s[pos[0]] == "]":
+                    pos[0] += 1
+                    return out
+                while True:
+                    out.append(item())
+                    ws()
+                    c = s[pos[0]]
+                    pos[0] += 1
+                    if c == "]":
+                        return out
+                    if c != ",":
+                        raise ValueError(f"YAML: bad flow sequence: {s!r}")
+                    ws()
+                    if s[pos[0]] == "]":
+                        pos[0] += 1
+                        return out
+            if c == "{":
+                pos[0] += 1
+                out = {}
+                ws()
+                if s[pos[0]] == "}":
+                    pos[0] += 1
+                    return out
+                while True:
+                    k = item()
+                    ws()
+                    if s[pos[0]] != ":":
+                        raise ValueError(f"YAML: bad flow mapping: {s!r}")
+                    pos[0] += 1
+                    out[k] = item()
+                    ws()
+                    c = s[pos[0]]
+                    pos[0] += 1
+                    if c == "}":
+                        return out
+                    if c != ",":
+                        raise ValueError(f"YAML: bad flow mapping: {s!r}")
+                    ws()
+                    if s[pos[0]] == "}":
+                        pos[0] += 1
+                        return out
+            if c in "\"'":
+                end = pos[0] + self._quote_end(s[pos[0]:])
+                v = self.scalar(s[pos[0]:end + 1])
+                pos[0] = end + 1
+                return v
+            m = re.compile(r"[^,\[\]{}]*?(?=\s*(:\s|:$|,|\]|\}))").match(s, pos[0])
+            if not m:
+                raise ValueError(f"YAML: bad flow scalar in {s!r}")
+            pos[0] = m.end()
+            return self.scalar(m.group(0).strip())
+
+        v = item()
+        ws()
+        if pos[0] < len(s) and not s[pos[0]:].lstrip().startswith("#"):
+            raise ValueError(f"YAML: trailing characters after flow collection: {s!r}")
+        return v
+
+
+# ---------------------------------------------------------------- CRD schemas (structural)
+
+
+def schema_prune_default(value, schema, root=False):
+    """What the API server does to a custom resource before validation:
+    unknown fields pruned (unless x-kubernetes-preserve-unknown-fields), then
+    `default`s filled in for missing fields (nulls dropped by the caller)."""
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        addl = schema.get("additionalProperties")
+        keep = schema.get("x-kubernetes-preserve-unknown-fields") is True
+        embedded = schema.get("x-kubernetes-embedded-resource") is True
+        out = {}
+        for k, v in value.items():
+            if root and k in ("apiVersion", "kind", "metadata"):
+                out[k] = v
+            elif k in props:
+                out[k] = schema_prune_default(v, props[k])
+            elif isinstance(addl, dict):
+                out[k] = schema_prune_default(v, addl)
+            elif addl is True or keep or (embedded and k in ("apiVersion", "kind", "metadata")):
+                out[k] = v
+        for k, ps in props.items():
+            if (out.get(k) is None) and isinstance(ps, dict) and "default" in ps and not (root and k == "metadata"):
+                if k in out and ps.get("nullable"):
+                    continue  # an explicit null of a nullable field stays null
+                out[k] = schema_prune_default(copy.deepcopy(ps["default"]), ps)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [schema_prune_default(x, schema["items"]) for x in value]
+    return value
+
+
+def _fmt_num(n):
+    return str(int(n)) if isinstance(n, float) and n.is_integer() else str(n)
+
+
+def _type_name(v):
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+def schema_validate(inv, value, schema, path):
+    """OpenAPI v3 checks of the API server (type, enum, required, bounds,
+    lengths, pattern, items, properties). CEL rules (x-kubernetes-validations)
+    are NOT evaluated."""
+    if not isinstance(schema, dict):
+        return
+    if value is None:
+        if not schema.get("nullable"):
+            inv.add(path, f'Invalid value: "null": {path} in body must be of type {schema.get("type", "object")}: "null"',
+                    "FieldValueTypeInvalid")
+        return
+    t = schema.get("type")
+    if schema.get("x-kubernetes-int-or-string"):
+        if not (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
+            inv.add(path, f'Invalid value: "{_type_name(value)}": {path} in body must be of type int-or-string: '
+                          f'"{_type_name(value)}"', "FieldValueTypeInvalid")
+            return
+    elif t:
+        ok = {"object": isinstance(value, dict), "array": isinstance(value, list), "string": isinstance(value, str),
+              "boolean": isinstance(value, bool),
+              "integer": isinstance(value, int) and not isinstance(value, bool),
+              "number": isinstance(value, (int, float)) and not isinstance(value, bool)}.get(t, True)
+        if not ok:
+            inv.add(path, f'Invalid value: "{_type_name(value)}": {path} in body must be of type {t}: '
+                          f'"{_type_name(value)}"', "FieldValueTypeInvalid")
+            return
+    if "enum" in schema and value not in schema["enum"]:
+        inv.add(path, f"Unsupported value: {json.dumps(value)}: supported values: "
+                      + ", ".join(json.dumps(e) for e in schema["enum"]), "FieldValueNotSupported")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = schema.get("minimum"), schema.get("maximum")
+        if lo is not None:
+            if schema.get("exclusiveMinimum") and value <= lo:
+                inv.add(path, f"Invalid value: {_fmt_num(value)}: {path} in body should be greater than {_fmt_num(lo)}")
+            elif value < lo:
+                inv.add(path, f"Invalid value: {_fmt_num(value)}: {path} in body should be greater than or equal "
+                              f"to {_fmt_num(lo)}")
+        if hi is not None:
+            if schema.get("exclusiveMaximum") and value >= hi:
+                inv.add(path, f"Invalid value: {_fmt_num(value)}: {path} in body should be less than {_fmt_num(hi)}")
+            elif value > hi:
+                inv.add(path, f"Invalid value: {_fmt_num(value)}: {path} in body should be less than or equal "
+                              f"to {_fmt_num(hi)}")
+        if schema.get("format") == "int32" and isinstance(value, int) and not -2**31 <= value < 2**31:
+            inv.add(path, f"Invalid value: {value}: {path} in body must be of type int32")
+    if isinstance(value, str):
+        if schema.get("minLength") is not None and len(value) < schema["minLength"]:
+            inv.add(path, f'Invalid value: "{value}": {path} in body should be at least {schema["minLength"]} chars long')
+        if schema.get("maxLength") is not None and len(value) > schema["maxLength"]:
+            inv.add(path, f"Too long: may not be more than {schema['maxLength']} bytes", "FieldValueTooLong")
+        if schema.get("pattern") and not re.search(schema["pattern"], value):
+            inv.add(path, f"Invalid value: \"{value}\": {path} in body should match '{schema['pattern']}'")
+    if isinstance(value, list):
+        if schema.get("minItems") is not None and len(value) < schema["minItems"]:
+            inv.add(path, f"Invalid value: {len(value)}: {path} in body should have at least {schema['minItems']} items")
+        if schema.get("maxItems") is not None and len(value) > schema["maxItems"]:
+            inv.add(path, f"Too many: {len(value)}: must have at most {schema['maxItems']} items", "FieldValueTooMany")
+        if isinstance(schema.get("items"), dict):
+            for i, x in enumerate(value):
+                schema_validate(inv, x, schema["items"], f"{path}[{i}]")
+    if isinstance(value, dict):
+        for k in schema.get("required") or []:
+            if k not in value:
+                inv.add(f"{path}.{k}" if path else k, "Required value", "FieldValueRequired")
+        if schema.get("minProperties") is not None and len(value) < schema["minProperties"]:
+            inv.add(path, f"Invalid value: {len(value)}: {path} in body should have at least "
+                          f"{schema['minProperties']} properties")
+        if schema.get("maxProperties") is not None and len(value) > schema["maxProperties"]:
+            inv.add(path, f"Too many: {len(value)}: must have at most {schema['maxProperties']} items",
+                    "FieldValueTooMany")
+        props = schema.get("properties") or {}
+        addl = schema.get("additionalProperties")
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else k
+            if k in props:
+                schema_validate(inv, v, props[k], sub)
+            elif isinstance(addl, dict):
+                schema_validate(inv, v, addl, f"{path}[{k}]")
+
+
+def count_cel_rules(schema):
+    n = 0
+    if isinstance(schema, dict):
+        n += len(schema.get("x-kubernetes-validations") or [])
+        for v in schema.values():
+            n += count_cel_rules(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            n += count_cel_rules(v)
+    return n
+
+
+# ---------------------------------------------------------------- workloads (apps/v1 Deployment, batch/v1 CronJob)
+
+
+def selector_matches(sel, labels):
+    """A metav1.LabelSelector (matchLabels + matchExpressions) against labels."""
+    labels = labels or {}
+    for k, v in (sel.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in sel.get("matchExpressions") or []:
+        k, op, vals = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True
+
+
+CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+def cron_error(s):
+    if not isinstance(s, str) or not s.strip():
+        return "Required value"
+    s = s.strip()
+    if s in CRON_MACROS or re.fullmatch(r"@every\s+\S+", s):
+        return None
+    if s.startswith(("TZ=", "CRON_TZ=")):
+        return f'Invalid value: "{s}": cannot use TZ or CRON_TZ in schedule, use timeZone field instead'
+    fields = s.split()
+    if len(fields) != 5:
+        return f'Invalid value: "{s}": expected exactly 5 fields, found {len(fields)}: {s}'
+    names = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat)"
+    atom = rf"(\*|\?|\d+|{names})(-(\d+|{names}))?(/\d+)?"
+    bounds = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+    for f, (lo, hi) in zip(fields, bounds):
+        for part in f.lower().split(","):
+            if not re.fullmatch(atom, part):
+                return f'Invalid value: "{s}": failed to parse: {f}'
+            for n in re.findall(r"(?<![/\d])\d+", part):
+                if not lo <= int(n) <= hi:
+                    return f'Invalid value: "{s}": end of range ({n}) above maximum ({hi}): {f}' if int(n) > hi \
+                        else f'Invalid value: "{s}": beginning of range ({n}) below minimum ({lo}): {f}'
+    return None
+
+
 # ---------------------------------------------------------------- store (kmock)
 
 
@@ -730,12 +1365,196 @@ class Store:
             r.raise_for_status()
             return True
 
-    def watch(self, res, ns):
-        return self.session.get(self.url(res, ns), params={"watch": "true"},
-                                timeout=aiohttp.ClientTimeout(total=None, sock_read=None))
 
 
 # ---------------------------------------------------------------- the API front
+
+HISTORY_EVENTS = 4000      # watch events kept for resuming; older resourceVersions get 410 Gone
+BOOKMARK_SECONDS = 30.0    # a BOOKMARK this often on watches that allow them (and before a timeout close)
+# Built-in resources whose metadata.generation the real server maintains
+# (custom resources always have one).
+GENERATION_RESOURCES = {("batch", "jobs"), ("batch", "cronjobs"), ("apps", "deployments"), ("apps", "statefulsets"),
+                        ("apps", "daemonsets"), ("apps", "replicasets")}
+# What the garbage-collector stand-in looks at as dependents, besides every
+# custom resource. Pods are the kubelet stand-in's (it kills their processes).
+GC_DEPENDENTS = [("", "v1", "secrets"), ("", "v1", "configmaps"), ("apps", "v1", "deployments"),
+                 ("batch", "v1", "cronjobs"), ("batch", "v1", "jobs"), ("coordination.k8s.io", "v1", "leases")]
+CRD_KEY = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+DEPLOYMENTS_KEY = ("apps", "v1", "deployments")
+CRONJOBS_KEY = ("batch", "v1", "cronjobs")
+
+
+class Watcher:
+    """One open watch: the events of its resource (and namespace) are queued here."""
+
+    def __init__(self, key, ns):
+        self.key, self.ns = key, ns
+        self.queue = asyncio.Queue()
+
+
+def res_key(res):
+    return (res.group or "", res.version, res.plural)
+
+
+def has_status(info):
+    return "status" in (info.subresources or ())
+
+
+def partial_meta(obj):
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata") or {}}
+
+
+def normalize_meta(meta):
+    """Empty lists and maps in metadata are omitted, as the real server's Go types do."""
+    for k in ("finalizers", "ownerReferences", "labels", "annotations", "managedFields"):
+        if k in meta and not meta[k]:
+            del meta[k]
+
+
+def removed_fields(prev, new):
+    """A merge patch deleting what prev (a manager's last applied configuration) set and new no longer sets."""
+    out = {}
+    for k, v in prev.items():
+        if k not in new:
+            out[k] = None
+        elif isinstance(v, dict) and isinstance(new[k], dict):
+            sub = removed_fields(v, new[k])
+            if sub:
+                out[k] = sub
+    return out
+
+
+def prepare_deployment(inv, res, obj, old):
+    """apps/v1 Deployment: the real server's defaults and the validation an operator can get wrong."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strat = spec.setdefault("strategy", {})
+    if isinstance(strat, dict):
+        strat.setdefault("type", "RollingUpdate")
+        if strat["type"] == "RollingUpdate":
+            ru = strat.setdefault("rollingUpdate", {})
+            ru.setdefault("maxUnavailable", "25%")
+            ru.setdefault("maxSurge", "25%")
+        elif strat["type"] != "Recreate":
+            inv.add("spec.strategy.type", f'Unsupported value: "{strat["type"]}": supported values: "Recreate", '
+                                          f'"RollingUpdate"', "FieldValueNotSupported")
+    tmpl = spec.setdefault("template", {})
+    if not isinstance(tmpl, dict) or not isinstance(tmpl.setdefault("spec", {}), dict):
+        raise bad_request("json: cannot unmarshal into Go struct field DeploymentSpec.spec.template of type object")
+    tspec = tmpl["spec"]
+    default_pod_spec(tspec)
+    if old is None:
+        obj["status"] = {}
+    sel = spec.get("selector")
+    labels = (tmpl.get("metadata") or {}).get("labels") or {}
+    if not isinstance(sel, dict) or not sel:
+        inv.add("spec.selector", "Required value", "FieldValueRequired")
+    elif not (sel.get("matchLabels") or sel.get("matchExpressions")):
+        inv.add("spec.selector", "Invalid value: {}: empty selector is invalid for deployment")
+    elif not selector_matches(sel, labels):
+        inv.add("spec.template.metadata.labels", f"Invalid value: {json.dumps(labels, sort_keys=True)}: "
+                                                 f"`selector` does not match template `labels`")
+    if old is not None and (old.get("spec") or {}).get("selector") != sel:
+        inv.add("spec.selector", f"Invalid value: {json.dumps(sel)}: field is immutable")
+    for key in ("replicas", "revisionHistoryLimit", "minReadySeconds", "progressDeadlineSeconds"):
+        v = spec.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            inv.add("spec." + key, f"Invalid value: {v!r}: must be greater than or equal to 0")
+    validate_metadata(inv, tmpl.get("metadata") or {}, res, "spec.template.metadata", need_name=False)
+    validate_pod_spec(inv, tspec, "spec.template.spec")
+    rp = tspec.get("restartPolicy")
+    if rp != "Always":
+        inv.add("spec.template.spec.restartPolicy", f'Unsupported value: "{rp}": supported values: "Always"',
+                "FieldValueNotSupported")
+
+
+def prepare_cronjob(inv, res, obj, old):
+    """batch/v1 CronJob: the real server's defaults and the validation an operator can get wrong."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    jt = spec.setdefault("jobTemplate", {})
+    jspec = jt.setdefault("spec", {}) if isinstance(jt, dict) else None
+    tmpl = jspec.setdefault("template", {}) if isinstance(jspec, dict) else None
+    tspec = tmpl.setdefault("spec", {}) if isinstance(tmpl, dict) else None
+    if not isinstance(tspec, dict):
+        raise bad_request("json: cannot unmarshal into Go struct field CronJobSpec.spec.jobTemplate of type object")
+    default_pod_spec(tspec, job=True)
+    if old is None:
+        obj["status"] = {}
+    name = obj["metadata"].get("name") or ""
+    if len(name) > 52:
+        inv.add("metadata.name", f'Invalid value: "{name}": must be no more than 52 characters')
+    err = cron_error(spec.get("schedule"))
+    if err:
+        inv.add("spec.schedule", err, "FieldValueRequired" if err == "Required value" else "FieldValueInvalid")
+    cp = spec.get("concurrencyPolicy")
+    if cp not in ("Allow", "Forbid", "Replace"):
+        inv.add("spec.concurrencyPolicy", f'Unsupported value: "{cp}": supported values: "Allow", "Forbid", "Replace"',
+                "FieldValueNotSupported")
+    for key in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit", "startingDeadlineSeconds"):
+        v = spec.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            inv.add("spec." + key, f"Invalid value: {v!r}: must be greater than or equal to 0")
+    for key in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "parallelism", "completions"):
+        v = jspec.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            inv.add("spec.jobTemplate.spec." + key, f"Invalid value: {v!r}: must be greater than or equal to 0")
+    validate_metadata(inv, tmpl.get("metadata") or {}, res, "spec.jobTemplate.spec.template.metadata",
+                      need_name=False)
+    validate_pod_spec(inv, tspec, "spec.jobTemplate.spec.template.spec", job=True)
+
+
+def prepare_crd(inv, obj, old):
+    """apiextensions.k8s.io/v1 CustomResourceDefinition: the checks that matter here, and a status."""
+    spec = obj.get("spec") or {}
+    meta = obj["metadata"]
+    group = spec.get("group") or ""
+    names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
+    plural, kind = names.get("plural"), names.get("kind")
+    if not group or "." not in group or not DNS1123_SUBDOMAIN.match(group):
+        inv.add("spec.group", f'Invalid value: "{group}": should be a domain with at least one dot')
+    if not plural or not DNS1123_LABEL.match(plural):
+        inv.add("spec.names.plural", f'Invalid value: "{plural}": a lowercase RFC 1123 label is required',
+                "FieldValueRequired" if not plural else "FieldValueInvalid")
+    if not kind:
+        inv.add("spec.names.kind", "Required value", "FieldValueRequired")
+    if plural and group and meta.get("name") != f"{plural}.{group}":
+        inv.add("metadata.name", f'Invalid value: "{meta.get("name")}": must be spec.names.plural+"."+spec.group')
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        inv.add("spec.scope", f'Unsupported value: "{spec.get("scope")}": supported values: "Cluster", "Namespaced"',
+                "FieldValueNotSupported")
+    versions = spec.get("versions") if isinstance(spec.get("versions"), list) else []
+    if not versions:
+        inv.add("spec.versions", "Invalid value: must have exactly one version marked as storage version",
+                "FieldValueRequired")
+    elif sum(1 for v in versions if v.get("storage")) != 1:
+        inv.add("spec.versions", "Invalid value: must have exactly one version marked as storage version")
+    for i, v in enumerate(versions):
+        if not isinstance(v, dict) or not v.get("name"):
+            inv.add(f"spec.versions[{i}].name", "Required value", "FieldValueRequired")
+        elif not ((v.get("schema") or {}).get("openAPIV3Schema")):
+            inv.add(f"spec.versions[{i}].schema.openAPIV3Schema", "Required value: schemas are required",
+                    "FieldValueRequired")
+    if old is None and not inv.causes:
+        accepted = dict(names)
+        accepted.setdefault("singular", kind.lower())
+        accepted.setdefault("listKind", kind + "List")
+        names.setdefault("singular", kind.lower())
+        names.setdefault("listKind", kind + "List")
+        t = now_rfc3339()
+        obj["status"] = {
+            "acceptedNames": accepted,
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "lastTransitionTime": t, "reason": "NoConflicts",
+                 "message": "no conflicts found"},
+                {"type": "Established", "status": "True", "lastTransitionTime": t, "reason": "InitialNamesAccepted",
+                 "message": "the initial names have been accepted"}],
+            "storedVersions": [v["name"] for v in versions if v.get("storage")]}
 
 
 class Front:
@@ -744,19 +1563,103 @@ class Front:
         self.store = store
         self.args = args
         self.token = args.token
-        self.lock = asyncio.Lock()
-        self.rv = 1
+        self.lock = asyncio.Lock()    # every write, list snapshot and watch start holds it
+        self.rv = 1                   # the global resourceVersion counter
+        self.published_rv = 1         # the newest resourceVersion on the event bus
+        self.history = collections.deque(maxlen=HISTORY_EVENTS)  # (rv, key, ns, type, obj, previous obj)
+        self.history_floor = 0        # a watch from a resourceVersion below this gets 410 Gone
+        self.watchers = set()
         self.state_dir = args.state_dir
         self.server_address = None
-        # (group, version, plural) -> ResourceInfo from kmock's bundled discovery.
+        # (group, version, plural) -> (kmock resource, ResourceInfo): kmock's
+        # bundled discovery plus the CRDs installed.
         self.resources = {}
+        self.kinds = {}        # (apiVersion, kind) -> (group, version, plural), for ownerReferences
+        self.crds = {}         # (group, version, plural) -> {"schema": openAPIV3Schema, "name": crd name}
+        self.applied = {}      # (uid, fieldManager) -> the last applied configuration (server-side apply)
+        self.foreground = {}   # uid -> (res, ns, name) of objects in foreground deletion (non-Jobs)
+        self.gc_wake = asyncio.Event()
         for res in emulator.resources:
             if res.plural and "/" not in res.plural:
-                self.resources[(res.group or "", res.version, res.plural)] = (res, emulator.resources[res])
+                info = emulator.resources[res]
+                self.resources[res_key(res)] = (res, info)
+                if info.kind:
+                    self.kinds.setdefault((self.api_version(res), info.kind), res_key(res))
 
     def next_rv(self):
         self.rv += 1
         return str(self.rv)
+
+    # ---- CRDs
+
+    def register_crd(self, crd):
+        """Serve the custom resource a (validated) CRD defines: its storage version only."""
+        spec = crd["spec"]
+        names = spec["names"]
+        group, plural, kind = spec["group"], names["plural"], names["kind"]
+        versions = [v for v in spec["versions"] if v.get("served", True)]
+        storage = next((v for v in spec["versions"] if v.get("storage")), versions[0] if versions else None)
+        if storage is None:
+            return
+        if len(versions) > 1:
+            log(f"CRD {crd['metadata']['name']}: serves {[v['name'] for v in versions]}; the stand-in serves only "
+                f"the storage version {storage['name']} (no conversion)")
+        version = storage["name"]
+        res = kmock.resource(group=group, version=version, plural=plural)
+        subs = {"status"} if "status" in (storage.get("subresources") or {}) else set()
+        if "scale" in (storage.get("subresources") or {}):
+            log(f"CRD {crd['metadata']['name']}: the scale subresource is not served")
+        self.k.resources[res] = kmock.ResourceInfo(
+            kind=kind, singular=names.get("singular") or kind.lower(), namespaced=spec["scope"] == "Namespaced",
+            verbs={"delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"},
+            shortnames=set(names.get("shortNames") or []), categories=set(names.get("categories") or []),
+            subresources=subs)
+        key = (group, version, plural)
+        self.resources[key] = (res, self.k.resources[res])
+        schema = (storage.get("schema") or {}).get("openAPIV3Schema") or {}
+        self.crds[key] = {"schema": schema, "name": crd["metadata"]["name"]}
+        self.kinds[(f"{group}/{version}", kind)] = key
+        cel = count_cel_rules(schema)
+        log(f"serving {kind} ({group}/{version}, {plural}, {spec['scope']}"
+            f"{', status subresource' if subs else ''}){f'; its {cel} CEL rule(s) are NOT enforced' if cel else ''}")
+
+    async def install_crd_file(self, path):
+        """--crd FILE: every CustomResourceDefinition in it is created (and served) before the stand-in is ready."""
+        with open(path) as f:
+            docs = yaml_load_all(f.read())
+        crds = []
+        for d in docs:
+            if isinstance(d, dict) and d.get("kind") == "List":
+                crds += d.get("items") or []
+            else:
+                crds.append(d)
+        res, info = self.resources[CRD_KEY]
+        for i, d in enumerate(crds):
+            if not isinstance(d, dict) or d.get("kind") != "CustomResourceDefinition" \
+                    or d.get("apiVersion") != "apiextensions.k8s.io/v1":
+                raise SystemExit(f"kube_standin.py: --crd {path}: document {i + 1} is not an "
+                                 f"apiextensions.k8s.io/v1 CustomResourceDefinition")
+            try:
+                async with self.lock:
+                    await self.create_locked(res, info, None, d)
+            except ApiError as e:
+                raise SystemExit(f"kube_standin.py: --crd {path}: {e.code} {e.reason}: {e.message}")
+
+    # ---- the event bus (watches)
+
+    def publish(self, res, etype, obj, prev=None):
+        """Called with the lock held, in resourceVersion order."""
+        rv = int(obj["metadata"]["resourceVersion"])
+        ev = (rv, res_key(res), obj["metadata"].get("namespace"), etype, copy.deepcopy(obj),
+              copy.deepcopy(prev) if prev is not None else None)
+        if len(self.history) == self.history.maxlen:
+            self.history_floor = self.history[0][0]
+        self.history.append(ev)
+        self.published_rv = max(self.published_rv, rv)
+        for w in list(self.watchers):
+            if w.key == ev[1] and (w.ns is None or w.ns == ev[2]):
+                w.queue.put_nowait(ev)
+        self.gc_wake.set()
 
     # ---- helpers
 
@@ -773,6 +1676,39 @@ class Front:
     def json_response(obj, status=200, headers=None):
         return web.Response(text=json.dumps(obj), status=status, content_type="application/json",
                             headers=headers)
+
+    def reply(self, request, obj, status=200, headers=None):
+        """An object, as PartialObjectMetadata when the client's Accept asked for it."""
+        if request.get("meta_as") and isinstance(obj, dict) and obj.get("kind") != "Status":
+            obj = partial_meta(obj)
+        return self.json_response(obj, status, headers)
+
+    @staticmethod
+    def accept_as(request):
+        """None for plain JSON, or "PartialObjectMetadata" / "PartialObjectMetadataList" when the Accept
+        header asks for metadata only (kube-rs list_metadata / watch_metadata, Controller::owns)."""
+        acc = request.headers.get("Accept", "")
+        others = False
+        for part in acc.split(","):
+            p = part.strip().replace(" ", "")
+            if not p:
+                continue
+            mt, _, params = p.partition(";")
+            if mt not in ("application/json", "*/*", "application/*"):
+                others = True
+                continue
+            ps = dict(x.split("=", 1) for x in params.split(";") if "=" in x)
+            if "as" not in ps:
+                return None
+            if ps["as"] in ("PartialObjectMetadata", "PartialObjectMetadataList") and ps.get("g") == "meta.k8s.io" \
+                    and ps.get("v") in ("v1", "v1beta1"):
+                return ps["as"]
+            others = True  # Table and other conversions are not served
+        if others:
+            raise ApiError(406, "NotAcceptable", f"only the following media types are accepted: application/json, "
+                                                 f"application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1 "
+                                                 f"(asked: {acc})")
+        return None
 
     async def body_json(self, request):
         raw = await request.read()
@@ -828,17 +1764,25 @@ class Front:
         if not info.namespaced and ns is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         q = request.rel_url.query
-        if sub is not None and sub not in ("status", "log"):
+        if sub is not None and (sub not in ("status", "log") or (sub == "status" and not has_status(info))):
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         if sub == "log":
             if res.plural != "pods" or method != "GET":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
             return await self.pod_log(request, res, ns, name, q)
+        watching = method == "GET" and q.get("watch") in ("true", "1")
+        meta_as = self.accept_as(request)
+        if meta_as == "PartialObjectMetadataList" and not watching and (name is not None or method != "GET"):
+            raise ApiError(406, "NotAcceptable", "PartialObjectMetadataList is only served for lists")
+        if meta_as == "PartialObjectMetadata" and not watching and name is None and method in ("GET", "DELETE"):
+            raise ApiError(406, "NotAcceptable", "a list is served as PartialObjectMetadataList, not "
+                                                 "PartialObjectMetadata")
+        request["meta_as"] = meta_as
         if name is None:
-            if method == "GET" and q.get("watch") in ("true", "1"):
+            if watching:
                 return await self.watch(request, res, info, ns, q)
             if method == "GET":
-                return await self.list(res, info, ns, q)
+                return await self.list(request, res, info, ns, q)
             if method == "POST":
                 if info.namespaced and ns is None:
                     raise ApiError(405, "MethodNotAllowed",
@@ -848,12 +1792,12 @@ class Front:
                 return await self.delete_collection(request, res, info, ns, q)
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if method == "GET":
-            if q.get("watch") in ("true", "1"):
+            if watching:
                 return await self.watch(request, res, info, ns, q, name=name)
             obj = await self.store.get(res, ns, name)
             if obj is None:
                 raise not_found(res, name)
-            return self.json_response(obj)
+            return self.reply(request, obj)
         if method in ("PATCH", "PUT"):
             return await self.update(request, res, info, ns, name, sub, q)
         if method == "DELETE" and sub is None:
@@ -876,11 +1820,24 @@ class Front:
                 doc["groupVersion"] = doc["groupVersion"][1:]
             for r in doc.get("resources") or []:
                 r["namespaced"] = bool(r.get("namespaced"))
+                if "/" in r.get("name", ""):
+                    r["singularName"] = ""
+                    r.pop("shortNames", None)
+                    r.pop("categories", None)
                 if r.get("name") == "pods/log":
                     r["verbs"] = ["get"]
+                elif r.get("name", "").endswith(("/status", "/scale")):
+                    r["verbs"] = ["get", "patch", "update"]
+                else:
+                    r["verbs"] = sorted(r.get("verbs") or [])
+                for k in ("shortNames", "categories"):
+                    if k in r and not r[k]:
+                        del r[k]
+            doc["resources"] = sorted(doc.get("resources") or [], key=lambda r: r.get("name", ""))
         if isinstance(doc, dict) and doc.get("kind") == "APIGroupList":
             for g in doc.get("groups") or []:
                 g.setdefault("serverAddressByClientCIDRs", [])
+            doc["groups"] = sorted(doc.get("groups") or [], key=lambda g: g.get("name", ""))
         return self.json_response(doc)
 
     # ---- list / watch
@@ -896,9 +1853,10 @@ class Front:
         items.sort(key=lambda o: ((o["metadata"].get("namespace") or ""), o["metadata"]["name"]))
         return items
 
-    async def list(self, res, info, ns, q):
-        items = await self.select(res, ns, q)
-        meta = {"resourceVersion": str(self.rv)}
+    async def list(self, request, res, info, ns, q):
+        async with self.lock:  # a snapshot: a watch from this resourceVersion misses nothing
+            items = await self.select(res, ns, q)
+            meta = {"resourceVersion": str(self.rv)}
         cont = q.get("continue")
         if cont:
             try:
@@ -913,50 +1871,145 @@ class Front:
                 json.dumps([last.get("namespace") or "", last["name"]]).encode()).decode()
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
-        for o in items:  # a real server's list items carry no kind/apiVersion
-            o.pop("kind", None)
-            o.pop("apiVersion", None)
+        if request.get("meta_as"):
+            return self.json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                                       "metadata": meta, "items": [partial_meta(o) for o in items]})
+        if res_key(res) not in self.crds:
+            for o in items:  # a real server's list items of built-in types carry no kind/apiVersion
+                o.pop("kind", None)
+                o.pop("apiVersion", None)
         return self.json_response({"kind": f"{info.kind}List", "apiVersion": self.api_version(res),
                                    "metadata": meta, "items": items})
+
+    @staticmethod
+    def event_view(ev, lsel, fsel):
+        """What a watcher with these selectors sees of an event (None: nothing), as a real
+        server's: an object that starts or stops matching is ADDED or DELETED."""
+        _, _, _, etype, obj, prev = ev
+
+        def ok(o):
+            return labels_match(lsel, (o.get("metadata") or {}).get("labels")) and fields_match(fsel, o)
+        now = ok(obj)
+        if etype == "MODIFIED":
+            before = prev is not None and ok(prev)
+            if now:
+                return ("MODIFIED" if before else "ADDED"), obj
+            return ("DELETED", obj) if before else None
+        return (etype, obj) if now else None
 
     async def watch(self, request, res, info, ns, q, name=None):
         lsel, fsel = self.selectors(res, q)
         if name is not None:
             fsel.append(("metadata.name", "=", name))
-        since = q.get("resourceVersion") or "0"
-        since = int(since) if since.isdigit() else 0
+        rv_param = q.get("resourceVersion") or ""
+        initial = q.get("sendInitialEvents")
+        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        inv = Invalid()
+        if initial is not None:
+            if q.get("resourceVersionMatch") != "NotOlderThan":
+                inv.add("resourceVersionMatch", "Forbidden: sendInitialEvents requires setting resourceVersionMatch "
+                                                "to NotOlderThan", "FieldValueForbidden")
+            if initial == "true" and not bookmarks:
+                inv.add("allowWatchBookmarks", "Forbidden: sendInitialEvents requires setting allowWatchBookmarks "
+                                               "to true", "FieldValueForbidden")
+        elif q.get("resourceVersionMatch"):
+            inv.add("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden for watch unless "
+                                            "sendInitialEvents is provided", "FieldValueForbidden")
+        if inv.causes:
+            raise ApiError(422, "Invalid", 'ListOptions.meta.k8s.io "" is invalid: ' + ", ".join(
+                f'{c["field"]}: {c["message"]}' for c in inv.causes),
+                {"group": "meta.k8s.io", "kind": "ListOptions", "causes": inv.causes})
+        if rv_param and not rv_param.isdigit():
+            raise bad_request(f'resourceVersion: Invalid value: "{rv_param}": invalid resource version')
+        # Without sendInitialEvents: "" and "0" start with the current objects as ADDED; N replays
+        # what happened after N. sendInitialEvents=true: the current objects, then a BOOKMARK
+        # annotated k8s.io/initial-events-end (kube-rs watcher's streaming_lists()).
+        snapshot = initial == "true" or (initial is None and rv_param in ("", "0"))
         timeout = float(q.get("timeoutSeconds") or 1800)
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        await resp.prepare(request)
-        deadline = time.monotonic() + timeout
+        meta_as = request.get("meta_as")
+        key = res_key(res)
+        w = Watcher(key, ns)
+        gone = None
+        first = []
+        async with self.lock:
+            if snapshot:
+                for o in await self.store.list(res, ns):
+                    m = o.get("metadata") or {}
+                    if labels_match(lsel, m.get("labels")) and fields_match(fsel, o):
+                        first.append(("ADDED", o))
+                first.sort(key=lambda e: ((e[1]["metadata"].get("namespace") or ""), e[1]["metadata"]["name"]))
+            else:
+                since = int(rv_param)
+                if since < self.history_floor:
+                    gone = since
+                else:
+                    for ev in self.history:
+                        if ev[0] > since and ev[1] == key and (ns is None or ev[2] == ns):
+                            v = self.event_view(ev, lsel, fsel)
+                            if v:
+                                first.append(v)
+            start_rv = self.rv
+            if gone is None:
+                self.watchers.add(w)
+        kind, av = ("PartialObjectMetadata", "meta.k8s.io/v1") if meta_as else (info.kind, self.api_version(res))
+
+        def bookmark(rv, end=False):
+            m = {"resourceVersion": str(rv)}
+            if end:
+                m["annotations"] = {"k8s.io/initial-events-end": "true"}
+            return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": av, "metadata": m}}
+
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                       "Cache-Control": "no-cache, private"})
         try:
-            async with self.store.watch(res, ns) as upstream:
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+            await resp.prepare(request)
+
+            async def send(etype, obj):
+                if meta_as:
+                    obj = partial_meta(obj)
+                await resp.write(json.dumps({"type": etype, "object": obj}).encode() + b"\n")
+
+            async def send_raw(ev):
+                await resp.write(json.dumps(ev).encode() + b"\n")
+
+            if gone is not None:
+                await send_raw({"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": f"too old resource version: {gone} ({self.history_floor})",
+                    "reason": "Expired", "code": 410}})
+                return resp
+            for etype, obj in first:
+                await send(etype, obj)
+            if initial == "true":
+                await send_raw(bookmark(start_rv, end=True))
+            deadline = time.monotonic() + timeout
+            last_bookmark = time.monotonic()
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    ev = await asyncio.wait_for(w.queue.get(), min(left, 1.0))
+                except asyncio.TimeoutError:
+                    if request.transport is None or request.transport.is_closing():
                         break
-                    try:
-                        line = await asyncio.wait_for(upstream.content.readline(), left)
-                    except asyncio.TimeoutError:
-                        break
-                    if not line:
-                        break
-                    line = line.strip()
-                    if not line:
-                        continue
-                    ev = json.loads(line)
-                    obj = ev.get("object") or {}
-                    meta = obj.get("metadata") or {}
-                    if ev.get("type") == "ERROR":
-                        continue
-                    rv = meta.get("resourceVersion", "0")
-                    if since and rv.isdigit() and int(rv) <= since:
-                        continue
-                    if not labels_match(lsel, meta.get("labels")) or not fields_match(fsel, obj):
-                        continue
-                    await resp.write(json.dumps(ev).encode() + b"\n")
+                    if bookmarks and time.monotonic() - last_bookmark >= BOOKMARK_SECONDS and w.queue.empty():
+                        await send_raw(bookmark(self.published_rv))
+                        last_bookmark = time.monotonic()
+                    continue
+                v = self.event_view(ev, lsel, fsel)
+                if v:
+                    await send(*v)
+            while not w.queue.empty():
+                v = self.event_view(w.queue.get_nowait(), lsel, fsel)
+                if v:
+                    await send(*v)
+            if bookmarks:
+                await send_raw(bookmark(self.published_rv))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        finally:
+            self.watchers.discard(w)
         return resp
 
     # ---- create
@@ -982,7 +2035,27 @@ class Front:
         meta = obj["metadata"]
         inv = Invalid()
         validate_metadata(inv, meta, res)
-        if res.plural == "secrets":
+        key = res_key(res)
+        if key in self.crds:
+            # Structural schema: prune unknown fields, fill defaults, then the OpenAPI checks.
+            schema = self.crds[key]["schema"]
+            body = strip_nulls(schema_prune_default(obj, schema, root=True))
+            body["metadata"] = meta  # the caller holds this dict
+            obj.clear()
+            obj.update(body)
+            props = {k: v for k, v in (schema.get("properties") or {}).items()
+                     if k not in ("apiVersion", "kind", "metadata")}
+            root = dict(schema, properties=props,
+                        required=[k for k in schema.get("required") or [] if k not in ("apiVersion", "kind", "metadata")])
+            schema_validate(inv, {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")},
+                            root, "")
+        elif key == CRD_KEY:
+            prepare_crd(inv, obj, old)
+        elif key == DEPLOYMENTS_KEY:
+            prepare_deployment(inv, res, obj, old)
+        elif key == CRONJOBS_KEY:
+            prepare_cronjob(inv, res, obj, old)
+        elif res.plural == "secrets":
             obj.setdefault("type", "Opaque")
             data = obj.get("data") or {}
             for k, v in (obj.pop("stringData", None) or {}).items():
@@ -1003,6 +2076,13 @@ class Front:
             for k in list((obj.get("data") or {}).keys()) + list((obj.get("binaryData") or {}).keys()):
                 if not SECRET_KEY.match(k):
                     inv.add(f"data[{k}]", f'Invalid value: "{k}"')
+            for k, v in (obj.get("data") or {}).items():
+                if not isinstance(v, str):
+                    raise bad_request(f"json: cannot unmarshal {type(v).__name__} into Go struct field "
+                                      f"ConfigMap.data of type string")
+            if old is not None and old.get("immutable") and (old.get("data") != obj.get("data")
+                                                             or old.get("binaryData") != obj.get("binaryData")):
+                inv.add("data", "Forbidden: field is immutable when `immutable` is set", "FieldValueForbidden")
         elif res.plural == "jobs":
             spec = obj.setdefault("spec", {})
             tmpl = spec.setdefault("template", {})
@@ -1030,9 +2110,9 @@ class Front:
                 default_pod_spec(tspec, job=True)
                 obj["status"] = {}
             else:
-                for key in ("selector", "template", "completionMode", "podFailurePolicy"):
-                    if (old.get("spec") or {}).get(key) != spec.get(key):
-                        inv.add("spec." + key, "Invalid value: field is immutable", "FieldValueInvalid")
+                for fkey in ("selector", "template", "completionMode", "podFailurePolicy"):
+                    if (old.get("spec") or {}).get(fkey) != spec.get(fkey):
+                        inv.add("spec." + fkey, "Invalid value: field is immutable", "FieldValueInvalid")
             for key in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds",
                         "ttlSecondsAfterFinished"):
                 v = spec.get(key)
@@ -1053,7 +2133,14 @@ class Front:
         obj = await self.body_json(request)
         if not isinstance(obj, dict):
             raise bad_request("the body of the request must be a JSON object")
+        dry = "All" in q.getall("dryRun", [])
+        async with self.lock:
+            obj = await self.create_locked(res, info, ns, obj, dry)
+        return self.reply(request, obj, 201)
+
+    async def create_locked(self, res, info, ns, obj, dry=False):
         obj = strip_nulls(obj)
+        self.check_shapes(obj, info.kind)
         api_version = self.api_version(res)
         if obj.get("kind") not in (None, info.kind) or obj.get("apiVersion") not in (None, api_version):
             raise bad_request(f"the API version in the data ({obj.get('apiVersion')}) does not match the "
@@ -1067,45 +2154,55 @@ class Front:
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
-        for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation",
-                    "selfLink", "managedFields"):
+        for key in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                    "generation", "selfLink", "managedFields"):
             meta.pop(key, None)
-        dry = "All" in q.getall("dryRun", [])
-        async with self.lock:
-            if not meta.get("name") and meta.get("generateName"):
-                for _ in range(10):
-                    meta["name"] = meta["generateName"] + gen_suffix()
-                    if await self.store.get(res, ns, meta["name"]) is None:
-                        break
-            meta["uid"] = str(uuid.uuid4())
-            meta["creationTimestamp"] = now_rfc3339()
-            if res.plural in ("jobs", "deployments", "cronjobs"):
-                meta["generation"] = 1
-            self.prepare(res, info, obj)
-            if await self.store.get(res, ns, meta["name"]) is not None:
-                raise already_exists(res, meta["name"])
-            if not dry:
-                meta["resourceVersion"] = self.next_rv()
-                await self.store.create(res, ns, obj)
-            else:
-                meta["resourceVersion"] = ""
-        return self.json_response(obj, 201)
+        key = res_key(res)
+        if not meta.get("name") and meta.get("generateName"):
+            for _ in range(10):
+                meta["name"] = meta["generateName"] + gen_suffix()
+                if await self.store.get(res, ns, meta["name"]) is None:
+                    break
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        if key in self.crds or (res.group, res.plural) in GENERATION_RESOURCES:
+            meta["generation"] = 1
+        if key in self.crds and has_status(info):
+            obj.pop("status", None)  # a create cannot set the status of a resource with a status subresource
+        normalize_meta(meta)
+        self.prepare(res, info, obj)
+        if await self.store.get(res, ns, meta["name"]) is not None:
+            raise already_exists(res, meta["name"])
+        if not dry:
+            meta["resourceVersion"] = self.next_rv()
+            await self.store.create(res, ns, obj)
+            self.publish(res, "ADDED", obj)
+            if key == CRD_KEY:
+                self.register_crd(obj)
+        else:
+            meta["resourceVersion"] = ""
+        return obj
 
     # ---- update (PATCH, PUT; main resource or status)
 
     async def update(self, request, res, info, ns, name, sub, q):
         ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if request.method == "PATCH" and ctype in ("application/apply-patch+yaml", "application/apply-patch+cbor"):
-            raise ApiError(415, "UnsupportedMediaType",
-                           "server-side apply is not supported by the dirac-rs stand-in "
-                           "(use a merge or strategic merge patch)")
+        if request.method == "PATCH" and ctype == "application/apply-patch+yaml":
+            return await self.apply(request, res, info, ns, name, sub, q)
         if request.method == "PATCH" and ctype not in ("application/merge-patch+json", "application/json-patch+json",
                                                        "application/strategic-merge-patch+json"):
             raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format "
                                                         f"({ctype or 'no Content-Type'}) - accepted media types "
                                                         "include: application/json-patch+json, "
                                                         "application/merge-patch+json, "
+                                                        "application/apply-patch+yaml, "
                                                         "application/strategic-merge-patch+json")
+        if request.method == "PATCH" and q.get("force") is not None:
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be '
+                                           'specified for non-apply patch',
+                           {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+                               {"reason": "FieldValueForbidden", "message": "Forbidden: may not be specified for "
+                                                                            "non-apply patch", "field": "force"}]})
         body = await self.body_json(request)
         dry = "All" in q.getall("dryRun", [])
         async with self.lock:
@@ -1116,6 +2213,9 @@ class Front:
                 if not isinstance(body, dict):
                     raise bad_request("the body of the request must be a JSON object")
                 new = strip_nulls(body)
+                if new.get("kind") not in (None, info.kind) or new.get("apiVersion") not in (None, self.api_version(res)):
+                    raise bad_request(f"the kind or API version in the data ({new.get('kind')}, "
+                                      f"{new.get('apiVersion')}) does not match {info.kind}, {self.api_version(res)}")
                 rv = (new.get("metadata") or {}).get("resourceVersion")
                 if rv and rv != cur["metadata"].get("resourceVersion"):
                     raise conflict(res, name)
@@ -1127,10 +2227,14 @@ class Front:
                 self.check_patch_rv(res, name, cur, body)
                 new = merge_patch(cur, body)
             elif ctype == "application/strategic-merge-patch+json":
-                if res.group not in ("", "batch", "apps", "policy", "autoscaling", "networking.k8s.io",
-                                     "rbac.authorization.k8s.io", "coordination.k8s.io", "storage.k8s.io"):
+                if res_key(res) in self.crds or res.group not in (
+                        "", "batch", "apps", "policy", "autoscaling", "networking.k8s.io",
+                        "rbac.authorization.k8s.io", "coordination.k8s.io", "storage.k8s.io"):
                     raise ApiError(415, "UnsupportedMediaType",
-                                   "strategic merge patch is not supported for custom resources")
+                                   "the body of the request was in an unknown format - accepted media types include: "
+                                   "application/json-patch+json, application/merge-patch+json, "
+                                   "application/apply-patch+yaml (strategic merge patch is not supported for "
+                                   "custom resources)")
                 if not isinstance(body, dict):
                     raise bad_request("a strategic merge patch must be a JSON object")
                 self.check_patch_rv(res, name, cur, body)
@@ -1139,45 +2243,143 @@ class Front:
                 if not isinstance(body, list):
                     raise bad_request("a JSON patch must be a JSON array")
                 try:
-                    new = jsonpatch.apply_patch(cur, body, in_place=False)
-                except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-                    raise ApiError(422, "Invalid", f"the JSON patch cannot be applied: {e}")
-            new = strip_nulls(new)
-            new.setdefault("metadata", {})
-            # What no update can change.
-            for key in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                        "deletionGracePeriodSeconds", "generation", "resourceVersion"):
-                if key in cur["metadata"]:
-                    new["metadata"][key] = cur["metadata"][key]
-                else:
-                    new["metadata"].pop(key, None)
-            new["kind"], new["apiVersion"] = cur.get("kind", info.kind), cur.get("apiVersion", self.api_version(res))
-            if sub == "status":
-                self.check_shapes(new, info.kind)
-                new = dict(copy.deepcopy(cur), status=new.get("status", {}))
-            elif res.plural in STATUS_SUBRESOURCE and "status" in cur:
-                new["status"] = cur["status"]
-            elif res.plural in STATUS_SUBRESOURCE:
-                new.pop("status", None)
-            if sub is None:
-                self.prepare(res, info, new, old=cur)
-            if new == cur:  # a no-op: no new resourceVersion, no event
-                return self.json_response(cur)
-            if "generation" in cur["metadata"] and new.get("spec") != cur.get("spec"):
-                new["metadata"]["generation"] = cur["metadata"]["generation"] + 1
-            if dry:
-                return self.json_response(new)
-            new["metadata"]["resourceVersion"] = self.next_rv()
-            await self.store.write(res, ns, name, cur, new)
-            if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-                # kmock drops an object whose last finalizer goes; make sure.
-                await self.store.delete(res, ns, name)
-        return self.json_response(new)
+                    new = json_patch(cur, body)
+                except ValueError as e:
+                    raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
+                                                   f"request: {e}")
+                if isinstance(new, dict):
+                    self.check_patch_rv(res, name, cur, new)
+            return await self.commit_update(request, res, info, ns, name, sub, cur, new, dry)
 
     def check_patch_rv(self, res, name, cur, body):
         rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
         if rv and rv != cur["metadata"].get("resourceVersion"):
             raise conflict(res, name)
+
+    async def commit_update(self, request, res, info, ns, name, sub, cur, new, dry=False):
+        """The common tail of PUT, PATCH and apply: with the lock held, cur the stored object."""
+        if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
+            raise bad_request("the result of the update is not an object")
+        new = strip_nulls(new)
+        new.setdefault("metadata", {})
+        # What no update can change.
+        for key in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
+                    "deletionGracePeriodSeconds", "generation", "resourceVersion"):
+            if key in cur["metadata"]:
+                new["metadata"][key] = cur["metadata"][key]
+            else:
+                new["metadata"].pop(key, None)
+        new["kind"], new["apiVersion"] = cur.get("kind", info.kind), cur.get("apiVersion", self.api_version(res))
+        key = res_key(res)
+        if sub == "status":
+            self.check_shapes(new, info.kind)
+            new = dict(copy.deepcopy(cur), status=new.get("status", {}))
+        elif has_status(info) and "status" in cur:
+            new["status"] = cur["status"]
+        elif has_status(info):
+            new.pop("status", None)
+        normalize_meta(new["metadata"])
+        if cur["metadata"].get("deletionTimestamp"):
+            added = [f for f in new["metadata"].get("finalizers") or [] if f not in (cur["metadata"].get("finalizers") or [])]
+            if added:
+                raise ApiError(422, "Invalid", f'{info.kind} "{name}" is invalid: metadata.finalizers: Forbidden: no new '
+                                               f"finalizers can be added if the object is being deleted, found new "
+                                               f"finalizers {json.dumps(added)}",
+                               details_for(res, name, [{"reason": "FieldValueForbidden", "field": "metadata.finalizers",
+                                                        "message": "Forbidden: no new finalizers can be added if the "
+                                                                   "object is being deleted"}]))
+        if sub is None or key in self.crds:
+            self.prepare(res, info, new, old=cur)
+        if new == cur:  # a no-op: no new resourceVersion, no event
+            return self.reply(request, cur)
+        if "generation" in cur["metadata"]:
+            if key in self.crds:
+                skip = ("metadata", "status") if has_status(info) else ("metadata",)
+                changed = {k: v for k, v in new.items() if k not in skip} != \
+                    {k: v for k, v in cur.items() if k not in skip}
+            else:
+                changed = new.get("spec") != cur.get("spec")
+            if changed:
+                new["metadata"]["generation"] = cur["metadata"]["generation"] + 1
+        if dry:
+            return self.reply(request, new)
+        new["metadata"]["resourceVersion"] = self.next_rv()
+        await self.store.write(res, ns, name, cur, new)
+        self.publish(res, "MODIFIED", new, cur)
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            await self.remove_object(res, ns, name, new)  # the last finalizer went
+        return self.reply(request, new)
+
+    async def remove_object(self, res, ns, name, last):
+        """Removes a stored object; its DELETED event carries a fresh resourceVersion."""
+        gone = copy.deepcopy(last)
+        gone["metadata"]["resourceVersion"] = self.next_rv()
+        await self.store.delete(res, ns, name)  # kmock may have dropped it already (no finalizers left)
+        self.publish(res, "DELETED", gone, last)
+        uid = gone["metadata"].get("uid")
+        for k in [k for k in self.applied if k[0] == uid]:
+            del self.applied[k]
+        self.foreground.pop(uid, None)
+        return gone
+
+    # ---- server-side apply (APPROXIMATION)
+
+    async def apply(self, request, res, info, ns, name, sub, q):
+        """PATCH application/apply-patch+yaml. EMULATED: the configuration is merged into the object
+        (RFC 7386: maps merged, lists replaced) and what this fieldManager applied last time but no
+        longer applies is removed. No managedFields, no conflicts between managers (force or not),
+        no list merging by key."""
+        manager = q.get("fieldManager")
+        if not manager:
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                                           'is required for apply patch',
+                           {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+                               {"reason": "FieldValueRequired", "message": "Required value: is required for apply "
+                                                                           "patch", "field": "fieldManager"}]})
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            try:
+                docs = yaml_load_all(raw.decode())
+                body = docs[0] if len(docs) == 1 else None
+            except Exception as e:
+                raise bad_request(f"error decoding YAML: {e}")
+        if not isinstance(body, dict):
+            raise bad_request("the body of an apply patch must be one object")
+        body = strip_nulls(body)
+        api_version = self.api_version(res)
+        if not body.get("apiVersion") or not body.get("kind"):
+            raise bad_request(f"invalid object type: {body.get('apiVersion') or ''}, Kind={body.get('kind') or ''}")
+        if body["apiVersion"] != api_version or body["kind"] != info.kind:
+            raise bad_request(f"the kind or API version in the apply configuration ({body['kind']}, "
+                              f"{body['apiVersion']}) does not match {info.kind}, {api_version}")
+        meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        if meta.get("name") not in (None, name):
+            raise bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+        if info.namespaced and meta.get("namespace") not in (None, "", ns):
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+        if meta.get("managedFields"):
+            raise bad_request("metadata.managedFields must be nil")
+        dry = "All" in q.getall("dryRun", [])
+        async with self.lock:
+            cur = await self.store.get(res, ns, name)
+            if cur is None:
+                if sub is not None:
+                    raise not_found(res, name)
+                obj = copy.deepcopy(body)
+                obj.setdefault("metadata", {})["name"] = name
+                created = await self.create_locked(res, info, ns, obj, dry)
+                if not dry:
+                    self.applied[(created["metadata"]["uid"], manager)] = body
+                return self.reply(request, created, 201)
+            self.check_patch_rv(res, name, cur, body)
+            uid = cur["metadata"]["uid"]
+            patch = merge_patch(removed_fields(self.applied.get((uid, manager), {}), body), body)
+            resp = await self.commit_update(request, res, info, ns, name, sub, cur, merge_patch(cur, patch), dry)
+            if not dry:
+                self.applied[(uid, manager)] = body
+            return resp
 
     # ---- delete
 
@@ -1195,7 +2397,7 @@ class Front:
         opts = self.delete_options(await self.body_json(request), q)
         async with self.lock:
             obj, status, headers = await self.delete_locked(res, info, ns, name, opts)
-        return self.json_response(obj, status, headers)
+        return self.reply(request, obj, status, headers)
 
     async def delete_locked(self, res, info, ns, name, opts):
         cur = await self.store.get(res, ns, name)
@@ -1214,37 +2416,64 @@ class Front:
         if policy not in (None, "Orphan", "Background", "Foreground"):
             raise ApiError(422, "Invalid", f'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: '
                                            f'Unsupported value: "{policy}"')
+        is_job = res.plural == "jobs" and res.group == "batch"
         headers = {}
-        if res.plural == "jobs" and res.group == "batch" and policy is None and opts.get("orphanDependents") is None:
+        if is_job and policy is None and opts.get("orphanDependents") is None:
             # batch/v1 Jobs default to orphaning their pods; real servers warn.
             headers["Warning"] = ('299 - "child pods are preserved by default when jobs are deleted; set '
                                   'propagationPolicy=Background to remove them or set propagationPolicy=Orphan '
                                   'to suppress this warning"')
             log(f"job {ns}/{name} deleted without propagationPolicy (the real default orphans its pods; "
                 f"the stand-in kills them anyway)")
+        # A real server answers 202 only when orphanDependents=false was sent and the object stays.
+        pending = 202 if opts.get("orphanDependents") is False else 200
         if "All" in (opts.get("dryRun") or []):
             return cur, 200, headers
         if meta.get("deletionTimestamp"):
-            return cur, 202, headers
+            return cur, pending, headers
+        if (policy == "Orphan" or (policy is None and opts.get("orphanDependents") is True)) and not is_job:
+            await self.orphan_dependents(meta["uid"])
         new = copy.deepcopy(cur)
         finalizers = list(new["metadata"].get("finalizers") or [])
         if policy == "Foreground" and "foregroundDeletion" not in finalizers:
             finalizers.append("foregroundDeletion")
-        new["metadata"]["resourceVersion"] = self.next_rv()
         if finalizers:
             new["metadata"]["finalizers"] = finalizers
             new["metadata"]["deletionTimestamp"] = now_rfc3339()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if new["metadata"].get("generation"):
+                new["metadata"]["generation"] += 1
+            new["metadata"]["resourceVersion"] = self.next_rv()
             await self.store.write(res, ns, name, cur, new)
-            return new, 202, headers
-        await self.store.write(res, ns, name, cur, new)  # the DELETED event carries a fresh resourceVersion
-        await self.store.delete(res, ns, name)
+            self.publish(res, "MODIFIED", new, cur)
+            if "foregroundDeletion" in finalizers and not is_job:  # Jobs: the job controller stand-in
+                self.foreground[meta["uid"]] = (res, ns, name)
+            return new, pending, headers
+        gone = await self.remove_object(res, ns, name, cur)
         if res.plural == "pods":
-            new["metadata"]["deletionTimestamp"] = now_rfc3339()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
-            return new, 200, headers
+            gone["metadata"]["deletionTimestamp"] = now_rfc3339()
+            gone["metadata"]["deletionGracePeriodSeconds"] = 0
+            return gone, 200, headers
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                 "details": details_for(res, name, uid=meta.get("uid"))}, 200, headers
+
+    def gc_dependent_keys(self):
+        return [k for k in GC_DEPENDENTS if k in self.resources] + list(self.crds)
+
+    async def orphan_dependents(self, uid):
+        """propagationPolicy=Orphan: the dependents lose their ownerReference to uid (done at once,
+        where a real server adds the "orphan" finalizer and lets the garbage collector do it)."""
+        for key in self.gc_dependent_keys() + [("", "v1", "pods")]:
+            res, _ = self.resources[key]
+            for o in await self.store.list(res, None):
+                refs = o["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") == uid for r in refs):
+                    new = copy.deepcopy(o)
+                    new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                    normalize_meta(new["metadata"])
+                    new["metadata"]["resourceVersion"] = self.next_rv()
+                    await self.store.write(res, o["metadata"].get("namespace"), o["metadata"]["name"], o, new)
+                    self.publish(res, "MODIFIED", new, o)
 
     async def delete_collection(self, request, res, info, ns, q):
         opts = self.delete_options(await self.body_json(request), q)
@@ -1260,11 +2489,100 @@ class Front:
                         continue
                     raise
                 out.append(o if obj.get("kind") == "Status" else obj)
-        for o in out:
-            o.pop("kind", None)
-            o.pop("apiVersion", None)
+        if res_key(res) not in self.crds:
+            for o in out:
+                o.pop("kind", None)
+                o.pop("apiVersion", None)
         return self.json_response({"kind": f"{info.kind}List", "apiVersion": self.api_version(res),
                                    "metadata": {"resourceVersion": str(self.rv)}, "items": out})
+
+    # ---- garbage collector (STAND-IN)
+
+    async def gc_loop(self):
+        """Runs after writes (at most every 2 x --poll): dependents whose owners are all gone are
+        deleted (Background); objects in foreground deletion lose their foregroundDeletion
+        finalizer once their dependents are gone."""
+        while True:
+            await self.gc_wake.wait()
+            self.gc_wake.clear()
+            try:
+                await self.gc_pass()
+            except Exception as e:
+                traceback.print_exc()
+                log(f"garbage collector stand-in: pass failed: {e!r}")
+            await asyncio.sleep(max(2 * self.args.poll, 0.1))
+
+    def owner_key(self, ref):
+        return self.kinds.get((ref.get("apiVersion"), ref.get("kind")))
+
+    async def gc_pass(self):
+        # Dependents are listed BEFORE the owners, so an owner created in between cannot look missing.
+        deps = []
+        for key in self.gc_dependent_keys():
+            res, info = self.resources[key]
+            deps += [(res, info, o) for o in await self.store.list(res, None)]
+        owner_keys = {self.owner_key(r) for _, _, o in deps for r in o["metadata"].get("ownerReferences") or []}
+        live = set()
+        for key in owner_keys - {None}:
+            res, _ = self.resources[key]
+            live |= {o["metadata"].get("uid") for o in await self.store.list(res, None)}
+        for res, info, o in deps:
+            refs = o["metadata"].get("ownerReferences") or []
+            if not refs or o["metadata"].get("deletionTimestamp"):
+                continue
+            if any(self.owner_key(r) is None for r in refs):
+                continue  # an owner kind this server does not serve: left alone, as the real collector does
+            if any(r.get("uid") in live for r in refs):
+                continue
+            await self.gc_delete(res, info, o, "Background", "all its owners are gone")
+        for uid, (ores, ons, oname) in list(self.foreground.items()):
+            cur = await self.store.get(ores, ons, oname)
+            if cur is None or cur["metadata"].get("uid") != uid:
+                self.foreground.pop(uid, None)
+                continue
+            waiting = [(res, info, o) for res, info, o in deps
+                       if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+            for res, info, o in waiting:
+                if not o["metadata"].get("deletionTimestamp"):
+                    await self.gc_delete(res, info, o, "Foreground", f"foreground deletion of its owner {oname}")
+            if any(r.get("uid") == uid and r.get("blockOwnerDeletion")
+                   for _, _, o in waiting for r in o["metadata"].get("ownerReferences") or []):
+                continue  # next pass (the deletions above wake it)
+            async with self.lock:
+                cur = await self.store.get(ores, ons, oname)
+                if cur is None or cur["metadata"].get("uid") != uid:
+                    continue
+                new = copy.deepcopy(cur)
+                new["metadata"]["finalizers"] = [f for f in cur["metadata"].get("finalizers") or []
+                                                 if f != "foregroundDeletion"]
+                log(f"garbage collector: {qualified(ores)} {ons or ''}/{oname}: dependents gone, "
+                    f"removing the foregroundDeletion finalizer")
+                self.foreground.pop(uid, None)
+                await self.commit_update({}, ores, self.resources[res_key(ores)][1], ons, oname, None, cur, new)
+
+    async def gc_delete(self, res, info, o, policy, why):
+        m = o["metadata"]
+        ns = m.get("namespace")
+        async with self.lock:
+            cur = await self.store.get(res, ns, m["name"])
+            if cur is None or cur["metadata"].get("uid") != m.get("uid") or cur["metadata"].get("deletionTimestamp"):
+                return
+            if policy == "Background":
+                # A live check of every owner, as the real collector does before deleting.
+                for r in cur["metadata"].get("ownerReferences") or []:
+                    okey = self.owner_key(r)
+                    if okey is None:
+                        return
+                    ores, oinfo = self.resources[okey]
+                    owner = await self.store.get(ores, ns if oinfo.namespaced else None, r.get("name", ""))
+                    if owner is not None and owner["metadata"].get("uid") == r.get("uid"):
+                        return
+            log(f"garbage collector: deleting {qualified(res)} {ns or ''}/{m['name']} ({why})")
+            try:
+                await self.delete_locked(res, info, ns, m["name"], {"propagationPolicy": policy})
+            except ApiError as e:
+                if e.code != 404:
+                    log(f"garbage collector: {e.code} {e.message}")
 
     # ---- pods/log
 
@@ -1804,7 +3122,6 @@ class Kubelet(threading.Thread):
         self.unschedulable = {}  # pod uid -> message reported
         self.node_labels = dict(kv.split("=", 1) for kv in args.node_label) if args.node_label else None
         self.stop = threading.Event()
-        self.gc_tick = 0
 
     def log_paths(self, ns, pod, container):
         d = os.path.join(self.state_dir, "pods", ns, pod, "logs")
@@ -1851,13 +3168,6 @@ class Kubelet(threading.Thread):
     # ---- one pass
 
     def sync(self):
-        self.gc_tick += 1
-        owned = None
-        if self.gc_tick % 2 == 1:
-            # Dependents are listed BEFORE the owners so an owner created in
-            # between cannot look missing.
-            owned = {res: self.api.list(path) for res, path in
-                     (("secrets", "/api/v1/secrets"), ("configmaps", "/api/v1/configmaps"))}
         pods = self.api.list("/api/v1/pods")
         jobs = self.api.list("/apis/batch/v1/jobs")
         job_uids = {j["metadata"]["uid"] for j in jobs}
@@ -1882,17 +3192,6 @@ class Kubelet(threading.Thread):
                 del self.jobs[u]
 
         self.sync_pods(pods)
-
-        if owned is not None:
-            for res, items in owned.items():
-                for o in items:
-                    ju = owner_uids(o, "Job")
-                    others = owner_uids(o) - ju
-                    if ju and not others and not (ju & job_uids) and self.owner_gone(o, "Job"):
-                        m = o["metadata"]
-                        log(f"garbage collector: deleting {res} {m['namespace']}/{m['name']} (owner Job gone)")
-                        self.api.req("DELETE", f"/api/v1/namespaces/{m['namespace']}/{res}/{m['name']}",
-                                     {"propagationPolicy": "Background"})
 
     def owner_gone(self, obj, kind):
         """A live check, as the real garbage collector does, before deleting a dependent."""
@@ -2157,6 +3456,9 @@ async def amain(args):
         store = Store(str(backend.url))
         await store.start()
         front = Front(emulator, store, args)
+        for path in args.crd:
+            await front.install_crd_file(path)
+        gc_task = asyncio.create_task(front.gc_loop())
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", front.handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -2183,6 +3485,7 @@ async def amain(args):
         await stop.wait()
         log("stopping: killing pod processes")
         await loop.run_in_executor(None, kubelet.shutdown)
+        gc_task.cancel()
         await runner.cleanup()
         await store.session.close()
 
@@ -2205,11 +3508,18 @@ def main():
     ap.add_argument("--node-memory", default="256Gi", help="the node's allocatable memory")
     ap.add_argument("--inherit-env", action="store_true",
                     help="start containers with the stand-in's whole environment (default: a clean one)")
+    ap.add_argument("--crd", action="append", default=[], metavar="FILE",
+                    help="CustomResourceDefinition YAML (or JSON) file to serve (repeatable; several documents "
+                         "per file are fine); installed before the stand-in says it is ready")
     args = ap.parse_args()
     args.state_dir = os.path.abspath(args.state_dir)
     os.makedirs(args.state_dir, exist_ok=True)
     args.kubeconfig = os.path.abspath(args.kubeconfig or os.path.join(args.state_dir, "kubeconfig"))
     args.token = args.token or None
+    args.crd = [os.path.abspath(p) for p in args.crd]
+    for p in args.crd:
+        if not os.path.isfile(p):
+            ap.error(f"--crd {p}: no such file")
     for kv in args.node_label:
         if "=" not in kv:
             ap.error(f"--node-label wants K=V, not {kv!r}")

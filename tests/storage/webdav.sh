@@ -61,6 +61,10 @@ if ! runuser -u www-data -- test -w "$DIR/root"; then
   exit 1
 fi
 
+# The bearer token /token/ demands, written to DIR/bearer-token for clients.
+TOKEN="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+printf '%s\n' "$TOKEN" > "$DIR/bearer-token"
+
 # --- test PKI -----------------------------------------------------------------
 if [ ! -s "$DIR/ca.pem" ] || [ ! -s "$DIR/server.pem" ]; then
   (
@@ -126,6 +130,14 @@ http {
         ssl_protocols TLSv1.2 TLSv1.3;
 
         root $DIR/root;
+        # Bearer tokens: /token/ needs "Authorization: Bearer <DIR/bearer-token>".
+        location /token/ {
+            if (\$http_authorization != "Bearer $TOKEN") { return 401; }
+            dav_methods PUT DELETE MKCOL COPY MOVE;
+            dav_ext_methods PROPFIND OPTIONS;
+            create_full_put_path on;
+            dav_access user:rw group:rw all:r;
+        }
         location / {
             dav_methods PUT DELETE MKCOL COPY MOVE;
             dav_ext_methods PROPFIND OPTIONS;

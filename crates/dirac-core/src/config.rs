@@ -389,6 +389,10 @@ pub struct SeProtocolConfig {
     /// `https`: a CA bundle to trust besides the system roots.
     #[serde(default, rename = "CAFile")]
     pub ca_file: Option<PathBuf>,
+    /// `https` and `root`: a WLCG bearer token for the storage, in a file
+    /// kept fresh by something else; read again for every transfer.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Protocols a storage-element section may name.

@@ -43,6 +43,18 @@ impl HttpsPlugin {
         path: &str,
         ca_file: Option<&Path>,
     ) -> Result<Self, StorageError> {
+        Self::with_token(host, port, path, ca_file, None)
+    }
+
+    /// With a bearer token read from `token_file` for every request (the
+    /// file may be rotated underneath).
+    pub fn with_token(
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+        ca_file: Option<&Path>,
+        token_file: Option<&Path>,
+    ) -> Result<Self, StorageError> {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(ca) = ca_file {
             let pem = std::fs::read(ca)
@@ -61,7 +73,23 @@ impl HttpsPlugin {
             }
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder();
+        if let Some(file) = token_file {
+            let file = file.to_path_buf();
+            config = config.middleware(
+                move |mut request: ureq::http::Request<ureq::SendBody>,
+                      next: ureq::middleware::MiddlewareNext| {
+                    let token = read_token(&file).map_err(ureq::Error::Io)?;
+                    let value = ureq::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                        .map_err(|e| ureq::Error::Io(std::io::Error::other(e)))?;
+                    request
+                        .headers_mut()
+                        .insert(ureq::http::header::AUTHORIZATION, value);
+                    next.handle(request)
+                },
+            );
+        }
+        let agent: ureq::Agent = config
             .tls_config(tls.build())
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
@@ -97,6 +125,20 @@ impl HttpsPlugin {
             .await
             .map_err(|e| StorageError::Unavailable(format!("https transfer: {e}")))?
     }
+}
+
+/// The first line of a token file that is not empty or a comment.
+pub fn read_token(file: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("token file {}: {e}", file.display()))
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            std::io::Error::other(format!("token file {} holds no token", file.display()))
+        })
 }
 
 /// Percent-encode what a URL path may not hold (components stay apart).

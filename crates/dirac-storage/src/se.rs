@@ -55,21 +55,21 @@ fn plugin(
             let host = section.host.as_deref().ok_or_else(|| {
                 StorageError::Invalid(format!("storage element {se}: root needs Host"))
             })?;
-            Ok(Some(Arc::new(crate::xroot::XrootPlugin::new(
-                host,
-                section.port,
-                &section.path,
-            ))))
+            Ok(Some(Arc::new(
+                crate::xroot::XrootPlugin::new(host, section.port, &section.path)
+                    .with_token_file(section.token_file.clone()),
+            )))
         }
         "https" => {
             let host = section.host.as_deref().ok_or_else(|| {
                 StorageError::Invalid(format!("storage element {se}: https needs Host"))
             })?;
-            Ok(Some(Arc::new(crate::https::HttpsPlugin::new(
+            Ok(Some(Arc::new(crate::https::HttpsPlugin::with_token(
                 host,
                 section.port,
                 &section.path,
                 section.ca_file.as_deref(),
+                section.token_file.as_deref(),
             )?)))
         }
         "s3" => {

@@ -24,6 +24,9 @@ pub struct XrootPlugin {
     authority: String,
     /// Export prefix without a trailing slash (`/eos/dteam/grid`).
     base: String,
+    /// A WLCG bearer token for the server (XRootD's ztn), as a file the
+    /// client reads (`BEARER_TOKEN_FILE`).
+    token_file: Option<std::path::PathBuf>,
 }
 
 /// What an xrd tool said.
@@ -34,12 +37,20 @@ struct Ran {
 }
 
 impl XrootPlugin {
+    /// Authenticate with the bearer token in `file` (read by the client
+    /// tools at each transfer, so it may be rotated).
+    pub fn with_token_file(mut self, file: Option<std::path::PathBuf>) -> Self {
+        self.token_file = file;
+        self
+    }
+
     pub fn new(host: &str, port: Option<u16>, path: &str) -> Self {
         XrootPlugin {
             authority: format!("{host}:{}", port.unwrap_or(1094)),
             base: format!("/{}", path.trim_matches('/'))
                 .trim_end_matches('/')
                 .to_string(),
+            token_file: None,
         }
     }
 
@@ -62,6 +73,9 @@ impl XrootPlugin {
             .env("XRD_CONNECTIONWINDOW", "5")
             .env("XRD_REQUESTTIMEOUT", "120")
             .env("XRD_STREAMTIMEOUT", "120");
+        if let Some(f) = &self.token_file {
+            cmd.env("BEARER_TOKEN_FILE", f);
+        }
         let out = tokio::time::timeout(timeout, cmd.output())
             .await
             .map_err(|_| {

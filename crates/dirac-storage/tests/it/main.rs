@@ -231,6 +231,40 @@ fn inside_the_namespace() {
         samples.push((name, p, sum));
     }
     rt.block_on(async {
+        // A WebDAV area that demands a bearer token: the plugin with the
+        // token file gets in, the one without is refused.
+        let token_file = root.join("webdav/bearer-token");
+        let ca = root.join("webdav/ca.pem");
+        let with = HttpsPlugin::with_token(
+            "127.0.0.1",
+            Some(8443),
+            "/token",
+            Some(&ca),
+            Some(&token_file),
+        )
+        .expect("plugin");
+        let without =
+            HttpsPlugin::new("127.0.0.1", Some(8443), "/token", Some(&ca)).expect("plugin");
+        let (_, one, _) = &samples[1];
+        with.put("/dteam/tok/one", one)
+            .await
+            .expect("put with the token");
+        assert!(with.stat("/dteam/tok/one").await.expect("stat").is_some());
+        assert!(
+            matches!(
+                without.put("/dteam/tok/two", one).await,
+                Err(StorageError::PermissionDenied(_))
+            ),
+            "no token, no write"
+        );
+        std::fs::write(&token_file, "# rotated\nnot-the-token\n").expect("rotate");
+        assert!(
+            matches!(
+                with.stat("/dteam/tok/one").await,
+                Err(StorageError::PermissionDenied(_))
+            ),
+            "the file is read again for each request"
+        );
         for (proto, plugin) in &ses {
             for (name, path, (size, sum)) in &samples {
                 let lfn = format!("/dteam/rt/{name}");
