@@ -352,6 +352,10 @@ fn any_grpc_client_works_through_reflection() {
     assert_eq!(v["first"], id);
     assert_eq!(v["health"], "SERVING");
     assert_eq!(v["unauthenticated"], "UNAUTHENTICATED");
+    assert_eq!(
+        v["not_utf8"], "INVALID_ARGUMENT",
+        "an undecodable request is bad input"
+    );
     d.stop();
 }
 

@@ -42,6 +42,14 @@ def main() -> None:
         unauthenticated = "OK"
     except grpc.RpcError as err:
         unauthenticated = err.code().name
+    # A request whose string field is not UTF-8 (raw bytes: field 1, length
+    # 3, 0xff 0xfe 0xfd) is bad input, not a server fault.
+    raw = channel.unary_unary("/dirac.dms.v1.FileCatalog/CreateDirectories")
+    try:
+        raw(b"\x0a\x03\xff\xfe\xfd", metadata=[("authorization", "Bearer " + token)])
+        not_utf8 = "OK"
+    except grpc.RpcError as err:
+        not_utf8 = err.code().name
     health = health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(service="dirac.wms.v1.JobManager")
     )
@@ -53,6 +61,7 @@ def main() -> None:
                 "first": response.jobs[0].job_id if response.jobs else None,
                 "health": health_pb2.HealthCheckResponse.ServingStatus.Name(health.status),
                 "unauthenticated": unauthenticated,
+                "not_utf8": not_utf8,
             }
         )
     )

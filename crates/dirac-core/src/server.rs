@@ -120,6 +120,9 @@ pub async fn serve(
         let _ = signalled_tx.send(());
     };
     let serve = builder
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_is_invalid_argument,
+        ))
         .layer(auth)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, signalled);
@@ -137,6 +140,26 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// tonic answers a request it cannot decode (a string field that is not
+/// UTF-8, a truncated message) with `Internal`; it is the caller's bad
+/// input: `InvalidArgument`, with the same message.
+fn undecodable_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers();
+    let undecodable = headers.get("grpc-status").is_some_and(|v| v == "13")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode")
+            });
+    if undecodable {
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
 }
 
 /// How long a stopping server waits for open connections to finish.
