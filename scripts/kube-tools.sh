@@ -14,15 +14,13 @@ VENV="$TOOLS/venv"
 KMOCK_VERSION="0.8"
 STAMP="$VENV/.dirac-kmock-$KMOCK_VERSION"
 check='import kmock, aiohttp, jsonpatch; kmock.KubernetesEmulator().resources.load_bundled()'
-if [ -f "$STAMP" ] && "$VENV/bin/python" -c "$check" >/dev/null 2>&1; then
-  exit 0
-fi
 mkdir -p "$TOOLS"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! { [ -f "$STAMP" ] && "$VENV/bin/python" -c "$check" >/dev/null 2>&1; }; then
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
 if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check \
       "kmock==$KMOCK_VERSION" >"$log" 2>&1; then
   cat "$log" >&2
@@ -34,3 +32,16 @@ if ! "$VENV/bin/python" -c "$check" >"$log" 2>&1; then
   exit 1
 fi
 touch "$STAMP"
+fi
+
+# Offline validation of the Kubernetes manifests (k8s/, the chart):
+# kubernetes-validate (schemas of the target Kubernetes version) and yamllint.
+VSTAMP="$VENV/.dirac-k8s-validate-1"
+if [ ! -f "$VSTAMP" ]; then
+  if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+        kubernetes-validate yamllint jsonschema >"$log" 2>&1; then
+    cat "$log" >&2
+    exit 1
+  fi
+  touch "$VSTAMP"
+fi

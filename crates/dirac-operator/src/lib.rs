@@ -151,6 +151,39 @@ mod tests {
         assert!(seen >= 5, "{seen} examples");
     }
 
+    /// k8s/ passes yamllint and kubernetes-validate --strict, and the
+    /// examples validate against the generated CRD schemas
+    /// (tests/k8s/validate.sh; tools from scripts/kube-tools.sh).
+    #[test]
+    fn k8s_manifests_validate_offline() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let venv = std::env::var_os("DIRAC_TEST_TOOLS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/dirac-test-tools")
+            })
+            .join("venv/bin/kubernetes-validate");
+        if !venv.exists() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI=true but kubernetes-validate is missing: scripts/kube-tools.sh"
+            );
+            eprintln!("skipping: kubernetes-validate not installed (scripts/kube-tools.sh)");
+            return;
+        }
+        let out = std::process::Command::new("bash")
+            .arg(repo.join("tests/k8s/validate.sh"))
+            .output()
+            .expect("validate.sh");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn schemas_carry_the_cel_rules() {
         let agents = crds()

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Offline checks of the Kubernetes manifests: yamllint on k8s/, every
+# manifest of k8s/base and the CRDs against the schemas of Kubernetes
+# $K8S_VERSION (kubernetes-validate --strict), and the example custom
+# resources against the generated CRD schemas (jsonschema). Tools from
+# scripts/kube-tools.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+VENV="${DIRAC_TEST_TOOLS:-$HOME/.cache/dirac-test-tools}/venv"
+K8S_VERSION="${K8S_VERSION:-1.33}"
+"$VENV/bin/yamllint" -d '{extends: relaxed, rules: {line-length: disable}}' k8s/
+for f in k8s/base/serviceaccount.yaml k8s/base/rbac.yaml k8s/base/operator.yaml k8s/crds/*.yaml; do
+  "$VENV/bin/kubernetes-validate" -k "$K8S_VERSION" --strict --quiet "$f"
+done
+"$VENV/bin/python" - <<'PY'
+import glob, sys, yaml, jsonschema
+
+def strip(schema):
+    """The CRD schema as plain JSON Schema (x-kubernetes-* are extensions)."""
+    if isinstance(schema, dict):
+        out = {k: strip(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+        if out.get("nullable"):
+            t = out.get("type")
+            if isinstance(t, str):
+                out["type"] = [t, "null"]
+            out.pop("nullable")
+        return out
+    if isinstance(schema, list):
+        return [strip(v) for v in schema]
+    return schema
+
+schemas = {}
+for f in glob.glob("k8s/crds/*.yaml"):
+    crd = yaml.safe_load(open(f))
+    kind = crd["spec"]["names"]["kind"]
+    schemas[kind] = strip(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+checked = 0
+for f in sorted(glob.glob("k8s/examples/*.yaml")):
+    for doc in yaml.safe_load_all(open(f)):
+        if not doc:
+            continue
+        kind = doc["kind"]
+        if kind not in schemas:
+            sys.exit(f"{f}: no CRD for kind {kind}")
+        try:
+            jsonschema.validate(doc, schemas[kind])
+        except jsonschema.ValidationError as e:
+            sys.exit(f"{f}: {kind} {doc['metadata']['name']}: {e.message} at {list(e.absolute_path)}")
+        checked += 1
+print(f"{checked} example resources valid against their CRDs")
+PY
+echo "k8s manifests valid for Kubernetes $K8S_VERSION"
