@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
                         service_account: None,
                     },
                     recorder: None,
+                    metrics: Default::default(),
                 });
                 let runs = list.iter().map(|a| reconcile_agent(a.clone(), ctx.clone()));
                 let results = futures::future::join_all(runs).await;

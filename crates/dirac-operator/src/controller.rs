@@ -36,6 +36,7 @@ pub struct Context {
     pub installation: Installation,
     /// Kubernetes events about the resources (none when unset).
     pub recorder: Option<Recorder>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Record an event on `obj` (best effort: a failed event is only logged).
@@ -165,6 +166,7 @@ pub async fn reconcile_site_director(
     sd: Arc<SiteDirector>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.metrics.reconciled("SiteDirector");
     let ns = sd.namespace().unwrap_or_else(|| "default".into());
     let api: Api<SiteDirector> = Api::namespaced(ctx.client.clone(), &ns);
     kube::runtime::finalizer::finalizer(&api, DRAIN_FINALIZER, sd, |event| async {
@@ -235,6 +237,7 @@ pub async fn reconcile_computing_element(
     ce: Arc<ComputingElement>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.metrics.reconciled("ComputingElement");
     let ns = ce.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ComputingElement> = Api::namespaced(ctx.client.clone(), &ns);
     let body = match ce.to_ce_config() {
@@ -257,6 +260,7 @@ pub async fn reconcile_computing_element(
 
 /// One reconciliation of an Agent.
 pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled("Agent");
     let ns = agent.namespace().unwrap_or_else(|| "default".into());
     let name = agent.name_any();
     let generation = agent.metadata.generation;
@@ -294,8 +298,13 @@ pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Act
 }
 
 /// Retry soon after an API error.
-pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconciliation failed");
+pub fn error_policy<K: kube::Resource<DynamicType = ()>>(
+    _obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.failed(&K::kind(&()));
+    tracing::warn!(%error, kind = %K::kind(&()), "reconciliation failed");
     Action::requeue(Duration::from_secs(15))
 }
 

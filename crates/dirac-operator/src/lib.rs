@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd;
 pub mod leader;
 pub mod manifests;
+pub mod metrics;
 
 use kube::CustomResourceExt as _;
 

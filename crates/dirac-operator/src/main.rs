@@ -41,6 +41,9 @@ struct Args {
     identity: String,
     #[arg(long, default_value = "json")]
     log_format: String,
+    /// Address of `/metrics` (Prometheus) and `/healthz`.
+    #[arg(long, env = "DIRAC_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    metrics_listen: String,
 }
 
 const LEASE: &str = "dirac-operator";
@@ -51,6 +54,23 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     dirac_core::telemetry::init(&args.log_format, std::env::var("RUST_LOG").ok().as_deref());
     let client = Client::try_default().await?;
+    let metrics = Arc::new(dirac_operator::metrics::Metrics::default());
+    let listener = tokio::net::TcpListener::bind(&args.metrics_listen).await?;
+    let served = metrics.clone();
+    tokio::spawn(async move {
+        let router = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = served.clone();
+                    async move { m.render() }
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
     let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
     while !dirac_operator::leader::try_acquire(&leases, LEASE, &args.identity, LEASE_SECONDS)
         .await?
@@ -58,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     tracing::info!(identity = %args.identity, "leader: reconciling");
+    metrics
+        .leader
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let ctx = Arc::new(Context {
         client: client.clone(),
         installation: Installation {
@@ -73,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
                 instance: Some(args.identity.clone()),
             },
         )),
+        metrics: metrics.clone(),
     });
     // Keep the lease; a replica that loses it stops (and restarts as a candidate).
     let renew = {

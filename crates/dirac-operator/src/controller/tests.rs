@@ -21,6 +21,7 @@ fn context() -> (Arc<Context>, Handle) {
             service_account: None,
         },
         recorder: None,
+        metrics: Default::default(),
     };
     (Arc::new(ctx), handle)
 }
@@ -380,6 +381,7 @@ async fn a_change_is_recorded_as_an_event_once() {
                 instance: Some("pod-a".into()),
             },
         )),
+        metrics: Default::default(),
     });
     let first = agent(&[]);
     let server = tokio::spawn(async move {
@@ -436,6 +438,7 @@ async fn a_change_is_recorded_as_an_event_once() {
                 instance: None,
             },
         )),
+        metrics: Default::default(),
     });
     let mut again = (*first).clone();
     again.status = Some(crate::crd::ResourceStatus {
