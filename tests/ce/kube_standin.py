@@ -8,28 +8,75 @@
     ###################################################################
 
     tests/ce/kube_standin.py --port PORT --state-dir DIR [--kubeconfig OUT]
+                             [--crd FILE ...]
 
 Run it with the test-tools venv (scripts/kube-tools.sh installs kmock there);
 started with another python it re-executes itself with that venv's python.
 
 What is what:
   * kmock's KubernetesEmulator (PyPI kmock, pinned in scripts/kube-tools.sh)
-    is the object store: it keeps every object and its history and streams
-    watch events. It listens on an internal ephemeral 127.0.0.1 port.
+    is the object store: it keeps every object. It listens on an internal
+    ephemeral 127.0.0.1 port. (Its request log and object histories are
+    trimmed as it goes: kmock 0.8 slows down with every request it records.)
   * The FRONT (this file) listens on 127.0.0.1:PORT and is what clients
     (kube-rs, curl, the Python client) talk to. It adds what kmock lacks and a
     real API server does: bearer-token check, uid / resourceVersion /
     creationTimestamp / generation, defaulting (Secret stringData -> data,
-    Job selector and pod-template labels, pod-spec defaults), validation
-    (names, labels, ownerReferences, quantities, Job restartPolicy, volume
-    references: 422 Invalid like the real server), label and field
+    Job selector and pod-template labels, pod-spec defaults, Deployment and
+    CronJob defaults), validation (names, labels, ownerReferences,
+    quantities, Job restartPolicy, volume references, Deployment selectors,
+    CronJob schedules: 422 Invalid like the real server), label and field
     selectors, List kinds (JobList...), limit/continue, 201 on create,
     Status objects for deletes and errors with the real reasons (NotFound,
     AlreadyExists, Conflict, Invalid, BadRequest, Unauthorized...), merge,
-    strategic-merge and JSON patches, PUT, the status subresource, deletion
-    with finalizers / propagationPolicy, deletecollection, watch filtering
-    and timeoutSeconds, the pods/log subresource, /version and fixed-up
-    discovery documents (/api, /apis, /api/v1, /apis/batch/v1...).
+    strategic-merge and JSON patches, server-side apply (APPROXIMATED, below),
+    PUT, the status subresource, deletion with finalizers /
+    propagationPolicy, deletecollection, the pods/log subresource, /version
+    and fixed-up discovery documents (/api, /apis, /api/v1, /apis/batch/v1...).
+  * WATCHES come from the front's own event bus: every write is an event
+    with its own resourceVersion (one global counter), the last 4000 are
+    kept. ?watch=true&resourceVersion=N replays what happened after N (older
+    than the kept events: an ERROR event 410 Expired, so a kube-rs watcher
+    re-lists), "" or "0" starts with the current objects as ADDED;
+    label/field selectors turn an object that starts or stops matching into
+    ADDED / DELETED; allowWatchBookmarks gives a BOOKMARK every 30 s and
+    before the timeoutSeconds close; sendInitialEvents=true (streaming
+    lists) ends the initial objects with the k8s.io/initial-events-end
+    BOOKMARK. A list is a consistent snapshot: a watch from its
+    resourceVersion misses nothing. Accept: ...;as=PartialObjectMetadata(List)
+    (kube-rs metadata watchers, Controller::owns) is served.
+  * CUSTOM RESOURCES: --crd FILE (YAML or JSON, several documents, repeatable)
+    creates CustomResourceDefinitions before the stand-in is ready; a CRD
+    POSTed to /apis/apiextensions.k8s.io/v1/customresourcedefinitions is
+    served too. The storage version is served (discovery with the /status
+    entry, namespaced or cluster CRUD, all-namespaces lists, watches),
+    generation 1 on create and +1 when anything but metadata (and status,
+    with the status subresource) changes or deletion starts; with a status
+    subresource, .../status writes only change status and the other writes
+    ignore it. The openAPIV3Schema is applied as a real server's structural
+    schema is: unknown fields pruned (unless x-kubernetes-preserve-unknown-
+    fields), `default`s filled in, then type / enum / required / minimum /
+    maximum / length / pattern / items checks (422 Invalid).
+
+EMULATED APPROXIMATIONS (a real API server differs here):
+  * Server-side apply (application/apply-patch+yaml, fieldManager required,
+    force accepted) is a MERGE: the applied configuration is merged into the
+    object (maps merged, lists replaced whole) and fields that the same
+    fieldManager applied last time but no longer applies are removed. No
+    managedFields, no conflicts between managers, no merging of lists by key.
+    Missing objects are created (201).
+  * No CEL: x-kubernetes-validations rules of CRDs are NOT evaluated (the
+    start-up log says how many are ignored); no formats (date-time, int64...)
+    checked; x-kubernetes-list-type not enforced; only the storage version
+    of a multi-version CRD is served (no conversion); no scale subresource.
+    Explicit nulls are dropped, also where the schema says nullable.
+  * No admission (no webhooks, quotas, LimitRanges, ServiceAccounts), no
+    RBAC, any namespace name works without a Namespace object.
+  * Garbage collection and the Deployment / CronJob controllers are
+    stand-ins: Deployments and CronJobs are only stored (no ReplicaSets,
+    no Jobs from schedules); the garbage collector below deletes dependents.
+  * A continued list (limit/continue) names the first page's
+    resourceVersion but shows later pages as they are now.
   * The KUBELET STAND-IN (class Kubelet, a thread) plays job controller,
     scheduler, kubelet, TTL controller and garbage collector by polling the
     front over HTTP with the same token:
@@ -64,19 +111,26 @@ What is what:
         running) kills the local process group (SIGTERM, SIGKILL after the
         grace period capped at 5 s) and the Job's Pods are deleted;
       - finished Jobs with ttlSecondsAfterFinished are deleted (Foreground,
-        uid precondition) after that time; Secrets, ConfigMaps and Pods whose
-        ownerReferences name only Jobs that no longer exist (checked by uid)
-        are deleted, as the garbage collector does.
+        uid precondition) after that time; Pods whose Job no longer exists
+        (checked by uid) are deleted.
     Pod-level simplifications: no restarts (restartPolicy OnFailure/Always
     behave like Never; a Job's failed pod is replaced immediately, no
     back-off delay), resources are not enforced, images, imagePullSecrets,
     securityContext, probes, serviceAccountName and readOnly are ignored,
     no real namespaces (any namespace name is accepted without a Namespace
     object).
+  * The GARBAGE COLLECTOR STAND-IN (Front.gc_loop, after writes, at most
+    every 2 x --poll): Secrets, ConfigMaps, Deployments, CronJobs, Jobs,
+    Leases and custom resources whose ownerReferences all name objects that
+    no longer exist (by uid, any kind this server serves, checked live
+    before deleting) are deleted; propagationPolicy=Foreground keeps the
+    owner (foregroundDeletion finalizer) until its dependents are gone;
+    Orphan removes the ownerReferences at once.
 
-Startup: when the front listens, the kubeconfig (OUT, default
-DIR/kubeconfig) is written atomically, DIR/port holds the port and
-"ready <url>" is printed on stdout. SIGTERM / SIGINT kill every pod process
+Startup: once the --crd files are installed and the front listens, the
+kubeconfig (OUT, default DIR/kubeconfig) is written atomically, DIR/port
+holds the port and "ready <url>" is printed on stdout (a bad --crd file:
+exit status 1 before any of these). SIGTERM / SIGINT kill every pod process
 and exit. Everything listens on 127.0.0.1 only.
 """
 
@@ -1304,9 +1358,38 @@ def cron_error(s):
 class Store:
     """Reads and writes kmock's emulator over its internal HTTP port."""
 
-    def __init__(self, base):
+    def __init__(self, base, emulator):
         self.base = base.rstrip("/")
         self.session = None
+        self.emulator = emulator
+        self.ops = 0
+        self.deleted_seen = {}
+
+    def tick(self):
+        """Every 200 calls, keeps kmock 0.8 from slowing down (it is pinned; these are its
+        private attributes): it records every request and matching one walks them all (so
+        each request costs O(requests so far)): only the recent ones are kept; it keeps
+        every version of every object: only the last one is kept; soft-deleted objects
+        are dropped once they have been deleted for 10 s (no request is still using them)."""
+        self.ops += 1
+        if self.ops % 200:
+            return
+        e = self.emulator
+        if len(e._requests) > 256:
+            del e._requests[:-128]
+        for p in e._payloads:
+            if len(p._requests) > 256:
+                del p._requests[:-128]
+        now = time.monotonic()
+        for key, obj in list(e.objects.items()):
+            if obj.deleted:
+                if now - self.deleted_seen.setdefault(key, now) > 10:
+                    del e.objects[key]
+                    del self.deleted_seen[key]
+            else:
+                self.deleted_seen.pop(key, None)
+                if len(obj.history) > 2:
+                    del obj.history[:-1]
 
     async def start(self):
         self.session = aiohttp.ClientSession()
@@ -1321,6 +1404,7 @@ class Store:
         return self.base + p
 
     async def get(self, res, ns, name):
+        self.tick()
         async with self.session.get(self.url(res, ns, name)) as r:
             if r.status == 404:
                 return None
@@ -1328,6 +1412,7 @@ class Store:
             return await r.json(content_type=None)
 
     async def list(self, res, ns=None):
+        self.tick()
         async with self.session.get(self.url(res, ns)) as r:
             if r.status == 404:
                 return []
@@ -1335,6 +1420,7 @@ class Store:
             return (await r.json(content_type=None)).get("items") or []
 
     async def create(self, res, ns, obj):
+        self.tick()
         async with self.session.post(self.url(res, ns), json=obj) as r:
             if r.status == 409:
                 raise already_exists(res, obj["metadata"]["name"])
@@ -1352,6 +1438,7 @@ class Store:
             await self._patch(res, ns, name, patch)
 
     async def _patch(self, res, ns, name, patch):
+        self.tick()
         async with self.session.patch(self.url(res, ns, name), data=json.dumps(patch),
                                       headers={"Content-Type": "application/merge-patch+json"}) as r:
             if r.status == 404:
@@ -1359,6 +1446,7 @@ class Store:
             r.raise_for_status()
 
     async def delete(self, res, ns, name):
+        self.tick()
         async with self.session.delete(self.url(res, ns, name)) as r:
             if r.status == 404:
                 return False
@@ -1382,6 +1470,7 @@ GC_DEPENDENTS = [("", "v1", "secrets"), ("", "v1", "configmaps"), ("apps", "v1",
 CRD_KEY = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 DEPLOYMENTS_KEY = ("apps", "v1", "deployments")
 CRONJOBS_KEY = ("batch", "v1", "cronjobs")
+EVENTS_KEY = ("events.k8s.io", "v1", "events")
 
 
 class Watcher:
@@ -1509,6 +1598,36 @@ def prepare_cronjob(inv, res, obj, old):
     validate_pod_spec(inv, tspec, "spec.jobTemplate.spec.template.spec", job=True)
 
 
+def prepare_event(inv, obj, old):
+    """events.k8s.io/v1 Event (kube-runtime's Recorder): the real server's create checks."""
+    if old is None and not obj.get("eventTime"):
+        inv.add("eventTime", "Required value", "FieldValueRequired")
+    if obj.get("type") not in ("Normal", "Warning"):
+        inv.add("type", f'Invalid value: "": has invalid value: {obj.get("type") or ""}')
+    rc = obj.get("reportingController") or ""
+    if not rc:
+        inv.add("reportingController", "Required value", "FieldValueRequired")
+    else:
+        check_qualified_key(inv, "reportingController", rc)
+    for field, limit in (("reportingInstance", 128), ("action", 128), ("reason", 128)):
+        v = obj.get(field) or ""
+        if not v:
+            inv.add(field, "Required value", "FieldValueRequired")
+        elif len(v) > limit:
+            inv.add(field, f'Invalid value: "": can have at most {limit} characters')
+    if len(obj.get("note") or "") > 1024:
+        inv.add("note", 'Invalid value: "": can have at most 1024 characters')
+    series = obj.get("series")
+    if series is not None:
+        if not isinstance(series.get("count"), int) or series["count"] < 2:
+            inv.add("series.count", 'Invalid value: "": should be at least 2')
+        if not series.get("lastObservedTime"):
+            inv.add("series.lastObservedTime", "Required value", "FieldValueRequired")
+    for field in ("deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount", "deprecatedSource"):
+        if old is None and obj.get(field):
+            inv.add(field, 'Invalid value: "": needs to be unset', "FieldValueInvalid")
+
+
 def prepare_crd(inv, obj, old):
     """apiextensions.k8s.io/v1 CustomResourceDefinition: the checks that matter here, and a status."""
     spec = obj.get("spec") or {}
@@ -1579,6 +1698,7 @@ class Front:
         self.applied = {}      # (uid, fieldManager) -> the last applied configuration (server-side apply)
         self.foreground = {}   # uid -> (res, ns, name) of objects in foreground deletion (non-Jobs)
         self.gc_wake = asyncio.Event()
+        self.closing = False   # set on SIGTERM: open watches end within a second
         for res in emulator.resources:
             if res.plural and "/" not in res.plural:
                 info = emulator.resources[res]
@@ -1860,15 +1980,20 @@ class Front:
         cont = q.get("continue")
         if cont:
             try:
-                after = tuple(json.loads(base64.urlsafe_b64decode(cont.encode())))
+                token = json.loads(base64.urlsafe_b64decode(cont.encode()))
+                after = (token[0], token[1])
             except Exception:
                 raise bad_request("continue key is not valid")
+            # Every page names the first page's resourceVersion, as a real server's continue
+            # tokens do (items changed since then come as they are now: a watch from that
+            # resourceVersion replays their events, which a watcher applies idempotently).
+            meta["resourceVersion"] = str(token[2]) if len(token) > 2 else meta["resourceVersion"]
             items = [o for o in items if ((o["metadata"].get("namespace") or ""), o["metadata"]["name"]) > after]
         limit = int(q.get("limit") or 0)
         if limit > 0 and len(items) > limit:
             last = items[limit - 1]["metadata"]
             meta["continue"] = base64.urlsafe_b64encode(
-                json.dumps([last.get("namespace") or "", last["name"]]).encode()).decode()
+                json.dumps([last.get("namespace") or "", last["name"], meta["resourceVersion"]]).encode()).decode()
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         if request.get("meta_as"):
@@ -1986,7 +2111,7 @@ class Front:
             last_bookmark = time.monotonic()
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.closing:
                     break
                 try:
                     ev = await asyncio.wait_for(w.queue.get(), min(left, 1.0))
@@ -2006,7 +2131,7 @@ class Front:
                     await send(*v)
             if bookmarks:
                 await send_raw(bookmark(self.published_rv))
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
             pass
         finally:
             self.watchers.discard(w)
@@ -2051,6 +2176,8 @@ class Front:
                             root, "")
         elif key == CRD_KEY:
             prepare_crd(inv, obj, old)
+        elif key == EVENTS_KEY:
+            prepare_event(inv, obj, old)
         elif key == DEPLOYMENTS_KEY:
             prepare_deployment(inv, res, obj, old)
         elif key == CRONJOBS_KEY:
@@ -2244,9 +2371,9 @@ class Front:
                     raise bad_request("a JSON patch must be a JSON array")
                 try:
                     new = json_patch(cur, body)
-                except ValueError as e:
-                    raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                                                   f"request: {e}")
+                except ValueError as e:  # as the real server words it
+                    raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request",
+                                   {"causes": [{"reason": "UnexpectedServerResponse", "message": str(e)}]})
                 if isinstance(new, dict):
                     self.check_patch_rv(res, name, cur, new)
             return await self.commit_update(request, res, info, ns, name, sub, cur, new, dry)
@@ -3453,11 +3580,15 @@ async def amain(args):
     emulator = kmock.KubernetesEmulator()
     emulator.resources.load_bundled()
     async with emulator, kmock.Server(emulator, host="127.0.0.1") as backend:
-        store = Store(str(backend.url))
+        store = Store(str(backend.url), emulator)
         await store.start()
         front = Front(emulator, store, args)
-        for path in args.crd:
-            await front.install_crd_file(path)
+        try:
+            for path in args.crd:
+                await front.install_crd_file(path)
+        except SystemExit:
+            await store.session.close()
+            raise
         gc_task = asyncio.create_task(front.gc_loop())
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", front.handle)
@@ -3486,6 +3617,7 @@ async def amain(args):
         log("stopping: killing pod processes")
         await loop.run_in_executor(None, kubelet.shutdown)
         gc_task.cancel()
+        front.closing = True
         await runner.cleanup()
         await store.session.close()
 

@@ -5,6 +5,7 @@
 //! workspace binary before running workspace tests).
 
 mod ce;
+mod operator;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
