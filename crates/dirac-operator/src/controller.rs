@@ -74,23 +74,6 @@ fn last(status: Option<&crate::crd::ResourceStatus>) -> (Option<String>, Option<
     (s.config_hash.clone(), degraded)
 }
 
-fn condition(
-    kind: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> serde_json::Value {
-    json!({
-        "type": kind,
-        "status": if ok { "True" } else { "False" },
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": dirac_core::time::now(),
-    })
-}
-
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -132,27 +115,71 @@ async fn apply_manifests(client: &Client, ns: &str, m: &manifests::Manifests) ->
     Ok(())
 }
 
-fn status_body(
-    generation: Option<i64>,
-    ok: bool,
-    reason: &str,
-    message: &str,
-) -> serde_json::Value {
-    status_with_hash(generation, ok, reason, message, None)
-}
-
-fn status_with_hash(
+/// The status to write, or `None` when the resource says so already: a
+/// status write is itself a change the controller sees, so writing the same
+/// again (a new timestamp) would reconcile for ever. A condition whose
+/// status stays keeps its transition time.
+fn desired_status(
+    current: Option<&crate::crd::ResourceStatus>,
     generation: Option<i64>,
     ok: bool,
     reason: &str,
     message: &str,
     hash: Option<&str>,
-) -> serde_json::Value {
-    json!({ "status": { "observedGeneration": generation, "configHash": hash, "conditions": [
-        condition("Ready", ok, reason, message, generation),
-        condition("Progressing", false, reason, message, generation),
-        condition("Degraded", !ok, reason, message, generation),
-    ]}})
+) -> Option<serde_json::Value> {
+    let word = |b: bool| if b { "True" } else { "False" };
+    let wanted = [("Ready", ok), ("Progressing", false), ("Degraded", !ok)];
+    if let Some(cur) = current {
+        let same = cur.observed_generation == generation
+            && cur.config_hash.as_deref() == hash
+            && wanted.iter().all(|(t, b)| {
+                cur.conditions.iter().any(|c| {
+                    c.type_ == *t
+                        && c.status == word(*b)
+                        && c.reason == reason
+                        && c.message == message
+                })
+            });
+        if same {
+            return None;
+        }
+    }
+    let conditions: Vec<serde_json::Value> = wanted
+        .iter()
+        .map(|(t, b)| {
+            let since = current
+                .and_then(|cur| {
+                    cur.conditions
+                        .iter()
+                        .find(|c| c.type_ == *t && c.status == word(*b))
+                })
+                .map(|c| c.last_transition_time.0.to_string())
+                .unwrap_or_else(dirac_core::time::now);
+            json!({
+                "type": t, "status": word(*b), "reason": reason, "message": message,
+                "observedGeneration": generation, "lastTransitionTime": since,
+            })
+        })
+        .collect();
+    Some(json!({ "status": {
+        "observedGeneration": generation, "configHash": hash, "conditions": conditions,
+    }}))
+}
+
+/// Write the status when it changes.
+async fn write_status<K>(
+    api: &Api<K>,
+    name: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(body) = body {
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await?;
+    }
+    Ok(())
 }
 
 /// The finalizer that makes a deleted SiteDirector stop submitting first.
@@ -200,17 +227,30 @@ async fn apply_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Resu
                 record(ctx, sd, false, "Applied", note).await;
             }
             let msg = format!("applied (config hash {})", m.hash);
-            status_with_hash(generation, true, "Applied", &msg, Some(&m.hash))
+            desired_status(
+                sd.status.as_ref(),
+                generation,
+                true,
+                "Applied",
+                &msg,
+                Some(&m.hash),
+            )
         }
         Err(msg) => {
             if last_degraded.as_deref() != Some(msg.as_str()) {
                 record(ctx, sd, true, "InvalidSpec", msg.clone()).await;
             }
-            status_body(generation, false, "InvalidSpec", &msg)
+            desired_status(
+                sd.status.as_ref(),
+                generation,
+                false,
+                "InvalidSpec",
+                &msg,
+                None,
+            )
         }
     };
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
-        .await?;
+    write_status(&api, &name, body).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
@@ -240,21 +280,19 @@ pub async fn reconcile_computing_element(
     ctx.metrics.reconciled("ComputingElement");
     let ns = ce.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ComputingElement> = Api::namespaced(ctx.client.clone(), &ns);
-    let body = match ce.to_ce_config() {
-        Ok(_) => status_body(
-            ce.metadata.generation,
-            true,
-            "Valid",
-            "a valid computing element",
-        ),
-        Err(msg) => status_body(ce.metadata.generation, false, "InvalidSpec", &msg),
+    let (ok, reason, message) = match ce.to_ce_config() {
+        Ok(_) => (true, "Valid", "a valid computing element".to_string()),
+        Err(msg) => (false, "InvalidSpec", msg),
     };
-    api.patch_status(
-        &ce.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&body),
-    )
-    .await?;
+    let body = desired_status(
+        ce.status.as_ref(),
+        ce.metadata.generation,
+        ok,
+        reason,
+        &message,
+        None,
+    );
+    write_status(&api, &ce.name_any(), body).await?;
     Ok(Action::await_change())
 }
 
@@ -272,10 +310,15 @@ pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Act
             if last_degraded.as_deref() != Some(msg.as_str()) {
                 record(&ctx, agent.as_ref(), true, "InvalidSpec", msg.clone()).await;
             }
-            let body = status_body(generation, false, "InvalidSpec", &msg);
-            agents
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
-                .await?;
+            let body = desired_status(
+                agent.status.as_ref(),
+                generation,
+                false,
+                "InvalidSpec",
+                &msg,
+                None,
+            );
+            write_status(&agents, &name, body).await?;
             return Ok(Action::await_change());
         }
     };
@@ -284,16 +327,16 @@ pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Act
         let note = format!("workload applied with config hash {}", m.hash);
         record(&ctx, agent.as_ref(), false, "Applied", note).await;
     }
-    let body = status_with_hash(
+    let msg = format!("applied (config hash {})", m.hash);
+    let body = desired_status(
+        agent.status.as_ref(),
         generation,
         true,
         "Applied",
-        &format!("applied (config hash {})", m.hash),
+        &msg,
         Some(&m.hash),
     );
-    agents
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
-        .await?;
+    write_status(&agents, &name, body).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 

@@ -468,3 +468,57 @@ async fn a_change_is_recorded_as_an_event_once() {
         .expect("reconciled");
     server.await.expect("server");
 }
+
+/// A status that already says what the reconciliation found is not written
+/// again: a status write is a change event, and a new timestamp each time
+/// would reconcile for ever.
+#[tokio::test]
+async fn an_unchanged_status_is_not_written_again() {
+    let (ctx, mut handle) = context();
+    let first = agent(&[]);
+    let hash = crate::manifests::agent(&first, &ctx.installation)
+        .expect("ok")
+        .hash;
+    let msg = format!("applied (config hash {hash})");
+    let cond = |t: &str, s: &str| {
+        serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>(json!({
+            "type": t, "status": s, "reason": "Applied", "message": msg,
+            "lastTransitionTime": "2026-11-22T00:00:00Z", "observedGeneration": 3}))
+        .expect("condition")
+    };
+    let mut settled = (*first).clone();
+    settled.status = Some(crate::crd::ResourceStatus {
+        observed_generation: Some(3),
+        conditions: vec![
+            cond("Ready", "True"),
+            cond("Progressing", "False"),
+            cond("Degraded", "False"),
+        ],
+        config_hash: Some(hash),
+    });
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        )
+        .await;
+        expect(
+            &mut handle,
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
+        )
+        .await;
+        expect(&mut handle, 404, not_found()).await;
+        // Nothing more: no status patch.
+        let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            let uri = request.uri().to_string();
+            panic!("no further call, got {uri}");
+        }
+    });
+    reconcile_agent(Arc::new(settled), ctx)
+        .await
+        .expect("reconciled");
+    server.await.expect("server");
+}
