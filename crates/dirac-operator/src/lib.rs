@@ -11,6 +11,9 @@ pub mod metrics;
 
 use kube::CustomResourceExt as _;
 
+/// Where the generated CRDs live, relative to the repository.
+pub const CRD_DIRS: [&str; 2] = ["k8s/crds", "charts/dirac/crds"];
+
 /// Every CRD as YAML, by file name under `k8s/crds/`.
 pub fn crds() -> Vec<(&'static str, String)> {
     let yaml = |crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
@@ -33,13 +36,16 @@ mod tests {
     /// dirac-operator --bin crdgen` rewrites them).
     #[test]
     fn committed_crds_are_up_to_date() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/crds");
-        for (name, yaml) in crds() {
-            let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-            assert!(
-                committed == yaml,
-                "k8s/crds/{name} is stale: run `cargo run -p dirac-operator --bin crdgen`"
-            );
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for d in CRD_DIRS {
+            for (name, yaml) in crds() {
+                let committed =
+                    std::fs::read_to_string(root.join(d).join(name)).unwrap_or_default();
+                assert!(
+                    committed == yaml,
+                    "{d}/{name} is stale: run `cargo run -p dirac-operator --bin crdgen`"
+                );
+            }
         }
     }
 
