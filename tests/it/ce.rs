@@ -89,6 +89,37 @@ fn check_pilot_outputs(work_dir: &Path) {
     }
 }
 
+/// A real sshd on 127.0.0.1 (tests/ce/sshd.sh), stopped when dropped.
+struct Sshd(String);
+
+impl Sshd {
+    fn start(dir: &Path, port: u16) -> Sshd {
+        let out = Command::new(repo().join("tests/ce/sshd.sh"))
+            .arg(dir)
+            .arg(port.to_string())
+            .output()
+            .expect("tests/ce/sshd.sh");
+        assert!(
+            out.status.success(),
+            "sshd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Sshd(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn pilots_through_ssh_run_jobs() {
     if !peers_installed(&["sshd", "ssh", "ssh-keygen", "curl", "sha256sum"]) {
@@ -98,21 +129,7 @@ fn pilots_through_ssh_run_jobs() {
     let ssh_dir = tmp.path().join("ssh");
     let work_dir = tmp.path().join("remote-work");
     let port = free_port();
-    let out = Command::new(repo().join("tests/ce/sshd.sh"))
-        .arg(&ssh_dir)
-        .arg(port.to_string())
-        .output()
-        .expect("tests/ce/sshd.sh");
-    assert!(
-        out.status.success(),
-        "sshd: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sshd_pid = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
+    let _sshd = Sshd::start(&ssh_dir, port);
     let sites = format!(
         "{{LCG.SSH.test: {{CEs: {{ssh.test: {{CEType: ssh, Host: 127.0.0.1, SSHPort: {port}, \
          SSHKey: '{}', SSHKnownHosts: '{}', WorkDir: '{}', \
@@ -135,7 +152,6 @@ fn pilots_through_ssh_run_jobs() {
     }
     check_pilot_outputs(&work_dir);
     d.stop();
-    let _ = Command::new("kill").arg(&sshd_pid).status();
 }
 
 #[test]
@@ -206,19 +222,9 @@ fn pilots_through_slurm_run_jobs() {
     }
 }
 
-/// `diracd token` for `user` in `group`.
-fn token(d: &Diracd, user: &str, group: &str) -> String {
-    let out = Command::new(super::bin("diracd"))
-        .args(["token", "--user", user, "--group", group, "--data-dir"])
-        .arg(d.dir.path())
-        .output()
-        .expect("diracd token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// A token of the operators' group (site mask, pilot kills, CE output).
+fn operator_token(d: &Diracd) -> String {
+    d.token_in("admin", Some("dteam_operator"))
 }
 
 fn as_operator(d: &Diracd, op: &str, args: &[&str]) -> serde_json::Value {
@@ -240,7 +246,7 @@ fn as_operator(d: &Diracd, op: &str, args: &[&str]) -> serde_json::Value {
 #[test]
 fn operators_ban_sites_and_kill_pilots() {
     let d = Diracd::start_with(tempfile::tempdir().expect("tmp"), &[]);
-    let op = token(&d, "admin", "dteam_operator");
+    let op = operator_token(&d);
     let queues = as_operator(&d, &op, &["ce", "status"]);
     let q = &queues["queues"][0];
     assert_eq!(
@@ -568,7 +574,7 @@ fn pilots_through_kubernetes_run_jobs() {
         );
     }
     // The pilot's output, read through the pod log subresource.
-    let op = token(&d, "admin", "dteam_operator");
+    let op = operator_token(&d);
     let stamp = pilots[0]["stamp"].as_str().expect("stamp");
     let out = as_operator(&d, &op, &["pilot", "logs", "--ce", stamp]);
     assert!(
@@ -655,7 +661,7 @@ fn pilots_through_htcondorce_run_jobs() {
         );
     }
     // The output comes back with condor_transfer_data.
-    let op = token_of(&d);
+    let op = operator_token(&d);
     let stamp = pilots[0]["stamp"].as_str().expect("stamp");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -677,10 +683,6 @@ fn pilots_through_htcondorce_run_jobs() {
     );
     d.stop();
     let _ = std::fs::remove_dir_all(tmp.path().join("condor"));
-}
-
-fn token_of(d: &Diracd) -> String {
-    token(d, "admin", "dteam_operator")
 }
 
 pub(crate) fn random_hex() -> String {
@@ -773,7 +775,7 @@ fn pilots_through_arc_run_jobs() {
     run_jobs_at(&d, "ARC.Fork.test");
     let pilots = pilots(&d, "ARC");
     assert!(!pilots.is_empty(), "{}", d.log());
-    let op = token_of(&d);
+    let op = operator_token(&d);
     let stamp = pilots[0]["stamp"].as_str().expect("stamp");
     assert!(
         pilots[0]["reference"]
@@ -817,21 +819,7 @@ fn jobs_pushed_to_a_ce_through_ssh() {
     let ssh_dir = tmp.path().join("ssh");
     let remote = tmp.path().join("hpc-scratch");
     let port = free_port();
-    let out = Command::new(repo().join("tests/ce/sshd.sh"))
-        .arg(&ssh_dir)
-        .arg(port.to_string())
-        .output()
-        .expect("tests/ce/sshd.sh");
-    assert!(
-        out.status.success(),
-        "sshd: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sshd_pid = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
+    let _sshd = Sshd::start(&ssh_dir, port);
     let sites = format!(
         "{{HPC.Push.test: {{CEs: {{login.hpc.test: {{CEType: ssh, PushMode: true, Host: 127.0.0.1, SSHPort: {port}, \
          SSHKey: '{}', SSHKnownHosts: '{}', WorkDir: '{}', \
@@ -894,5 +882,4 @@ fn jobs_pushed_to_a_ce_through_ssh() {
         "the job directory was removed on the CE"
     );
     d.stop();
-    let _ = Command::new("kill").arg(&sshd_pid).status();
 }

@@ -94,8 +94,18 @@ impl Diracd {
     }
 
     fn token_for(&self, user: &str) -> String {
-        let out = Command::new(bin("diracd"))
-            .args(["token", "--user", user, "--data-dir"])
+        self.token_in(user, None)
+    }
+
+    /// A token of `user`, in `group` when given (else the default group).
+    fn token_in(&self, user: &str, group: Option<&str>) -> String {
+        let mut cmd = Command::new(bin("diracd"));
+        cmd.args(["token", "--user", user]);
+        if let Some(g) = group {
+            cmd.args(["--group", g]);
+        }
+        let out = cmd
+            .arg("--data-dir")
             .arg(self.dir.path())
             .output()
             .expect("diracd token");

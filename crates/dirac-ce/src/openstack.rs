@@ -105,35 +105,11 @@ fn server_state(status: &str) -> PilotState {
     }
 }
 
-/// Seconds since an RFC 3339 UTC timestamp as Nova writes it
+/// Seconds since an RFC 3339 timestamp as Nova writes it
 /// (`2026-11-22T06:00:00Z`), or `None` when it cannot be read.
 fn age_s(created: &str) -> Option<u64> {
-    let t = created.trim_end_matches('Z');
-    let (date, time) = t.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut h = time
-        .split(':')
-        .map(|x| x.split('.').next().unwrap_or("0").parse::<i64>());
-    let (hh, mm, ss) = (
-        h.next()?.ok()?,
-        h.next()?.ok()?,
-        h.next().unwrap_or(Ok(0)).ok()?,
-    );
-    // Days from the civil date (proleptic Gregorian), Howard Hinnant's method.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let then = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    u64::try_from(i64::try_from(now).ok()? - then).ok()
+    let then = chrono::DateTime::parse_from_rfc3339(created).ok()?;
+    u64::try_from((chrono::Utc::now() - then.to_utc()).num_seconds()).ok()
 }
 
 impl OpenStackCe {
@@ -499,33 +475,8 @@ mod tests {
     fn ages_of_nova_timestamps() {
         assert!(age_s("2020-01-01T00:00:00Z").is_some_and(|a| a > 86_400 * 365));
         assert!(age_s("not a time").is_none());
-        let now = chrono_like_now();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         assert!(age_s(&now).is_some_and(|a| a < 5), "{now}");
-    }
-
-    fn chrono_like_now() -> String {
-        // Format "now" without a date crate: seconds → civil date.
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64;
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )
     }
 
     #[test]

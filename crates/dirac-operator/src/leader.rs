@@ -71,40 +71,20 @@ pub async fn try_acquire(
 
 #[cfg(test)]
 mod tests {
-    use http::{Request, Response};
-    use kube::Client;
-    use kube::client::Body;
     use serde_json::Value;
 
     use super::*;
 
-    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+    use crate::mock::Handle;
 
     async fn answer(handle: &mut Handle, status: u16, body: Value) -> (String, Value) {
-        let (request, send) = handle.next_request().await.expect("request");
-        let method = request.method().to_string();
-        let bytes = request.into_body().collect_bytes().await.expect("body");
-        let sent = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("json")
-        };
-        send.send_response(
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&body).expect("json")))
-                .expect("response"),
-        );
-        (method, sent)
+        let s = crate::mock::expect(handle, status, body).await;
+        (s.method, s.body)
     }
 
     fn api() -> (Api<Lease>, Handle) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        (
-            Api::namespaced(Client::new(service, "dirac"), "dirac"),
-            handle,
-        )
+        let (client, handle) = crate::mock::client("dirac");
+        (Api::namespaced(client, "dirac"), handle)
     }
 
     fn lease(holder: &str, renewed: &str) -> Value {
@@ -115,8 +95,7 @@ mod tests {
     }
 
     fn not_found() -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": "not found", "reason": "NotFound", "code": 404})
+        crate::mock::status(404, "NotFound")
     }
 
     #[tokio::test]
@@ -201,13 +180,7 @@ mod tests {
                 lease("pod-b", "2026-01-01T00:00:00.000000Z"),
             )
             .await;
-            answer(
-                &mut handle,
-                409,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                "status": "Failure", "message": "conflict", "reason": "Conflict", "code": 409}),
-            )
-            .await;
+            answer(&mut handle, 409, crate::mock::status(409, "Conflict")).await;
         });
         assert!(
             !try_acquire(&api, "dirac-operator", "pod-a", 15)

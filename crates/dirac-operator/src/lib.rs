@@ -8,6 +8,8 @@ pub mod crd;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+#[cfg(test)]
+mod mock;
 
 use kube::CustomResourceExt as _;
 

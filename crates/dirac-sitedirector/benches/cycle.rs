@@ -103,6 +103,7 @@ fn director() -> (SiteDirector, Arc<MemRegistry>) {
         .map(|i| QueueSpec {
             site: format!("LCG.Site{}.org", i % 100),
             ce_name: format!("ce{}.example.org", i % 100),
+            ce_type: "fake".into(),
             queue: format!("q{i}"),
             vo: "vo".into(),
             limits: Limits {

@@ -71,6 +71,8 @@ pub trait Registry: Send + Sync {
 pub struct QueueSpec {
     pub site: String,
     pub ce_name: String,
+    /// `CEType` of the configuration.
+    pub ce_type: String,
     pub queue: String,
     pub vo: String,
     pub limits: Limits,

@@ -101,6 +101,7 @@ pub fn from_config(
                 queues.push(QueueSpec {
                     site: site.clone(),
                     ce_name: ce_name.clone(),
+                    ce_type: cc.ce_type.clone(),
                     queue: queue.clone(),
                     vo: vo.clone(),
                     limits: Limits {

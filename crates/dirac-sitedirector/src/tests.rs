@@ -172,6 +172,7 @@ fn queue(ce_name: &str, ce: Arc<FakeCe>, max_total: u64) -> QueueSpec {
     QueueSpec {
         site: "LCG.Test.org".into(),
         ce_name: ce_name.into(),
+        ce_type: "fake".into(),
         queue: "q".into(),
         vo: "vo".into(),
         limits: Limits {

@@ -156,7 +156,6 @@ pub fn pilot_binary() -> anyhow::Result<PathBuf> {
 /// The PilotManager's way to the CEs: the director's queues.
 pub struct CeControl {
     queues: Vec<QueueSpec>,
-    ce_types: std::collections::HashMap<(String, String), String>,
 }
 
 impl CeControl {
@@ -182,11 +181,7 @@ impl dirac_wms::sites::PilotControl for CeControl {
                 site: q.site.clone(),
                 ce: q.ce_name.clone(),
                 queue: q.queue.clone(),
-                ce_type: self
-                    .ce_types
-                    .get(&(q.site.clone(), q.ce_name.clone()))
-                    .cloned()
-                    .unwrap_or_default(),
+                ce_type: q.ce_type.clone(),
                 max_total: q.limits.max_total,
                 max_waiting: q.limits.max_waiting,
                 resource: q.resource.clone(),
@@ -245,19 +240,8 @@ pub fn build(
     for q in &queues {
         tracing::info!(site = %q.site, ce = %q.ce_name, queue = %q.queue, max_total = q.limits.max_total, "SiteDirector serves queue");
     }
-    let ce_types = config
-        .resources
-        .sites
-        .iter()
-        .flat_map(|(site, sc)| {
-            sc.ces
-                .iter()
-                .map(move |(ce, cc)| ((site.clone(), ce.clone()), cc.ce_type.clone()))
-        })
-        .collect();
     let control = Arc::new(CeControl {
         queues: queues.clone(),
-        ce_types,
     });
     Ok(Some((
         SiteDirector::new(queues, registry, settings),

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::crd::{AgentKind, AgentSpec};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+use crate::mock::Handle;
 
 fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -47,37 +47,32 @@ fn agent(settings: &[(&str, &str)]) -> Arc<Agent> {
     Arc::new(a)
 }
 
-/// The next request: method, URI, content type and JSON body; answered with
-/// `status` and `body`.
+/// The next request: method, URI, content type and JSON body.
 async fn expect(handle: &mut Handle, status: u16, body: Value) -> (String, String, String, Value) {
-    let (request, send) = handle.next_request().await.expect("a request");
-    let method = request.method().to_string();
-    let uri = request.uri().to_string();
-    let content_type = request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let bytes = request.into_body().collect_bytes().await.expect("body");
-    let sent = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).expect("json body")
-    };
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&body).expect("json")))
-            .expect("response"),
-    );
-    (method, uri, content_type, sent)
+    let s = crate::mock::expect(handle, status, body).await;
+    (s.method, s.uri, s.content_type, s.body)
 }
 
 fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": "not found", "reason": "NotFound", "code": 404})
+    crate::mock::status(404, "NotFound")
+}
+
+/// The three calls applying an interval Agent: ConfigMap, Deployment, and
+/// the delete of a CronJob that is not there.
+async fn answer_applied(handle: &mut Handle) {
+    expect(
+        handle,
+        200,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+    )
+    .await;
+    expect(
+        handle,
+        200,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
+    )
+    .await;
+    expect(handle, 404, not_found()).await;
 }
 
 #[tokio::test]
@@ -385,19 +380,7 @@ async fn a_change_is_recorded_as_an_event_once() {
     });
     let first = agent(&[]);
     let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            200,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
-        )
-        .await;
-        expect(
-            &mut handle,
-            200,
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
-        )
-        .await;
-        expect(&mut handle, 404, not_found()).await;
+        answer_applied(&mut handle).await;
         let (m, uri, _, event) = expect(
             &mut handle,
             201,
@@ -446,19 +429,7 @@ async fn a_change_is_recorded_as_an_event_once() {
         ..Default::default()
     });
     let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            200,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
-        )
-        .await;
-        expect(
-            &mut handle,
-            200,
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
-        )
-        .await;
-        expect(&mut handle, 404, not_found()).await;
+        answer_applied(&mut handle).await;
         let (_, uri, _, _) = expect(&mut handle, 200, json!({"apiVersion": "dirac.diracgrid.org/v1alpha1",
             "kind": "Agent", "metadata": {"name": "stalled"}, "spec": {"kind": "StalledJobs", "interval": 60}})).await;
         assert!(uri.contains("/status"), "no event before the status: {uri}");
@@ -497,19 +468,7 @@ async fn an_unchanged_status_is_not_written_again() {
         config_hash: Some(hash),
     });
     let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            200,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
-        )
-        .await;
-        expect(
-            &mut handle,
-            200,
-            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}),
-        )
-        .await;
-        expect(&mut handle, 404, not_found()).await;
+        answer_applied(&mut handle).await;
         // Nothing more: no status patch.
         let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
         if let Ok(Some((request, _))) = next {
