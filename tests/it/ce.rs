@@ -883,3 +883,78 @@ fn jobs_pushed_to_a_ce_through_ssh() {
     );
     d.stop();
 }
+
+/// A CE whose tools fail (the HTCondor stand-in told to fail every
+/// condor_submit as a schedd that cannot be found): the pilots recorded for
+/// the submission end Aborted with the tool's message, no job is lost, and
+/// the queue backs off instead of retrying every cycle.
+#[test]
+fn a_failing_ce_aborts_its_pilots_and_backs_off() {
+    if !peers_installed(&["python3"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = format!(
+        "{}:{}",
+        repo().join("tests/ce/condor-standin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let sites = "{LCG.Broken.test: {CEs: {ce.broken.test: {CEType: htcondorce, Host: ce.broken.test, \
+         Queues: {long: {MaxTotalJobs: 4, MaxWaitingJobs: 4}}}}}}";
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__SITES", sites.into()),
+            (
+                "DIRAC__SERVICES__SITEDIRECTOR__FAILEDQUEUECYCLEFACTOR",
+                "1000".into(),
+            ),
+            ("PATH", path),
+            (
+                "CONDOR_STANDIN_DIR",
+                tmp.path().join("condor").display().to_string(),
+            ),
+            ("CONDOR_STANDIN_FAIL", "condor_submit".into()),
+        ],
+    );
+    let hello = repo().join("examples/hello.jdl").display().to_string();
+    let job = ids(&d.json(&["job", "submit", &hello]))[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let aborted = loop {
+        let list = pilots(&d, "HTCondorCE");
+        if !list.is_empty() && list.iter().all(|p| p["status"] == "Aborted") {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{list:?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for p in &aborted {
+        let reason = p["status_reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("submission failed") && reason.contains("schedd"),
+            "{p}"
+        );
+    }
+    // Backing off: two more cycles later, no new pilot was recorded.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        pilots(&d, "HTCondorCE").len(),
+        aborted.len(),
+        "the queue backs off"
+    );
+    let st = d.json(&["job", "status", &job.to_string()]);
+    assert_eq!(
+        st["jobs"][0]["status"], "Waiting",
+        "the job waits for a working CE: {st}"
+    );
+    assert!(
+        d.log().contains("CE failed: the queue backs off"),
+        "{}",
+        d.log()
+    );
+    d.stop();
+}
