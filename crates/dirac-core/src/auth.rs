@@ -252,14 +252,24 @@ impl TokenIssuer {
         issuer: &str,
         audience: &str,
     ) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
+        if !path.exists() {
+            write_private(path, new_private_key(alg)?.as_bytes()).map_err(|source| {
+                KeyError::Io {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        }
+        Self::load(path, issuer, audience)
+    }
+
+    /// Load the key at `path` (of any supported kind); never creates one
+    /// (a key mounted from a Kubernetes Secret).
+    pub fn load(path: &Path, issuer: &str, audience: &str) -> Result<Self, KeyError> {
+        let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
             path: path.display().to_string(),
             source,
-        };
-        if !path.exists() {
-            write_private(path, new_private_key(alg)?.as_bytes()).map_err(io)?;
-        }
-        let pem = std::fs::read_to_string(path).map_err(io)?;
+        })?;
         let (key, public) = parse_private_key(&pem)
             .map_err(|e| KeyError::Invalid(format!("{}: {e}", path.display())))?;
         Ok(TokenIssuer {
@@ -272,17 +282,21 @@ impl TokenIssuer {
         })
     }
 
-    /// The current key at `current` (created of `alg` when missing) plus
-    /// every retired key in `retired_dir` (`*.pem`), which stay valid for
-    /// verification until deleted.
+    /// The current key at `current` (created of `alg` when missing, or an
+    /// error naming the file when `alg` is `None`) plus every retired key in
+    /// `retired_dir` (`*.pem`), which stay valid for verification until
+    /// deleted.
     pub fn load_ring(
         current: &Path,
         retired_dir: &Path,
-        alg: SigningAlgorithm,
+        alg: Option<SigningAlgorithm>,
         issuer: &str,
         audience: &str,
     ) -> Result<Self, KeyError> {
-        let mut ring = Self::load_or_create_with(current, alg, issuer, audience)?;
+        let mut ring = match alg {
+            Some(alg) => Self::load_or_create_with(current, alg, issuer, audience)?,
+            None => Self::load(current, issuer, audience)?,
+        };
         if let Ok(entries) = std::fs::read_dir(retired_dir) {
             let mut paths: Vec<_> = entries
                 .flatten()
@@ -291,7 +305,7 @@ impl TokenIssuer {
                 .collect();
             paths.sort();
             for path in paths {
-                let old = Self::load_or_create(&path, issuer, audience)?;
+                let old = Self::load(&path, issuer, audience)?;
                 if old.kid != ring.kid {
                     ring.retired.push((old.kid, old.public));
                 }
@@ -318,7 +332,7 @@ impl TokenIssuer {
         std::fs::create_dir_all(retired_dir).map_err(io(retired_dir))?;
         let target = retired_dir.join(format!("{}.pem", old.kid));
         std::fs::rename(current, &target).map_err(io(&target))?;
-        Self::load_ring(current, retired_dir, alg, issuer, audience)
+        Self::load_ring(current, retired_dir, Some(alg), issuer, audience)
     }
 
     /// Key id of the current signing key.
@@ -926,7 +940,7 @@ mod tests {
         let first = TokenIssuer::load_ring(
             &current,
             &retired,
-            SigningAlgorithm::EdDSA,
+            Some(SigningAlgorithm::EdDSA),
             "test",
             "dirac-test",
         )
@@ -965,7 +979,7 @@ mod tests {
         let reloaded = TokenIssuer::load_ring(
             &current,
             &retired,
-            SigningAlgorithm::EdDSA,
+            Some(SigningAlgorithm::EdDSA),
             "test",
             "dirac-test",
         )
@@ -975,12 +989,30 @@ mod tests {
         let trimmed = TokenIssuer::load_ring(
             &current,
             &retired,
-            SigningAlgorithm::EdDSA,
+            Some(SigningAlgorithm::EdDSA),
             "test",
             "dirac-test",
         )
         .expect("ring");
         assert!(trimmed.verifier().verify(&old_token).is_err());
+    }
+
+    /// A key that must come from a mounted Secret is never made: a missing
+    /// one is an error naming the file, and nothing is written.
+    #[test]
+    fn a_ring_without_an_algorithm_never_creates_a_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let current = dir.path().join("signing-key.pem");
+        let err = TokenIssuer::load_ring(&current, dir.path(), None, "test", "dirac-test")
+            .err()
+            .expect("missing key refused");
+        assert!(err.to_string().contains("signing-key.pem"), "{err}");
+        assert!(!current.exists());
+        std::fs::write(&current, new_private_key(SigningAlgorithm::EdDSA).expect("key"))
+            .expect("write");
+        let ring = TokenIssuer::load_ring(&current, dir.path(), None, "test", "dirac-test")
+            .expect("existing key loads");
+        assert_eq!(ring.algorithm(), SigningAlgorithm::EdDSA);
     }
 
     /// Every forged or stale token is refused (issue 4's attack list).

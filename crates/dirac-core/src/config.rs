@@ -721,6 +721,12 @@ pub struct AuthConfig {
     /// IdP refresh tokens kept in AuthDB. In Kubernetes a mounted Secret;
     /// the embedded installation makes `DATA_DIR/token-vault.key`.
     pub token_vault_key_file: Option<PathBuf>,
+    /// Directory of the installation's secrets, read and never made: the
+    /// signing key `signing-key.pem` (every other `*.pem` there is a retired
+    /// key that still verifies), `pilot-pepper` and `token-vault.key`. In Kubernetes a mounted Secret
+    /// shared by every replica; unset, the embedded installation makes them
+    /// once in its data directory.
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// An OAuth client of the authorization-code flow.
@@ -748,6 +754,7 @@ impl Default for AuthConfig {
             signing_algorithm: crate::auth::SigningAlgorithm::EdDSA,
             clients: BTreeMap::new(),
             token_vault_key_file: None,
+            keys_dir: None,
         }
     }
 }

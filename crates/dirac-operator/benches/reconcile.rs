@@ -94,6 +94,7 @@ fn bench(c: &mut Criterion) {
                         image: "diracd:bench".into(),
                         config_map: "dirac-config".into(),
                         secret: None,
+                        keys_secret: None,
                         service_account: None,
                     },
                     recorder: None,

@@ -117,6 +117,7 @@ mod tests {
             image: "diracd:test".into(),
             config_map: "dirac-config".into(),
             secret: None,
+            keys_secret: None,
             service_account: None,
         };
         let mut ces = Vec::new();

@@ -31,6 +31,9 @@ struct Args {
     /// Secret passed to the workloads as environment (database URLs…).
     #[arg(long, env = "DIRAC_SECRET")]
     secret: Option<String>,
+    /// Secret with the installation's keys, mounted as Services.Auth.KeysDir.
+    #[arg(long, env = "DIRAC_KEYS_SECRET")]
+    keys_secret: Option<String>,
     #[arg(long, env = "DIRAC_SERVICE_ACCOUNT")]
     service_account: Option<String>,
     /// Namespace of the leader Lease.
@@ -87,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             image: args.image.clone(),
             config_map: args.config_map.clone(),
             secret: args.secret.clone(),
+            keys_secret: args.keys_secret.clone(),
             service_account: args.service_account.clone(),
         },
         recorder: Some(kube::runtime::events::Recorder::new(

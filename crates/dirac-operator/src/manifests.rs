@@ -17,6 +17,8 @@ use crate::crd::{Agent, ComputingElement, Resources, SiteDirector};
 
 pub const CONFIG_HASH: &str = "dirac.diracgrid.org/config-hash";
 pub const MANAGED_BY: &str = "dirac-operator";
+/// Where the keys Secret is mounted in the workloads.
+pub const KEYS_DIR: &str = "/etc/dirac-keys";
 
 /// The installation the workloads belong to (from the operator's flags).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,9 @@ pub struct Installation {
     pub config_map: String,
     /// Secret with database URLs and keys, passed as environment (optional).
     pub secret: Option<String>,
+    /// Secret with the installation's keys (signing key, pilot pepper,
+    /// vault key), mounted read-only as `Services.Auth.KeysDir`.
+    pub keys_secret: Option<String>,
     pub service_account: Option<String>,
 }
 
@@ -134,6 +139,17 @@ fn pod(inst: &Installation, agent: &str, cm: &str, once: bool, res: &Resources) 
             { "name": "data", "emptyDir": {} },
         ],
     });
+    if let Some(keys) = &inst.keys_secret {
+        spec["containers"][0]["env"] = json!([
+            { "name": "DIRAC__SERVICES__AUTH__KEYSDIR", "value": KEYS_DIR },
+        ]);
+        if let Some(mounts) = spec["containers"][0]["volumeMounts"].as_array_mut() {
+            mounts.push(json!({ "name": "keys", "mountPath": KEYS_DIR, "readOnly": true }));
+        }
+        if let Some(volumes) = spec["volumes"].as_array_mut() {
+            volumes.push(json!({ "name": "keys", "secret": { "secretName": keys, "defaultMode": 0o440 } }));
+        }
+    }
     if let Some(sa) = &inst.service_account {
         spec["serviceAccountName"] = json!(sa);
     }

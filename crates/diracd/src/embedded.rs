@@ -12,12 +12,14 @@ use dirac_core::server::{ServiceSet, serve, shutdown_signal};
 use dirac_wms::sandbox::LocalBackend;
 use dirac_wms::{JobDb, Wms};
 
+use crate::keys::Keys;
+
 /// The configuration written on first start of an embedded installation.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/dirac.yaml");
 
 const DB_CONNECTIONS: u32 = 16;
 
-fn load_config(data_dir: &Path, explicit: Option<PathBuf>) -> anyhow::Result<DiracConfig> {
+pub(crate) fn load_config(data_dir: &Path, explicit: Option<PathBuf>) -> anyhow::Result<DiracConfig> {
     let path = match explicit {
         Some(p) => p,
         None => {
@@ -108,17 +110,6 @@ fn default_identity(config: &DiracConfig) -> anyhow::Result<Identity> {
     identity_of(config, user, Some(vo), Some(&voc.default_group))
 }
 
-fn issuer(data_dir: &Path, config: &DiracConfig) -> anyhow::Result<TokenIssuer> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-    Ok(TokenIssuer::load_ring(
-        &data_dir.join("signing-key.pem"),
-        &data_dir.join("retired-keys"),
-        config.services.auth.signing_algorithm,
-        &config.services.auth.issuer,
-        &config.services.auth.audience,
-    )?)
-}
-
 pub fn token(
     data_dir: &Path,
     config: Option<PathBuf>,
@@ -130,13 +121,13 @@ pub fn token(
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let config = load_config(data_dir, config)?;
     let identity = identity_of(&config, user, vo, group)?;
-    Ok(issuer(data_dir, &config)?.issue(
+    Ok(Keys::new(data_dir, &config).issuer(&config)?.issue(
         &identity,
         lifetime.unwrap_or(config.services.auth.token_lifetime),
     )?)
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let _ = std::fs::remove_file(path);
     let mut options = std::fs::OpenOptions::new();
@@ -151,62 +142,31 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// deleted; restart the services to sign with the new key.
 pub fn rotate_key(data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<String> {
     let config = load_config(data_dir, config)?;
-    let ring = TokenIssuer::rotate(
-        &data_dir.join("signing-key.pem"),
-        &data_dir.join("retired-keys"),
-        config.services.auth.signing_algorithm,
-        &config.services.auth.issuer,
-        &config.services.auth.audience,
-    )?;
+    let ring = Keys::new(data_dir, &config).rotate(&config)?;
     std::fs::write(data_dir.join("jwks.json"), ring.jwks().to_string())?;
     Ok(ring.kid().to_string())
 }
 
-/// The TokenManager's vault key: the configured file, or one made once in
-/// the data directory (mode 0600).
-fn vault_key(data_dir: &Path, config: &DiracConfig) -> anyhow::Result<PathBuf> {
-    if let Some(path) = &config.services.auth.token_vault_key_file {
-        dirac_tokens::Sealer::from_file(path)?;
-        return Ok(path.clone());
-    }
-    let path = data_dir.join("token-vault.key");
-    dirac_tokens::Sealer::load_or_create(&path)?;
-    Ok(path)
-}
-
-/// The installation's pilot-secret pepper, created once in the data
-/// directory (mode 0600).
-fn pepper(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("pilot-pepper");
-    if !path.exists() {
-        write_private(
-            &path,
-            &format!(
-                "{:032x}{:032x}",
-                rand::random::<u128>(),
-                rand::random::<u128>()
-            ),
-        )?;
-    }
-    Ok(std::fs::read_to_string(&path)
-        .with_context(|| format!("read {}", path.display()))?
-        .trim()
-        .to_string())
-}
-
-/// The WMS over the configured database (SQLite in the data directory by
-/// default), its task queues loaded.
-async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<Arc<Wms>> {
+/// JobDB's database (a SQLite file in the data directory by default); the
+/// AuthServer's tables live beside it.
+pub(crate) async fn job_db(config: &DiracConfig, data_dir: &Path) -> anyhow::Result<Db> {
     let url = config
         .services
         .databases
         .job_db
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("jobdb.sqlite").display()));
-    let db = Db::connect(&url, DB_CONNECTIONS)
+    Db::connect(&url, DB_CONNECTIONS)
         .await
-        .with_context(|| format!("connect to {}", dirac_core::db::redact(&url)))?;
-    let jobdb = JobDb::open(db).await.context("migrate JobDB")?;
+        .with_context(|| format!("connect to {}", dirac_core::db::redact(&url)))
+}
+
+/// The WMS over the configured database (SQLite in the data directory by
+/// default), its task queues loaded.
+pub(crate) async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<Arc<Wms>> {
+    let jobdb = JobDb::open(job_db(config, data_dir).await?)
+        .await
+        .context("migrate JobDB")?;
     let sandbox_root = config
         .services
         .sandbox_store
@@ -243,7 +203,7 @@ async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<
 
 /// The file catalog (in JobDB's database unless `FileCatalogDB` is set)
 /// and the storage elements.
-async fn open_dms(
+pub(crate) async fn open_dms(
     config: &Arc<DiracConfig>,
     data_dir: &Path,
     job_db: &Db,
@@ -382,6 +342,9 @@ pub async fn run_agent(
         return run_site_director(data_dir, config, once).await;
     }
     let wms = open_wms(&config, data_dir).await?;
+    if name == "optimizer" {
+        enable_input_data(&wms, &config, data_dir).await?;
+    }
     if once {
         let done = dirac_wms::agents::run_once(name, &wms).await?;
         tracing::info!(agent = name, %done, "one cycle done");
@@ -396,16 +359,16 @@ pub async fn run_agent(
     Ok(())
 }
 
-/// The AuthServer over the WMS database.
-async fn open_auth(
+/// The AuthServer (its tables beside JobDB's).
+pub(crate) async fn open_auth(
     config: &Arc<DiracConfig>,
-    data_dir: &Path,
-    wms: &Wms,
+    keys: &Keys,
+    db: &Db,
     issuer: Arc<TokenIssuer>,
     auth_url: &str,
 ) -> anyhow::Result<Arc<dirac_auth::AuthServer>> {
     dirac_auth::AuthServer::open(
-        wms.db.db().clone(),
+        db.clone(),
         config.clone(),
         issuer,
         dirac_auth::AuthSettings {
@@ -413,8 +376,8 @@ async fn open_auth(
             refresh_lifetime_s: config.services.auth.refresh_token_lifetime,
             dev_login: config.services.auth.dev_login,
             public_url: auth_url.to_string(),
-            pilot_pepper: pepper(data_dir)?,
-            vault_key_file: Some(vault_key(data_dir, config)?),
+            pilot_pepper: keys.pepper()?,
+            vault_key_file: Some(keys.vault_key(config)?),
             ..dirac_auth::AuthSettings::default()
         },
     )
@@ -444,8 +407,9 @@ async fn run_site_director(
         .clone()
         .context("Services.Auth.PublicURL must say where pilots reach the AuthServer")?;
     let wms = open_wms(&config, data_dir).await?;
-    let issuer = Arc::new(issuer(data_dir, &config)?);
-    let auth = open_auth(&config, data_dir, &wms, issuer, &auth_url).await?;
+    let keys = Keys::new(data_dir, &config);
+    let issuer = Arc::new(keys.issuer(&config)?);
+    let auth = open_auth(&config, &keys, wms.db.db(), issuer, &auth_url).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The demand comes from the task queues: keep this process's copy of
     // them (and of the site mask) fresh.
@@ -473,6 +437,55 @@ async fn run_site_director(
     let _ = task.await;
     let _ = resync.await;
     Ok(())
+}
+
+/// The AuthServer's HTTP endpoints (OAuth2/OIDC, JWKS, and the pilot
+/// binary when `dirac-pilot` is beside `diracd`) until `stop`.
+pub(crate) fn spawn_auth_http(
+    auth: Arc<dirac_auth::AuthServer>,
+    listener: tokio::net::TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|v| *v).await;
+        };
+        let router = match crate::site_director::pilot_binary() {
+            Ok(bin) => auth.router().merge(crate::site_director::pilot_files(bin)),
+            Err(_) => auth.router(),
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "AuthServer stopped");
+        }
+    })
+}
+
+/// The WMS's InputData step over the file catalog (its own connection when
+/// `FileCatalogDB` is set).
+pub(crate) async fn enable_input_data(
+    wms: &Wms,
+    config: &Arc<DiracConfig>,
+    data_dir: &Path,
+) -> anyhow::Result<dirac_dms::Dms> {
+    let dms = open_dms(config, data_dir, wms.db.db()).await?;
+    wms.enable_input_data(Arc::new(CatalogReplicas(dms.catalog.clone())));
+    Ok(dms)
+}
+
+/// What verifies the callers' tokens: `VerificationKeys` when set, else the
+/// installation's own signing ring.
+pub(crate) fn verifier(config: &DiracConfig, ring: &TokenIssuer) -> anyhow::Result<TokenVerifier> {
+    Ok(match &config.services.auth.verification_keys {
+        Some(path) => TokenVerifier::from_file(
+            path,
+            &config.services.auth.issuer,
+            &config.services.auth.audience,
+        )?,
+        None => ring.verifier(),
+    })
 }
 
 /// The access policy of every method the installation serves.
@@ -531,22 +544,15 @@ pub async fn run_all(
     let config = Arc::new(config);
 
     let wms = open_wms(&config, data_dir).await?;
-    let issuer = issuer(data_dir, &config)?;
-    let verifier = match &config.services.auth.verification_keys {
-        Some(path) => TokenVerifier::from_file(
-            path,
-            &config.services.auth.issuer,
-            &config.services.auth.audience,
-        )?,
-        None => issuer.verifier(),
-    };
+    let keys = Keys::new(data_dir, &config);
+    let issuer = keys.issuer(&config)?;
+    let verifier = verifier(&config, &issuer)?;
     std::fs::write(data_dir.join("jwks.json"), issuer.jwks().to_string())?;
     let policies = policy_table();
     let mut services = ServiceSet::new();
     wms.register_services(&mut services);
-    let dms = open_dms(&config, data_dir, wms.db.db()).await?;
+    let dms = enable_input_data(&wms, &config, data_dir).await?;
     dms.register_services(&mut services);
-    wms.enable_input_data(Arc::new(CatalogReplicas(dms.catalog.clone())));
 
     let listener = tokio::net::TcpListener::bind(&config.services.listen)
         .await
@@ -575,7 +581,7 @@ pub async fn run_all(
         .unwrap_or_else(|| format!("http://{auth_addr}"));
     let issuer = Arc::new(issuer);
     wms.enable_job_tokens(issuer.clone());
-    let auth = open_auth(&config, data_dir, &wms, issuer.clone(), &auth_url).await?;
+    let auth = open_auth(&config, &keys, wms.db.db(), issuer.clone(), &auth_url).await?;
     services.add(dirac_proto::auth::auth_admin_server::AuthAdminServer::new(
         dirac_auth::admin::AdminService(auth.clone()),
     ));
@@ -605,23 +611,7 @@ pub async fn run_all(
         Ok(None) => tracing::info!("no computing element configured: no pilots are submitted"),
         Err(e) => tracing::warn!(error = %e, "SiteDirector disabled"),
     }
-    let auth_stop = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut stop = auth_stop;
-        let shutdown = async move {
-            let _ = stop.wait_for(|v| *v).await;
-        };
-        let router = match crate::site_director::pilot_binary() {
-            Ok(bin) => auth.router().merge(crate::site_director::pilot_files(bin)),
-            Err(_) => auth.router(),
-        };
-        if let Err(e) = axum::serve(auth_listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "AuthServer stopped");
-        }
-    }));
+    tasks.push(spawn_auth_http(auth, auth_listener, stop_rx.clone()));
     let served = serve(
         listener,
         services,

@@ -1,9 +1,13 @@
 //! `diracd`: the composition root. `diracd all` runs every service and agent
-//! in one process on one port (the embedded installation); `diracd token`
+//! in one process on one port (the embedded installation); `diracd serve
+//! wms|dms|auth` one subsystem's services (a Kubernetes Deployment behind
+//! envoy); `diracd agent NAME` one agent; `diracd token`
 //! signs a token for a registered user; `diracd check-config` validates a
 //! configuration file.
 
 mod embedded;
+mod keys;
+mod serve;
 mod site_director;
 
 use std::path::PathBuf;
@@ -32,6 +36,22 @@ enum Command {
         #[arg(long)]
         auth_listen: Option<String>,
         /// Configuration file (default: DATA_DIR/dirac.yaml, created when missing).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Serve one subsystem's services (a Kubernetes Deployment behind
+    /// envoy): wms, dms or auth.
+    Serve {
+        subsystem: serve::Subsystem,
+        #[arg(long, default_value = ".dirac")]
+        data_dir: PathBuf,
+        /// Address of the gRPC services (overrides Services.Listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Address of the AuthServer's HTTP endpoints (auth only; overrides
+        /// Services.Auth.HttpListen).
+        #[arg(long)]
+        auth_listen: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -95,6 +115,19 @@ fn main() -> anyhow::Result<()> {
             auth_listen,
             config,
         } => runtime.block_on(embedded::run_all(&data_dir, listen, auth_listen, config)),
+        Command::Serve {
+            subsystem,
+            data_dir,
+            listen,
+            auth_listen,
+            config,
+        } => runtime.block_on(serve::run(
+            subsystem,
+            &data_dir,
+            listen,
+            auth_listen,
+            config,
+        )),
         Command::Token {
             data_dir,
             config,

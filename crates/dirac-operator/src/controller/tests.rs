@@ -18,6 +18,7 @@ fn context() -> (Arc<Context>, Handle) {
             image: "diracd:test".into(),
             config_map: "dirac-config".into(),
             secret: None,
+            keys_secret: None,
             service_account: None,
         },
         recorder: None,
@@ -367,6 +368,7 @@ async fn a_change_is_recorded_as_an_event_once() {
             image: "diracd:test".into(),
             config_map: "dirac-config".into(),
             secret: None,
+            keys_secret: None,
             service_account: None,
         },
         recorder: Some(Recorder::new(

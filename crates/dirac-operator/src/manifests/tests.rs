@@ -10,6 +10,7 @@ fn inst() -> Installation {
         image: "registry.example/diracd:0.1.0".into(),
         config_map: "dirac-config".into(),
         secret: Some("dirac-secrets".into()),
+        keys_secret: Some("dirac-keys".into()),
         service_account: Some("dirac-agents".into()),
     }
 }
@@ -77,6 +78,24 @@ fn an_interval_agent_is_a_deployment_a_scheduled_one_a_cronjob() {
         true
     );
     assert_eq!(pod["metadata"]["annotations"][CONFIG_HASH], m.hash.as_str());
+    // The keys Secret is mounted read-only where Services.Auth.KeysDir says.
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["env"][0]["name"], "DIRAC__SERVICES__AUTH__KEYSDIR");
+    assert_eq!(container["env"][0]["value"], KEYS_DIR);
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["mountPath"] == KEYS_DIR && m["readOnly"] == true)
+    );
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "dirac-keys")
+    );
     let data = m.config_map.data.as_ref().expect("data");
     assert_eq!(data["DIRAC__SERVICES__AGENTS__POLLINGTIMES"], "120");
     let owner = &d.metadata.owner_references.as_ref().expect("owned")[0];
