@@ -14,20 +14,37 @@ import helm_python as helm
 import jsonschema
 import yaml
 
+DB = {"jobDB": "mysql://dirac:pw@mariadb.db:3306/jobdb"}
+
 VALUE_SETS = {
-    "defaults": {},
+    "defaults": {"secrets": DB},
     "external-db": {
         "secrets": {"jobDB": "mysql://dirac:pw@mariadb.db:3306/jobdb",
                     "fileCatalogDB": "postgres://dirac@pg.db/fc"},
         "operator": {"replicas": 3},
         "agents": [{"name": "stalled", "kind": "StalledJobs", "interval": 300, "replicas": 2,
                     "settings": {"StalledTimeS": "4500"}}],
+        "services": {"wms": {"autoscaling": {"enabled": False}, "replicas": 3}},
     },
     "existing-secret-no-operator": {
         "secrets": {"existingSecret": "dirac-prod"},
+        "keys": {"existingSecret": "dirac-prod-keys"},
         "operator": {"enabled": False},
         "networkPolicy": {"enabled": False},
+        "sandboxes": {"volume": {"enabled": False}},
+        "envoy": {"tls": {"enabled": False}, "service": {"type": "ClusterIP"}},
         "agents": [],
+    },
+    "cert-manager-monitoring": {
+        "secrets": DB,
+        "sandboxes": {"volume": {"existingClaim": "shared-sandboxes"}},
+        "envoy": {"tls": {"certManager": {"enabled": True,
+                                          "issuerRef": {"name": "letsencrypt"},
+                                          "dnsNames": ["dirac.example.org"]}},
+                  "corsAllowOrigins": ["https://notebooks.example.org"],
+                  "autoscaling": {"enabled": True}},
+        "monitoring": {"serviceMonitors": {"enabled": True, "labels": {"release": "prom"}},
+                       "dashboards": {"enabled": True}},
     },
 }
 
@@ -36,7 +53,41 @@ BAD_VALUES = [
     ({"agents": [{"name": "x", "kind": "StalledJobs"}]}, "/agents/0"),
     ({"operator": {"replicas": 0}}, "/operator/replicas"),
     ({"imagee": {}}, "imagee"),
+    ({}, "secrets.jobDB"),
+    ({"secrets": DB, "envoy": {"service": {"type": "Ingress"}}}, "/envoy/service/type"),
+    ({"secrets": DB, "envoy": {"tls": {"certManager": {"enabled": True}}}}, "issuerRef.name"),
+    ({"secrets": DB, "services": {"wms": {"replicas": 0}}}, "/services/wms/replicas"),
 ]
+
+# Kinds of other operators' CRDs (Prometheus Operator, cert-manager):
+# kubernetes-validate has no schema for them; the fields their controllers
+# need are checked here.
+FOREIGN = {
+    "ServiceMonitor": ["spec.selector.matchLabels", "spec.endpoints"],
+    "PodMonitor": ["spec.selector.matchLabels", "spec.podMetricsEndpoints"],
+    "Certificate": ["spec.secretName", "spec.issuerRef.name", "spec.dnsNames"],
+}
+
+
+# What some renderings must hold at least (kind: count).
+EXPECTED = {
+    # wms, dms, auth, envoy, operator; HPAs of wms and dms; a PDB each for
+    # the services and envoy; the keys and database Secrets; the sandboxes.
+    "defaults": {"Deployment": 5, "Service": 4, "HorizontalPodAutoscaler": 2,
+                 "PodDisruptionBudget": 4, "Secret": 2, "PersistentVolumeClaim": 1,
+                 "NetworkPolicy": 5, "Agent": 3},
+    "existing-secret-no-operator": {"Deployment": 4},
+    "cert-manager-monitoring": {"Certificate": 1, "ServiceMonitor": 1, "PodMonitor": 1,
+                                "HorizontalPodAutoscaler": 3},
+}
+
+
+def field(doc, path):
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
 
 
 def strip(schema):
@@ -70,6 +121,16 @@ def main() -> None:
                 continue
             for i, doc in enumerate(d for d in yaml.safe_load_all(text) if d):
                 kinds.append(doc["kind"])
+                if doc["kind"] in FOREIGN:
+                    for path_ in FOREIGN[doc["kind"]]:
+                        if not field(doc, path_):
+                            sys.exit(f"{set_name}: {path}: {doc['kind']} lacks {path_}")
+                    continue
+                if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-dashboards"):
+                    for key, text_ in doc["data"].items():
+                        dash = json.loads(text_)
+                        if not dash.get("panels"):
+                            sys.exit(f"{set_name}: dashboard {key} has no panels")
                 if doc["kind"] in crd_schemas:
                     try:
                         jsonschema.validate(doc, crd_schemas[doc["kind"]])
@@ -79,6 +140,11 @@ def main() -> None:
                 fname = os.path.join(target, os.path.basename(path).replace(".yaml", f"-{i}.yaml"))
                 with open(fname, "w") as f:
                     yaml.safe_dump(doc, f)
+        for kind, least in EXPECTED.get(set_name, {}).items():
+            if kinds.count(kind) < least:
+                sys.exit(f"{set_name}: {kinds.count(kind)} {kind} rendered, expected at least {least}")
+        if set_name == "existing-secret-no-operator" and "Secret" in kinds:
+            sys.exit(f"{set_name}: a Secret was rendered though both are existing ones")
         print(json.dumps({"set": set_name, "kinds": sorted(kinds)}))
     for values, word in BAD_VALUES:
         try:

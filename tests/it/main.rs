@@ -5,6 +5,7 @@
 //! workspace binary before running workspace tests).
 
 mod ce;
+mod envoy;
 mod operator;
 
 use std::path::{Path, PathBuf};
@@ -136,29 +137,13 @@ impl Diracd {
             .expect("run dirac")
     }
 
-    /// `dirac --json ARGS` as the default user (alice).
+    /// `dirac ARGS` as the default user (alice).
     fn dirac(&self, args: &[&str]) -> Output {
-        Command::new(bin("dirac"))
-            .arg("--config")
-            .arg(self.client_config())
-            .args(args)
-            .env_remove("DIRAC_URL")
-            .env_remove("DIRAC_TOKEN")
-            .output()
-            .expect("run dirac")
+        dirac_with(&self.client_config(), args)
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        let out = self.dirac(&full);
-        assert!(
-            out.status.success(),
-            "dirac {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        serde_json::from_slice(&out.stdout).expect("json output")
+        dirac_json(&self.client_config(), args)
     }
 
     fn stop(self) {
@@ -183,6 +168,32 @@ impl Diracd {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `dirac ARGS` with the client configuration `config`.
+fn dirac_with(config: &Path, args: &[&str]) -> Output {
+    Command::new(bin("dirac"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("DIRAC_URL")
+        .env_remove("DIRAC_TOKEN")
+        .output()
+        .expect("run dirac")
+}
+
+/// `dirac --json ARGS` with `config`, which must succeed.
+fn dirac_json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--json"];
+    full.extend_from_slice(args);
+    let out = dirac_with(config, &full);
+    assert!(
+        out.status.success(),
+        "dirac {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("json output")
 }
 
 impl Drop for Diracd {
@@ -373,7 +384,43 @@ fn any_grpc_client_works_through_reflection() {
 #[test]
 fn tls_is_served_with_rustls_when_configured() {
     let dir = tempfile::tempdir().expect("tmp");
-    let p = |name: &str| dir.path().join(name).display().to_string();
+    let (ca, cert, key) = test_ca(dir.path());
+    // The TLS section comes from the environment, as YAML.
+    let tls = format!("{{Cert: {cert}, Key: {key}}}");
+    let d = Diracd::start_with(dir, &[("DIRAC__SERVICES__TLS", tls)]);
+    let url = d.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let text = std::fs::read_to_string(d.client_config()).expect("client.yaml");
+    let with_ca = d.dir.path().join("client-ca.yaml");
+    std::fs::write(&with_ca, format!("{text}ca_cert: {ca}\n")).expect("write");
+    let hello = repo().join("examples/hello.jdl").display().to_string();
+    let out = Command::new(bin("dirac"))
+        .arg("--config")
+        .arg(&with_ca)
+        .args(["--json", "job", "submit", &hello])
+        .output()
+        .expect("dirac");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP/2 to the TLS port fails.
+    let plain = url.replacen("https://", "http://", 1);
+    let out = Command::new(bin("dirac"))
+        .arg("--config")
+        .arg(d.client_config())
+        .args(["--url", &plain, "job", "search"])
+        .output()
+        .expect("dirac");
+    assert!(!out.status.success());
+    d.stop();
+}
+
+/// A throw-away CA (P-256) and a server certificate it signed for
+/// 127.0.0.1 and localhost, in `dir`: (ca.pem, cert.pem, key.pem).
+fn test_ca(dir: &Path) -> (String, String, String) {
+    let p = |name: &str| dir.join(name).display().to_string();
     let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
     std::fs::write(
         p("ext.cnf"),
@@ -448,36 +495,7 @@ fn tls_is_served_with_rustls_when_configured() {
             String::from_utf8_lossy(&made.stderr)
         );
     }
-    // The TLS section comes from the environment, as YAML.
-    let tls = format!("{{Cert: {cert}, Key: {key}}}");
-    let d = Diracd::start_with(dir, &[("DIRAC__SERVICES__TLS", tls)]);
-    let url = d.url();
-    assert!(url.starts_with("https://"), "{url}");
-    let text = std::fs::read_to_string(d.client_config()).expect("client.yaml");
-    let with_ca = d.dir.path().join("client-ca.yaml");
-    std::fs::write(&with_ca, format!("{text}ca_cert: {ca}\n")).expect("write");
-    let hello = repo().join("examples/hello.jdl").display().to_string();
-    let out = Command::new(bin("dirac"))
-        .arg("--config")
-        .arg(&with_ca)
-        .args(["--json", "job", "submit", &hello])
-        .output()
-        .expect("dirac");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Plain HTTP/2 to the TLS port fails.
-    let plain = url.replacen("https://", "http://", 1);
-    let out = Command::new(bin("dirac"))
-        .arg("--config")
-        .arg(d.client_config())
-        .args(["--url", &plain, "job", "search"])
-        .output()
-        .expect("dirac");
-    assert!(!out.status.success());
-    d.stop();
+    (ca, cert, key)
 }
 
 /// Poll `dirac --json job status IDS` until every job is in a final state.

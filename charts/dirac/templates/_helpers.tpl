@@ -12,3 +12,36 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- define "dirac.secretName" -}}
 {{ .Values.secrets.existingSecret | default (printf "%s-dirac-secrets" .Release.Name) }}
 {{- end -}}
+
+{{- define "dirac.keysSecretName" -}}
+{{ .Values.keys.existingSecret | default (printf "%s-dirac-keys" .Release.Name) }}
+{{- end -}}
+
+{{- define "dirac.tlsSecretName" -}}
+{{ .Values.envoy.tls.secretName | default (printf "%s-dirac-ingress-tls" .Release.Name) }}
+{{- end -}}
+
+{{- define "dirac.sandboxClaim" -}}
+{{ .Values.sandboxes.volume.existingClaim | default (printf "%s-dirac-sandboxes" .Release.Name) }}
+{{- end -}}
+
+{{/* The Service of a subsystem, as envoy and the pods reach it. */}}
+{{- define "dirac.serviceHost" -}}
+{{ .root.Release.Name }}-dirac-{{ .name }}.{{ .root.Release.Namespace }}.svc.cluster.local
+{{- end -}}
+
+{{/* Pod and container security of every workload: non-root, read-only root. */}}
+{{- define "dirac.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "dirac.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}

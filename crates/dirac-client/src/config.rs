@@ -207,7 +207,7 @@ impl ClientConfig {
         {
             config.token = Some(
                 creds
-                    .fresh_access_token(&path)
+                    .fresh_access_token(&path, config.ca_cert.as_deref())
                     .map_err(ClientError::Login)?,
             );
         }

@@ -17,6 +17,7 @@ mod error;
 pub mod login;
 mod query;
 pub mod sandbox;
+pub mod tls;
 
 pub use client::{
     AuthChannel, AuthInterceptor, Client, FileCatalog, JobManager, JobMonitoring, JobStateUpdate,

@@ -103,11 +103,15 @@ impl Credentials {
     }
 
     /// The access token, refreshed first when it is about to expire.
-    pub fn fresh_access_token(&mut self, path: &Path) -> Result<String, LoginError> {
+    pub fn fresh_access_token(
+        &mut self,
+        path: &Path,
+        ca_cert: Option<&Path>,
+    ) -> Result<String, LoginError> {
         if self.expires_at - now() > REFRESH_MARGIN_S {
             return Ok(self.access_token.clone());
         }
-        let tokens = refresh(&self.auth_url, &self.refresh_token)?;
+        let tokens = AuthHttp::new(&self.auth_url, ca_cert)?.refresh(&self.refresh_token)?;
         self.access_token = tokens.access_token;
         self.refresh_token = tokens.refresh_token;
         self.expires_at = now() + tokens.expires_in;
@@ -158,35 +162,139 @@ pub enum Poll {
     Done(TokenResponse),
 }
 
-fn endpoint(auth_url: &str, path: &str) -> String {
-    format!("{}{path}", auth_url.trim_end_matches('/'))
+/// The AuthServer's HTTP endpoints at one base URL, trusting `ca_cert`
+/// (the client configuration's) instead of the system roots when given.
+pub struct AuthHttp {
+    base: String,
+    agent: ureq::Agent,
 }
 
-/// POST a form; the body of a 2xx answer, or the OAuth error of a 4xx one.
-fn post_form(url: &str, form: &[(&str, &str)]) -> Result<String, LoginError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .post(url)
-        .send_form(form.iter().copied())
-        .map_err(|e| LoginError::Http {
-            url: url.into(),
-            message: e.to_string(),
-        })?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| LoginError::Http {
-            url: url.into(),
-            message: e.to_string(),
-        })?;
-    if (200..300).contains(&status) {
-        return Ok(body);
+impl AuthHttp {
+    pub fn new(auth_url: &str, ca_cert: Option<&Path>) -> Result<Self, LoginError> {
+        let base = auth_url.trim_end_matches('/').to_string();
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(ca) = ca_cert {
+            let roots = crate::tls::ca_roots(ca).map_err(|message| LoginError::Http {
+                url: base.clone(),
+                message,
+            })?;
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        Ok(AuthHttp {
+            base,
+            agent: config.build().into(),
+        })
     }
-    Err(oauth_error(url, status, &body))
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The body of a 2xx answer, or the OAuth error of a 4xx one.
+    fn answer(
+        url: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        ok: impl Fn(u16) -> bool,
+    ) -> Result<String, LoginError> {
+        let http = |e: ureq::Error| LoginError::Http {
+            url: url.into(),
+            message: e.to_string(),
+        };
+        let mut response = sent.map_err(http)?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().map_err(http)?;
+        if ok(status) {
+            return Ok(body);
+        }
+        Err(oauth_error(url, status, &body))
+    }
+
+    fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<String, LoginError> {
+        let url = self.endpoint(path);
+        let sent = self.agent.post(&url).send_form(form.iter().copied());
+        Self::answer(&url, sent, |s| (200..300).contains(&s))
+    }
+
+    pub fn start_device(&self, scope: &str) -> Result<DeviceStart, LoginError> {
+        let body = self.post_form(
+            "/api/auth/device",
+            &[("client_id", CLIENT_ID), ("scope", scope)],
+        )?;
+        parse(&self.endpoint("/api/auth/device"), &body)
+    }
+
+    pub fn poll_device(&self, device_code: &str) -> Result<Poll, LoginError> {
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+            ("client_id", CLIENT_ID),
+        ];
+        match self.post_form("/api/auth/token", &form) {
+            Ok(body) => Ok(Poll::Done(parse(&self.endpoint("/api/auth/token"), &body)?)),
+            Err(LoginError::OAuth { error, .. }) if error == "authorization_pending" => {
+                Ok(Poll::Pending)
+            }
+            Err(LoginError::OAuth { error, .. }) if error == "slow_down" => Ok(Poll::SlowDown),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn refresh(&self, refresh_token: &str) -> Result<TokenResponse, LoginError> {
+        let body = self.post_form(
+            "/api/auth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("client_id", CLIENT_ID),
+            ],
+        )?;
+        parse(&self.endpoint("/api/auth/token"), &body)
+    }
+
+    pub fn revoke(&self, token: &str) -> Result<(), LoginError> {
+        self.post_form(
+            "/api/auth/revoke",
+            &[("token", token), ("client_id", CLIENT_ID)],
+        )
+        .map(|_| ())
+    }
+
+    /// A pilot's one-time secret, exchanged for a short GenericPilot token.
+    pub fn pilot_token(&self, secret: &str, stamp: &str, site: &str) -> Result<String, LoginError> {
+        let body = self.post_form(
+            "/api/auth/token",
+            &[
+                (
+                    "grant_type",
+                    "urn:dirac:params:oauth:grant-type:pilot-secret",
+                ),
+                ("pilot_secret", secret),
+                ("pilot_stamp", stamp),
+                ("site", site),
+            ],
+        )?;
+        let url = self.endpoint("/api/auth/token");
+        let v: serde_json::Value = parse(&url, &body)?;
+        v["access_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| LoginError::Protocol {
+                url,
+                message: "no access_token in the answer".into(),
+            })
+    }
+
+    /// Who the access token says the caller is.
+    pub fn userinfo(&self, access_token: &str) -> Result<serde_json::Value, LoginError> {
+        let url = self.endpoint("/api/auth/userinfo");
+        let sent = self
+            .agent
+            .get(&url)
+            .header("authorization", &format!("Bearer {access_token}"))
+            .call();
+        let body = Self::answer(&url, sent, |s| s == 200)?;
+        parse(&url, &body)
+    }
 }
 
 fn oauth_error(url: &str, status: u16, body: &str) -> LoginError {
@@ -218,109 +326,6 @@ pub fn scope(vo: &str, group: Option<&str>) -> String {
         Some(g) => format!("vo:{vo} group:{g}"),
         None => format!("vo:{vo}"),
     }
-}
-
-pub fn start_device(auth_url: &str, scope: &str) -> Result<DeviceStart, LoginError> {
-    let url = endpoint(auth_url, "/api/auth/device");
-    let body = post_form(&url, &[("client_id", CLIENT_ID), ("scope", scope)])?;
-    parse(&url, &body)
-}
-
-pub fn poll_device(auth_url: &str, device_code: &str) -> Result<Poll, LoginError> {
-    let url = endpoint(auth_url, "/api/auth/token");
-    let form = [
-        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-        ("device_code", device_code),
-        ("client_id", CLIENT_ID),
-    ];
-    match post_form(&url, &form) {
-        Ok(body) => Ok(Poll::Done(parse(&url, &body)?)),
-        Err(LoginError::OAuth { error, .. }) if error == "authorization_pending" => {
-            Ok(Poll::Pending)
-        }
-        Err(LoginError::OAuth { error, .. }) if error == "slow_down" => Ok(Poll::SlowDown),
-        Err(e) => Err(e),
-    }
-}
-
-pub fn refresh(auth_url: &str, refresh_token: &str) -> Result<TokenResponse, LoginError> {
-    let url = endpoint(auth_url, "/api/auth/token");
-    let body = post_form(
-        &url,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", CLIENT_ID),
-        ],
-    )?;
-    parse(&url, &body)
-}
-
-pub fn revoke(auth_url: &str, token: &str) -> Result<(), LoginError> {
-    post_form(
-        &endpoint(auth_url, "/api/auth/revoke"),
-        &[("token", token), ("client_id", CLIENT_ID)],
-    )
-    .map(|_| ())
-}
-
-/// A pilot's one-time secret, exchanged for a short GenericPilot token.
-pub fn pilot_token(
-    auth_url: &str,
-    secret: &str,
-    stamp: &str,
-    site: &str,
-) -> Result<String, LoginError> {
-    let url = endpoint(auth_url, "/api/auth/token");
-    let body = post_form(
-        &url,
-        &[
-            (
-                "grant_type",
-                "urn:dirac:params:oauth:grant-type:pilot-secret",
-            ),
-            ("pilot_secret", secret),
-            ("pilot_stamp", stamp),
-            ("site", site),
-        ],
-    )?;
-    let v: serde_json::Value = parse(&url, &body)?;
-    v["access_token"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| LoginError::Protocol {
-            url,
-            message: "no access_token in the answer".into(),
-        })
-}
-
-/// Who the access token says the caller is.
-pub fn userinfo(auth_url: &str, access_token: &str) -> Result<serde_json::Value, LoginError> {
-    let url = endpoint(auth_url, "/api/auth/userinfo");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .get(&url)
-        .header("authorization", &format!("Bearer {access_token}"))
-        .call()
-        .map_err(|e| LoginError::Http {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| LoginError::Http {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
-    if status != 200 {
-        return Err(oauth_error(&url, status, &body));
-    }
-    parse(&url, &body)
 }
 
 #[cfg(test)]

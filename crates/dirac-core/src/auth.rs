@@ -1008,8 +1008,11 @@ mod tests {
             .expect("missing key refused");
         assert!(err.to_string().contains("signing-key.pem"), "{err}");
         assert!(!current.exists());
-        std::fs::write(&current, new_private_key(SigningAlgorithm::EdDSA).expect("key"))
-            .expect("write");
+        std::fs::write(
+            &current,
+            new_private_key(SigningAlgorithm::EdDSA).expect("key"),
+        )
+        .expect("write");
         let ring = TokenIssuer::load_ring(&current, dir.path(), None, "test", "dirac-test")
             .expect("existing key loads");
         assert_eq!(ring.algorithm(), SigningAlgorithm::EdDSA);

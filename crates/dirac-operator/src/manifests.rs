@@ -147,7 +147,9 @@ fn pod(inst: &Installation, agent: &str, cm: &str, once: bool, res: &Resources) 
             mounts.push(json!({ "name": "keys", "mountPath": KEYS_DIR, "readOnly": true }));
         }
         if let Some(volumes) = spec["volumes"].as_array_mut() {
-            volumes.push(json!({ "name": "keys", "secret": { "secretName": keys, "defaultMode": 0o440 } }));
+            volumes.push(
+                json!({ "name": "keys", "secret": { "secretName": keys, "defaultMode": 0o440 } }),
+            );
         }
     }
     if let Some(sa) = &inst.service_account {

@@ -36,7 +36,8 @@ fn token(args: &Args) -> Result<String, String> {
             .map_err(|e| format!("cannot read --pilot-secret-file {}: {e}", path.display()))?;
         // A one-time secret: gone from disk once read.
         let _ = std::fs::remove_file(path);
-        return dirac_client::login::pilot_token(auth_url, secret.trim(), stamp, &args.site)
+        return dirac_client::login::AuthHttp::new(auth_url, args.ca_cert.as_deref())
+            .and_then(|auth| auth.pilot_token(secret.trim(), stamp, &args.site))
             .map_err(|e| format!("cannot exchange the pilot secret: {e}"));
     }
     if let Some(path) = &args.token_file {

@@ -19,7 +19,10 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/dirac.yaml");
 
 const DB_CONNECTIONS: u32 = 16;
 
-pub(crate) fn load_config(data_dir: &Path, explicit: Option<PathBuf>) -> anyhow::Result<DiracConfig> {
+pub(crate) fn load_config(
+    data_dir: &Path,
+    explicit: Option<PathBuf>,
+) -> anyhow::Result<DiracConfig> {
     let path = match explicit {
         Some(p) => p,
         None => {
@@ -163,7 +166,10 @@ pub(crate) async fn job_db(config: &DiracConfig, data_dir: &Path) -> anyhow::Res
 
 /// The WMS over the configured database (SQLite in the data directory by
 /// default), its task queues loaded.
-pub(crate) async fn open_wms(config: &Arc<DiracConfig>, data_dir: &Path) -> anyhow::Result<Arc<Wms>> {
+pub(crate) async fn open_wms(
+    config: &Arc<DiracConfig>,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<Wms>> {
     let jobdb = JobDb::open(job_db(config, data_dir).await?)
         .await
         .context("migrate JobDB")?;
@@ -411,10 +417,15 @@ async fn run_site_director(
     let issuer = Arc::new(keys.issuer(&config)?);
     let auth = open_auth(&config, &keys, wms.db.db(), issuer, &auth_url).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // The demand comes from the task queues: keep this process's copy of
-    // them (and of the site mask) fresh.
-    let resync = dirac_wms::agents::spawn("task-queues", &wms, &stop_rx).context("task-queues")?;
-    let registry = Arc::new(crate::site_director::WmsRegistry { wms, auth });
+    // The demand comes from the task queues: this process's copy of them
+    // (and of the site mask) is reloaded from TaskQueueDB once per cycle.
+    let polling = config.services.site_director.polling_time.unwrap_or(60);
+    let reload_every = std::time::Duration::from_secs((polling / 2).clamp(1, 30));
+    let registry = Arc::new(crate::site_director::WmsRegistry::new(
+        wms,
+        auth,
+        Some(reload_every),
+    ));
     let (mut director, _) =
         crate::site_director::build(&config, registry, &url, &auth_url, data_dir, 60)?
             .context("no queue of Resources.Sites has a CE this SiteDirector can serve")?;
@@ -426,8 +437,6 @@ async fn run_site_director(
             states = report.status_updates,
             "one cycle done"
         );
-        let _ = stop_tx.send(true);
-        let _ = resync.await;
         return Ok(());
     }
     let task = tokio::spawn(director.run(stop_rx));
@@ -435,7 +444,6 @@ async fn run_site_director(
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = task.await;
-    let _ = resync.await;
     Ok(())
 }
 
@@ -599,10 +607,11 @@ pub async fn run_all(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = dirac_wms::agents::spawn_all(&wms, &stop_rx);
-    let registry = Arc::new(crate::site_director::WmsRegistry {
-        wms: wms.clone(),
-        auth: auth.clone(),
-    });
+    let registry = Arc::new(crate::site_director::WmsRegistry::new(
+        wms.clone(),
+        auth.clone(),
+        None,
+    ));
     match crate::site_director::build(&config, registry, &public, &auth_url, data_dir, 2) {
         Ok(Some((director, control))) => {
             wms.enable_pilot_control(control);

@@ -58,14 +58,14 @@ impl Keys {
     pub fn issuer(&self, config: &DiracConfig) -> anyhow::Result<TokenIssuer> {
         self.prepare()?;
         let auth = &config.services.auth;
-        Ok(TokenIssuer::load_ring(
+        TokenIssuer::load_ring(
             &self.signing_key(),
             &self.retired_keys(),
             self.create.then_some(auth.signing_algorithm),
             &auth.issuer,
             &auth.audience,
         )
-        .with_context(|| self.origin())?)
+        .with_context(|| self.origin())
     }
 
     /// `diracd rotate-key`: only for keys this installation made.
@@ -229,6 +229,7 @@ mod tests {
         assert!(ring.verifier().verify(&old_token).is_ok());
 
         std::fs::write(made.path().join("pilot-pepper"), "short\n").expect("write");
-        assert!(keys.pepper().unwrap_err().to_string().contains("32"));
+        let short = keys.pepper().expect_err("a short pepper is refused");
+        assert!(short.to_string().contains("32"), "{short}");
     }
 }

@@ -15,11 +15,41 @@ use dirac_wms::Wms;
 pub struct WmsRegistry {
     pub wms: Arc<Wms>,
     pub auth: Arc<dirac_auth::AuthServer>,
+    /// A SiteDirector in its own process sees jobs other processes queued
+    /// only through TaskQueueDB: its copy of the task queues (and of the
+    /// site mask) is reloaded when older than this. `None` in `diracd all`,
+    /// whose index is the one the services keep current.
+    pub reload_every: Option<std::time::Duration>,
+    pub reloaded: tokio::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl WmsRegistry {
+    pub fn new(
+        wms: Arc<Wms>,
+        auth: Arc<dirac_auth::AuthServer>,
+        reload_every: Option<std::time::Duration>,
+    ) -> Self {
+        WmsRegistry {
+            wms,
+            auth,
+            reload_every,
+            reloaded: tokio::sync::Mutex::new(None),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Registry for WmsRegistry {
     async fn demand(&self, resource: &ResourceDescription) -> Result<u64, String> {
+        if let Some(every) = self.reload_every {
+            let mut reloaded = self.reloaded.lock().await;
+            if reloaded.is_none_or(|t| t.elapsed() >= every) {
+                dirac_wms::matching::resync(&self.wms)
+                    .await
+                    .map_err(|e| format!("reload the task queues: {e}"))?;
+                *reloaded = Some(std::time::Instant::now());
+            }
+        }
         let resource = resource
             .clone()
             .into_resource()

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
-use dirac_client::login::{self, Credentials, Poll};
+use dirac_client::login::{self, AuthHttp, Credentials, Poll};
 use dirac_client::{ClientConfig, Env};
 
 use crate::report::Report;
@@ -27,9 +27,10 @@ pub async fn login(
             anyhow!("no AuthServer url: pass --auth-url or write auth_url: in the config")
         })?;
     let scope = login::scope(vo, group);
+    let auth = std::sync::Arc::new(AuthHttp::new(&auth_url, config.ca_cert.as_deref())?);
     let start = {
-        let (a, s) = (auth_url.clone(), scope.clone());
-        tokio::task::spawn_blocking(move || login::start_device(&a, &s)).await??
+        let (a, s) = (auth.clone(), scope.clone());
+        tokio::task::spawn_blocking(move || a.start_device(&s)).await??
     };
     let url = start
         .verification_uri_complete
@@ -46,8 +47,8 @@ pub async fn login(
         if Instant::now() > deadline {
             return Err(anyhow!("the login code expired; run dirac login again"));
         }
-        let (a, d) = (auth_url.clone(), start.device_code.clone());
-        match tokio::task::spawn_blocking(move || login::poll_device(&a, &d)).await?? {
+        let (a, d) = (auth.clone(), start.device_code.clone());
+        match tokio::task::spawn_blocking(move || a.poll_device(&d)).await?? {
             Poll::Pending => {}
             Poll::SlowDown => interval += Duration::from_secs(5),
             Poll::Done(tokens) => break tokens,
@@ -58,7 +59,7 @@ pub async fn login(
         .as_secs();
     let creds = Credentials {
         url: config.url.clone(),
-        auth_url: auth_url.clone(),
+        auth_url,
         access_token: tokens.access_token.clone(),
         refresh_token: tokens.refresh_token,
         expires_at: i64::try_from(now).unwrap_or(i64::MAX) + tokens.expires_in,
@@ -70,12 +71,15 @@ pub async fn login(
     };
     let path = credentials_path(env)?;
     creds.save(&path).context("save the credentials")?;
-    let who = tokio::task::spawn_blocking(move || login::userinfo(&auth_url, &tokens.access_token))
-        .await??;
+    let who = tokio::task::spawn_blocking(move || auth.userinfo(&tokens.access_token)).await??;
     Ok(identity_report(&who, as_json, Some(&path)))
 }
 
-pub async fn logout(env: &dyn Env, as_json: bool) -> anyhow::Result<Report> {
+pub async fn logout(
+    ca_cert: Option<&std::path::Path>,
+    env: &dyn Env,
+    as_json: bool,
+) -> anyhow::Result<Report> {
     let path = credentials_path(env)?;
     let Some(creds) = Credentials::load(&path)? else {
         return Ok(Report::out(if as_json {
@@ -84,9 +88,8 @@ pub async fn logout(env: &dyn Env, as_json: bool) -> anyhow::Result<Report> {
             "not logged in"
         }));
     };
-    let revoked =
-        tokio::task::spawn_blocking(move || login::revoke(&creds.auth_url, &creds.refresh_token))
-            .await?;
+    let auth = AuthHttp::new(&creds.auth_url, ca_cert)?;
+    let revoked = tokio::task::spawn_blocking(move || auth.revoke(&creds.refresh_token)).await?;
     std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
     let mut report = Report::out(if as_json {
         "{\"logged_out\":true}"
@@ -116,7 +119,8 @@ pub async fn whoami(config: &ClientConfig, env: &dyn Env, as_json: bool) -> anyh
                 .map(|c| c.auth_url)
         })
         .ok_or_else(|| anyhow!("no AuthServer url: write auth_url: in the config"))?;
-    let who = tokio::task::spawn_blocking(move || login::userinfo(&auth_url, &token)).await??;
+    let auth = AuthHttp::new(&auth_url, config.ca_cert.as_deref())?;
+    let who = tokio::task::spawn_blocking(move || auth.userinfo(&token)).await??;
     Ok(identity_report(&who, as_json, None))
 }
 

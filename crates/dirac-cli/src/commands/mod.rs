@@ -43,7 +43,12 @@ pub async fn run(cli: Cli, env: &dyn Env) -> anyhow::Result<Report> {
             let loaded = ClientConfig::load(config.as_deref(), env)?.with_overrides(url, None);
             login::login(&loaded, env, &vo, group.as_deref(), auth_url, json).await
         }
-        Command::Logout => login::logout(env, json).await,
+        Command::Logout => {
+            // The CA of the configuration, if any: logging out needs no
+            // complete configuration.
+            let loaded = ClientConfig::load(config.as_deref(), env).ok();
+            login::logout(loaded.and_then(|c| c.ca_cert).as_deref(), env, json).await
+        }
         Command::Whoami => {
             let resolved = ClientConfig::resolve(config.as_deref(), env, url, token)?;
             login::whoami(&resolved, env, json).await

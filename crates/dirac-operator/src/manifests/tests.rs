@@ -80,7 +80,10 @@ fn an_interval_agent_is_a_deployment_a_scheduled_one_a_cronjob() {
     assert_eq!(pod["metadata"]["annotations"][CONFIG_HASH], m.hash.as_str());
     // The keys Secret is mounted read-only where Services.Auth.KeysDir says.
     let container = &pod["spec"]["containers"][0];
-    assert_eq!(container["env"][0]["name"], "DIRAC__SERVICES__AUTH__KEYSDIR");
+    assert_eq!(
+        container["env"][0]["name"],
+        "DIRAC__SERVICES__AUTH__KEYSDIR"
+    );
     assert_eq!(container["env"][0]["value"], KEYS_DIR);
     assert!(
         container["volumeMounts"]
