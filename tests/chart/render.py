@@ -48,6 +48,11 @@ VALUE_SETS = {
     },
 }
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "k8s"))
+import kind_values  # noqa: E402  (the kind recipe's values, validated here)
+
+VALUE_SETS["kind-e2e"] = kind_values.values("http://dirac-dirac-envoy.dirac.svc.cluster.local:8443", "e2e")
+
 BAD_VALUES = [
     ({"agents": [{"name": "x", "kind": "NoSuchAgent", "interval": 1}]}, "/agents/0/kind"),
     ({"agents": [{"name": "x", "kind": "StalledJobs"}]}, "/agents/0"),

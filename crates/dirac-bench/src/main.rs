@@ -7,6 +7,7 @@
 mod catalog;
 mod e2e;
 mod matching;
+mod startup;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ enum Command {
     E2e(e2e::E2eArgs),
     /// The file catalog: registration, replica lookup, listings, metadata queries.
     Catalog(catalog::CatalogArgs),
+    /// Start `diracd serve SUBSYSTEM` until SERVING, then its idle memory.
+    Startup(startup::StartupArgs),
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +249,7 @@ async fn main() -> std::process::ExitCode {
         Command::Match(args) => matching::run(args).await,
         Command::E2e(args) => e2e::run(args).await,
         Command::Catalog(args) => catalog::main(args).await,
+        Command::Startup(args) => startup::run(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

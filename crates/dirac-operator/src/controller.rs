@@ -189,6 +189,12 @@ pub const DRAIN_FINALIZER: &str = "dirac.diracgrid.org/drain";
 /// the ComputingElements it selects; when it is deleted, its workload goes
 /// first (no more submissions; running pilots finish on their own), then
 /// the finalizer.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    kind = "SiteDirector",
+    name = %sd.name_any(),
+    namespace = sd.namespace().as_deref().unwrap_or("default"),
+    generation = sd.metadata.generation,
+))]
 pub async fn reconcile_site_director(
     sd: Arc<SiteDirector>,
     ctx: Arc<Context>,
@@ -273,6 +279,12 @@ async fn drain_site_director(sd: &SiteDirector, ctx: &Context, ns: &str) -> Resu
 }
 
 /// A ComputingElement is Ready when it makes a valid CE section.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    kind = "ComputingElement",
+    name = %ce.name_any(),
+    namespace = ce.namespace().as_deref().unwrap_or("default"),
+    generation = ce.metadata.generation,
+))]
 pub async fn reconcile_computing_element(
     ce: Arc<ComputingElement>,
     ctx: Arc<Context>,
@@ -297,6 +309,12 @@ pub async fn reconcile_computing_element(
 }
 
 /// One reconciliation of an Agent.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    kind = "Agent",
+    name = %agent.name_any(),
+    namespace = agent.namespace().as_deref().unwrap_or("default"),
+    generation = agent.metadata.generation,
+))]
 pub async fn reconcile_agent(agent: Arc<Agent>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled("Agent");
     let ns = agent.namespace().unwrap_or_else(|| "default".into());
