@@ -75,6 +75,10 @@ provider = fernet
 expiration = 7200
 [fernet_tokens]
 key_repository = $DIR/fernet-keys
+# Keystone also reads the receipts' repository (default /etc/keystone/…,
+# which a fresh machine lacks): the same keys.
+[fernet_receipts]
+key_repository = $DIR/fernet-keys
 [credential]
 key_repository = $DIR/credential-keys
 [identity]
