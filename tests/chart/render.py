@@ -43,6 +43,7 @@ VALUE_SETS = {
                                           "dnsNames": ["dirac.example.org"]}},
                   "corsAllowOrigins": ["https://notebooks.example.org"],
                   "autoscaling": {"enabled": True}},
+        "tracing": {"otlpEndpoint": "http://otel-collector.monitoring:4317"},
         "monitoring": {"serviceMonitors": {"enabled": True, "labels": {"release": "prom"}},
                        "dashboards": {"enabled": True}},
     },
@@ -62,6 +63,7 @@ BAD_VALUES = [
     ({"secrets": DB, "envoy": {"service": {"type": "Ingress"}}}, "/envoy/service/type"),
     ({"secrets": DB, "envoy": {"tls": {"certManager": {"enabled": True}}}}, "issuerRef.name"),
     ({"secrets": DB, "services": {"wms": {"replicas": 0}}}, "/services/wms/replicas"),
+    ({"secrets": DB, "tracing": {"otlpEndpoint": "collector:4317"}}, "/tracing/otlpEndpoint"),
 ]
 
 # Kinds of other operators' CRDs (Prometheus Operator, cert-manager):

@@ -6,7 +6,8 @@
 //! rendered keys Secret. Through envoy, over TLS: the CLI submits and queries
 //! jobs, a SiteDirector's local pilot exchanges its secret at the AuthServer
 //! and matches, runs and finishes the job, the catalog answers, `whoami`
-//! reaches the AuthServer's HTTP endpoints; a browser-style gRPC-Web call
+//! reaches the AuthServer's HTTP endpoints, the WMS's spans reach a trace
+//! collector; a browser-style gRPC-Web call
 //! with CORS works; the metrics listener exposes the statistics the
 //! dashboard reads and nothing else of the admin interface; a subsystem
 //! that is down answers Unavailable at once instead of hanging.
@@ -164,13 +165,21 @@ fn the_charts_envoy_routes_every_subsystem() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
-    // One subsystem after the other (each migrates its own tables).
+    // One subsystem after the other (each migrates its own tables). The
+    // WMS exports its traces to a collector.
+    let collector = super::otlp::Collector::start();
+    let mut wms_env = env.clone();
+    wms_env.push((
+        "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+        collector.endpoint.clone(),
+    ));
+    wms_env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
     let listen = |p: u16| format!("127.0.0.1:{p}");
     let wms_data = d.join("wms").display().to_string();
     let _wms = start(
         diracd(
             d,
-            &env,
+            &wms_env,
             &[
                 "serve",
                 "wms",
@@ -271,6 +280,13 @@ fn the_charts_envoy_routes_every_subsystem() {
     let hello = repo().join("examples/hello.jdl").display().to_string();
     let submitted = dirac_json(&client, &["job", "submit", &hello]);
     let id = submitted["jobs"][0]["job_id"].as_u64().expect("job id");
+    // The call is a span of the WMS, naming its method and caller.
+    let rpc = collector.wait_for(Duration::from_secs(20), |s| {
+        s.name == "rpc" && s.attribute("method") == Some("SubmitJobs")
+    });
+    let rpc = rpc.unwrap_or_else(|| panic!("no rpc span of SubmitJobs: {:?}", collector.names()));
+    assert_eq!(rpc.service, "diracd-wms");
+    assert_eq!(rpc.attribute("user"), Some("dteam:alice"), "{rpc:?}");
     // AuthServer over HTTP (userinfo) and over gRPC.
     let who = dirac_json(&client, &["whoami"]);
     assert_eq!(who["preferred_username"], "alice", "{who}");

@@ -7,6 +7,7 @@
 mod ce;
 mod envoy;
 mod operator;
+mod otlp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

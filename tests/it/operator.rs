@@ -2,7 +2,7 @@
 //! Kubernetes API emulator, behind tests/ce/kube_standin.py (which loads
 //! the generated CRDs; server-side apply there is a merge — an
 //! approximation named in tests/ce/KUBERNETES.md). No real API server can
-//! run here.
+//! run here. Its traces go to an OTLP collector in the test.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,10 +102,15 @@ fn the_operator_reconciles_agents_against_an_api_emulator() {
         base: format!("http://127.0.0.1:{}", port.trim()),
     };
     let metrics_port = free_port();
+    // Its traces go to an OTLP collector.
+    let collector = super::otlp::Collector::start();
     let log = std::fs::File::create(tmp.path().join("operator.log")).expect("log");
     let mut operator = Command::new(bin("dirac-operator"))
         .args(["--image", "diracd:e2e", "--log-format", "text"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env_remove("OTEL_SERVICE_NAME")
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", "dirac")
         .env("POD_NAME", "operator-0")
@@ -218,6 +223,21 @@ fn the_operator_reconciles_agents_against_an_api_emulator() {
         !metrics.contains("dirac_operator_reconciliations_total{kind=\"Agent\"} 0"),
         "{metrics}"
     );
+
+    // Each reconciliation is a span naming its object.
+    let span = collector.wait_for(Duration::from_secs(20), |s| {
+        s.name == "reconcile"
+            && s.attribute("kind") == Some("Agent")
+            && s.attribute("name") == Some("stalled")
+    });
+    let span = span.unwrap_or_else(|| {
+        panic!(
+            "no reconcile span of Agent stalled: {:?}",
+            collector.names()
+        )
+    });
+    assert_eq!(span.service, "dirac-operator");
+    assert_eq!(span.attribute("namespace"), Some("dirac"));
 
     let _ = operator.kill();
     let _ = operator.wait();

@@ -95,6 +95,7 @@ fn bench(c: &mut Criterion) {
                         config_map: "dirac-config".into(),
                         secret: None,
                         keys_secret: None,
+                        otlp_endpoint: None,
                         service_account: None,
                     },
                     recorder: None,

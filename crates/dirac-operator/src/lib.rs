@@ -118,6 +118,7 @@ mod tests {
             config_map: "dirac-config".into(),
             secret: None,
             keys_secret: None,
+            otlp_endpoint: None,
             service_account: None,
         };
         let mut ces = Vec::new();

@@ -55,7 +55,11 @@ const LEASE_SECONDS: i32 = 15;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    dirac_core::telemetry::init(&args.log_format, std::env::var("RUST_LOG").ok().as_deref());
+    let _telemetry = dirac_core::telemetry::init(
+        "dirac-operator",
+        &args.log_format,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
     let client = Client::try_default().await?;
     let metrics = Arc::new(dirac_operator::metrics::Metrics::default());
     let listener = tokio::net::TcpListener::bind(&args.metrics_listen).await?;
@@ -91,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
             config_map: args.config_map.clone(),
             secret: args.secret.clone(),
             keys_secret: args.keys_secret.clone(),
+            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .ok()
+                .filter(|e| !e.trim().is_empty()),
             service_account: args.service_account.clone(),
         },
         recorder: Some(kube::runtime::events::Recorder::new(

@@ -32,6 +32,9 @@ pub struct Installation {
     /// Secret with the installation's keys (signing key, pilot pepper,
     /// vault key), mounted read-only as `Services.Auth.KeysDir`.
     pub keys_secret: Option<String>,
+    /// OTLP endpoint the workloads export traces to (the operator's own
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
     pub service_account: Option<String>,
 }
 
@@ -139,10 +142,12 @@ fn pod(inst: &Installation, agent: &str, cm: &str, once: bool, res: &Resources) 
             { "name": "data", "emptyDir": {} },
         ],
     });
+    let mut env = Vec::new();
+    if let Some(endpoint) = &inst.otlp_endpoint {
+        env.push(json!({ "name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint }));
+    }
     if let Some(keys) = &inst.keys_secret {
-        spec["containers"][0]["env"] = json!([
-            { "name": "DIRAC__SERVICES__AUTH__KEYSDIR", "value": KEYS_DIR },
-        ]);
+        env.push(json!({ "name": "DIRAC__SERVICES__AUTH__KEYSDIR", "value": KEYS_DIR }));
         if let Some(mounts) = spec["containers"][0]["volumeMounts"].as_array_mut() {
             mounts.push(json!({ "name": "keys", "mountPath": KEYS_DIR, "readOnly": true }));
         }
@@ -151,6 +156,9 @@ fn pod(inst: &Installation, agent: &str, cm: &str, once: bool, res: &Resources) 
                 json!({ "name": "keys", "secret": { "secretName": keys, "defaultMode": 0o440 } }),
             );
         }
+    }
+    if !env.is_empty() {
+        spec["containers"][0]["env"] = json!(env);
     }
     if let Some(sa) = &inst.service_account {
         spec["serviceAccountName"] = json!(sa);

@@ -340,7 +340,8 @@ pub async fn run_agent(
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     let config = Arc::new(load_config(data_dir, config)?);
-    dirac_core::telemetry::init(
+    let _telemetry = dirac_core::telemetry::init(
+        &format!("diracd-agent-{name}"),
         &config.services.log_format,
         std::env::var("RUST_LOG").ok().as_deref(),
     );
@@ -542,7 +543,8 @@ pub async fn run_all(
         .collect();
     }
     config.validate()?;
-    dirac_core::telemetry::init(
+    let _telemetry = dirac_core::telemetry::init(
+        "diracd",
         &config.services.log_format,
         std::env::var("RUST_LOG").ok().as_deref(),
     );

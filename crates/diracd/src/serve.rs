@@ -33,6 +33,16 @@ pub enum Subsystem {
     Auth,
 }
 
+impl Subsystem {
+    pub fn name(self) -> &'static str {
+        match self {
+            Subsystem::Wms => "wms",
+            Subsystem::Dms => "dms",
+            Subsystem::Auth => "auth",
+        }
+    }
+}
+
 /// Agents that run inside every WMS replica: the optimizer (woken by this
 /// replica's submissions) and the reload of the matcher index.
 const WMS_INLINE_AGENTS: [&str; 2] = ["optimizer", "task-queues"];
@@ -53,7 +63,8 @@ pub async fn run(
         config.services.auth.http_listen = l;
     }
     config.validate()?;
-    dirac_core::telemetry::init(
+    let _telemetry = dirac_core::telemetry::init(
+        &format!("diracd-{}", subsystem.name()),
         &config.services.log_format,
         std::env::var("RUST_LOG").ok().as_deref(),
     );
@@ -105,7 +116,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&config.services.listen)
         .await
         .with_context(|| format!("listen on {}", config.services.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, ?subsystem, "diracd serve is serving");
+    tracing::info!(addr = %listener.local_addr()?, subsystem = subsystem.name(), "diracd serve is serving");
     let served = serve(
         listener,
         services,

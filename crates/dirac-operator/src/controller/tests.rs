@@ -19,6 +19,7 @@ fn context() -> (Arc<Context>, Handle) {
             config_map: "dirac-config".into(),
             secret: None,
             keys_secret: None,
+            otlp_endpoint: None,
             service_account: None,
         },
         recorder: None,
@@ -369,6 +370,7 @@ async fn a_change_is_recorded_as_an_event_once() {
             config_map: "dirac-config".into(),
             secret: None,
             keys_secret: None,
+            otlp_endpoint: None,
             service_account: None,
         },
         recorder: Some(Recorder::new(

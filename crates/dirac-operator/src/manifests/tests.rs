@@ -11,6 +11,7 @@ fn inst() -> Installation {
         config_map: "dirac-config".into(),
         secret: Some("dirac-secrets".into()),
         keys_secret: Some("dirac-keys".into()),
+        otlp_endpoint: Some("http://otel-collector.monitoring:4317".into()),
         service_account: Some("dirac-agents".into()),
     }
 }
@@ -79,12 +80,18 @@ fn an_interval_agent_is_a_deployment_a_scheduled_one_a_cronjob() {
     );
     assert_eq!(pod["metadata"]["annotations"][CONFIG_HASH], m.hash.as_str());
     // The keys Secret is mounted read-only where Services.Auth.KeysDir says.
+    // The traces go where the operator's go.
     let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["env"][0]["name"], "OTEL_EXPORTER_OTLP_ENDPOINT");
     assert_eq!(
-        container["env"][0]["name"],
+        container["env"][0]["value"],
+        "http://otel-collector.monitoring:4317"
+    );
+    assert_eq!(
+        container["env"][1]["name"],
         "DIRAC__SERVICES__AUTH__KEYSDIR"
     );
-    assert_eq!(container["env"][0]["value"], KEYS_DIR);
+    assert_eq!(container["env"][1]["value"], KEYS_DIR);
     assert!(
         container["volumeMounts"]
             .as_array()
