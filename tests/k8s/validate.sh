@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Offline checks of the Kubernetes manifests: yamllint on k8s/, every
-# manifest of k8s/base and the CRDs against the schemas of Kubernetes
+# Offline checks of the Kubernetes manifests: yamllint on k8s/, k8s/base
+# fresh from the chart, its manifests and the CRDs against the schemas of Kubernetes
 # $K8S_VERSION (kubernetes-validate --strict), and the example custom
 # resources against the generated CRD schemas (jsonschema). Tools from
 # scripts/kube-tools.sh.
@@ -9,7 +9,9 @@ cd "$(dirname "$0")/../.."
 VENV="${DIRAC_TEST_TOOLS:-$HOME/.cache/dirac-test-tools}/venv"
 K8S_VERSION="${K8S_VERSION:-1.33}"
 "$VENV/bin/yamllint" -d '{extends: relaxed, rules: {line-length: disable}}' k8s/
-for f in k8s/base/serviceaccount.yaml k8s/base/rbac.yaml k8s/base/operator.yaml k8s/crds/*.yaml; do
+# k8s/base is the chart rendered by scripts/k8s-base.py: fresh?
+"$VENV/bin/python" scripts/k8s-base.py --check
+for f in k8s/base/dirac.yaml k8s/crds/*.yaml; do
   "$VENV/bin/kubernetes-validate" -k "$K8S_VERSION" --strict --quiet "$f"
 done
 kind_core="$(mktemp --suffix=.yaml)"
@@ -39,7 +41,7 @@ checked = 0
 # The kind recipe's resources: custom resources here, the rest (its RBAC)
 # to kubernetes-validate below.
 core = []
-for f in sorted(glob.glob("k8s/examples/*.yaml")) + ["tests/k8s/kind-resources.yaml"]:
+for f in sorted(glob.glob("k8s/examples/*.yaml")) + ["k8s/base/agents.yaml", "tests/k8s/kind-resources.yaml"]:
     for doc in yaml.safe_load_all(open(f)):
         if not doc:
             continue
