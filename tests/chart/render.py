@@ -25,6 +25,8 @@ VALUE_SETS = {
         "agents": [{"name": "stalled", "kind": "StalledJobs", "interval": 300, "replicas": 2,
                     "settings": {"StalledTimeS": "4500"}}],
         "services": {"wms": {"autoscaling": {"enabled": False}, "replicas": 3}},
+        "siteDirectors": [{"name": "dteam-wlcg", "spec": {"vo": "dteam", "interval": 120,
+                                                        "ceSelector": {"matchLabels": {"grid": "wlcg"}}}}],
     },
     "existing-secret-no-operator": {
         "secrets": {"existingSecret": "dirac-prod"},
@@ -64,6 +66,7 @@ BAD_VALUES = [
     ({"secrets": DB, "envoy": {"tls": {"certManager": {"enabled": True}}}}, "issuerRef.name"),
     ({"secrets": DB, "services": {"wms": {"replicas": 0}}}, "/services/wms/replicas"),
     ({"secrets": DB, "tracing": {"otlpEndpoint": "collector:4317"}}, "/tracing/otlpEndpoint"),
+    ({"secrets": DB, "siteDirectors": [{"name": "x"}]}, "/siteDirectors/0"),
 ]
 
 # Kinds of other operators' CRDs (Prometheus Operator, cert-manager):
@@ -84,6 +87,7 @@ EXPECTED = {
                  "PodDisruptionBudget": 4, "Secret": 2, "PersistentVolumeClaim": 1,
                  "NetworkPolicy": 5, "Agent": 3},
     "existing-secret-no-operator": {"Deployment": 4},
+    "external-db": {"SiteDirector": 1, "Agent": 1},
     "cert-manager-monitoring": {"Certificate": 1, "ServiceMonitor": 1, "PodMonitor": 1,
                                 "HorizontalPodAutoscaler": 3},
 }
