@@ -27,6 +27,7 @@ def main() -> None:
     chart_dir, out, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     values = {
         "secrets": {"jobDB": "mysql://dirac@db/jobdb"},
+        "config": {"Services": {"Auth": {"PublicURL": "https://dirac.example.org:8443"}}},
         "envoy": {"tls": {"enabled": True}, "corsAllowOrigins": spec.get("cors", [])},
     }
     rendered = helm.Chart.load(chart_dir).render(values, name="dirac", namespace="dirac")
@@ -57,6 +58,7 @@ def main() -> None:
     certs = chain["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"]
     certs[0]["certificate_chain"]["filename"] = spec["tls_cert"]
     certs[0]["private_key"]["filename"] = spec["tls_key"]
+    certs[0]["watched_directory"]["path"] = os.path.dirname(spec["tls_cert"])
     for cluster in resources["clusters"]:
         name = cluster["name"]
         addr = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]

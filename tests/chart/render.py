@@ -15,10 +15,14 @@ import jsonschema
 import yaml
 
 DB = {"jobDB": "mysql://dirac:pw@mariadb.db:3306/jobdb"}
+# What every installation must say: where envoy is reachable.
+CONFIG = {"Services": {"PublicURL": "https://dirac.example.org:8443",
+                       "Auth": {"PublicURL": "https://dirac.example.org:8443"}}}
 
 VALUE_SETS = {
-    "defaults": {"secrets": DB},
+    "defaults": {"secrets": DB, "config": CONFIG},
     "external-db": {
+        "config": CONFIG,
         "secrets": {"jobDB": "mysql://dirac:pw@mariadb.db:3306/jobdb",
                     "fileCatalogDB": "postgres://dirac@pg.db/fc"},
         "operator": {"replicas": 3},
@@ -29,6 +33,7 @@ VALUE_SETS = {
                                                         "ceSelector": {"matchLabels": {"grid": "wlcg"}}}}],
     },
     "existing-secret-no-operator": {
+        "config": CONFIG,
         "secrets": {"existingSecret": "dirac-prod"},
         "keys": {"existingSecret": "dirac-prod-keys"},
         "operator": {"enabled": False},
@@ -39,6 +44,7 @@ VALUE_SETS = {
     },
     "cert-manager-monitoring": {
         "secrets": DB,
+        "config": CONFIG,
         "sandboxes": {"volume": {"existingClaim": "shared-sandboxes"}},
         "envoy": {"tls": {"certManager": {"enabled": True,
                                           "issuerRef": {"name": "letsencrypt"},
@@ -61,9 +67,12 @@ BAD_VALUES = [
     ({"agents": [{"name": "x", "kind": "StalledJobs"}]}, "/agents/0"),
     ({"operator": {"replicas": 0}}, "/operator/replicas"),
     ({"imagee": {}}, "imagee"),
-    ({}, "secrets.jobDB"),
+    ({"config": CONFIG}, "secrets.jobDB"),
+    ({"secrets": DB}, "config.Services.Auth.PublicURL"),
     ({"secrets": DB, "envoy": {"service": {"type": "Ingress"}}}, "/envoy/service/type"),
-    ({"secrets": DB, "envoy": {"tls": {"certManager": {"enabled": True}}}}, "issuerRef.name"),
+    ({"secrets": DB, "config": CONFIG, "envoy": {"tls": {"certManager": {"enabled": True}}}}, "issuerRef.name"),
+    ({"secrets": DB, "config": CONFIG,
+      "envoy": {"tls": {"certManager": {"enabled": True, "issuerRef": {"name": "le"}}}}}, "dnsNames"),
     ({"secrets": DB, "services": {"wms": {"replicas": 0}}}, "/services/wms/replicas"),
     ({"secrets": DB, "tracing": {"otlpEndpoint": "collector:4317"}}, "/tracing/otlpEndpoint"),
     ({"secrets": DB, "siteDirectors": [{"name": "x"}]}, "/siteDirectors/0"),
@@ -85,7 +94,7 @@ EXPECTED = {
     # the services and envoy; the keys and database Secrets; the sandboxes.
     "defaults": {"Deployment": 5, "Service": 4, "HorizontalPodAutoscaler": 2,
                  "PodDisruptionBudget": 4, "Secret": 2, "PersistentVolumeClaim": 1,
-                 "NetworkPolicy": 5, "Agent": 3},
+                 "NetworkPolicy": 5, "Agent": 2},
     "existing-secret-no-operator": {"Deployment": 4},
     "external-db": {"SiteDirector": 1, "Agent": 1},
     "cert-manager-monitoring": {"Certificate": 1, "ServiceMonitor": 1, "PodMonitor": 1,

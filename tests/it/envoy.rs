@@ -160,6 +160,14 @@ fn the_charts_envoy_routes_every_subsystem() {
             ),
         ),
         ("DIRAC__SERVICES__SITEDIRECTOR__POLLINGTIME", "2".into()),
+        // The file SE on a directory every DMS replica would share.
+        (
+            "DIRAC__RESOURCES__STORAGEELEMENTS__LOCAL-SE__PROTOCOLS",
+            format!(
+                "[{{Protocol: file, Path: '{}'}}, {{Protocol: dips}}]",
+                d.join("shared-se").display()
+            ),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -192,11 +200,22 @@ fn the_charts_envoy_routes_every_subsystem() {
         &d.join("wms.log"),
         ports.wms,
     );
+    // The DMS, as the chart runs it, has no private key: it verifies with
+    // the AuthServer's JWKS, which is not up yet (fetched on first use).
+    let dms_env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k != "DIRAC__SERVICES__AUTH__KEYSDIR")
+        .cloned()
+        .chain([(
+            "DIRAC__SERVICES__AUTH__VERIFICATIONKEYS".to_string(),
+            format!("http://127.0.0.1:{}/.well-known/jwks.json", ports.auth_http),
+        )])
+        .collect();
     let dms_data = d.join("dms").display().to_string();
     let dms = start(
         diracd(
             d,
-            &env,
+            &dms_env,
             &[
                 "serve",
                 "dms",

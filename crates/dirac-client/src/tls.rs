@@ -6,12 +6,15 @@ use std::path::Path;
 /// The certificates of the PEM bundle at `ca`, as the only roots to trust.
 pub fn ca_roots(ca: &Path) -> Result<ureq::tls::RootCerts, String> {
     let pem = std::fs::read(ca).map_err(|e| format!("CA file {}: {e}", ca.display()))?;
-    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
+    let mut certs: Vec<ureq::tls::Certificate<'static>> = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            // A damaged bundle is refused whole, not trusted in part.
+            Err(e) => return Err(format!("CA file {}: {e}", ca.display())),
+        }
+    }
     if certs.is_empty() {
         return Err(format!("CA file {} holds no certificate", ca.display()));
     }

@@ -469,8 +469,21 @@ impl TokenVerifier {
 
     /// Keys from a JWKS file or an http(s) URL serving one, fetched again
     /// (at most every 10 s) when a token names a key id not yet known.
+    ///
+    /// The AuthServer may start after the services that trust it: when an
+    /// http(s) location cannot be read yet, the verifier starts with no key
+    /// (and says so) and fetches them when the first token arrives. A file
+    /// that cannot be read is an error.
     pub fn from_location(location: &str, issuer: &str, audience: &str) -> Result<Self, KeyError> {
-        let keys = read_keys(location)?;
+        let remote = location.starts_with("http://") || location.starts_with("https://");
+        let keys = match read_keys(location) {
+            Ok(keys) => keys,
+            Err(e) if remote => {
+                tracing::warn!(error = %e, "verification keys not fetched yet: fetched when a token arrives");
+                PublicKeys::new()
+            }
+            Err(e) => return Err(e),
+        };
         let mut verifier = Self::from_keys(issuer, audience, keys);
         verifier.source = Some(Arc::new(Source {
             location: location.to_string(),
@@ -1135,8 +1148,18 @@ mod tests {
             .push(new.jwks()["keys"][0].clone());
         *served.lock().expect("lock") = both.to_string();
         assert!(verifier.verify(&fresh).is_ok(), "rotation not fetched");
+        // An AuthServer not up yet: no key until it answers, every token
+        // refused meanwhile.
+        let early = TokenVerifier::from_location("http://127.0.0.1:1/jwks", "test", "dirac-test")
+            .expect("a remote location is fetched later");
+        assert!(early.verify(&fresh).is_err());
         assert!(
-            TokenVerifier::from_location("http://127.0.0.1:1/jwks", "test", "dirac-test").is_err()
+            TokenVerifier::from_location(
+                &dir.path().join("missing.json").display().to_string(),
+                "test",
+                "dirac-test"
+            )
+            .is_err()
         );
     }
 

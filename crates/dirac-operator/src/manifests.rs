@@ -30,7 +30,8 @@ pub struct Installation {
     /// Secret with database URLs and keys, passed as environment (optional).
     pub secret: Option<String>,
     /// Secret with the installation's keys (signing key, pilot pepper,
-    /// vault key), mounted read-only as `Services.Auth.KeysDir`.
+    /// vault key), mounted read-only as `Services.Auth.KeysDir` into the
+    /// site directors' pods (no other agent needs them).
     pub keys_secret: Option<String>,
     /// OTLP endpoint the workloads export traces to (the operator's own
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
@@ -105,6 +106,9 @@ fn hash(parts: &[&str]) -> String {
 
 /// Pod spec running `diracd agent <agent>` with the overrides of `cm`.
 fn pod(inst: &Installation, agent: &str, cm: &str, once: bool, res: &Resources) -> Value {
+    // Only site directors sign (pilot secrets through the AuthServer's
+    // store): the other agents never see the keys.
+    let needs_keys = agent == "site-director";
     let mut args = vec![
         json!("agent"),
         json!(agent),
@@ -146,7 +150,7 @@ fn pod(inst: &Installation, agent: &str, cm: &str, once: bool, res: &Resources) 
     if let Some(endpoint) = &inst.otlp_endpoint {
         env.push(json!({ "name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint }));
     }
-    if let Some(keys) = &inst.keys_secret {
+    if let Some(keys) = inst.keys_secret.as_ref().filter(|_| needs_keys) {
         env.push(json!({ "name": "DIRAC__SERVICES__AUTH__KEYSDIR", "value": KEYS_DIR }));
         if let Some(mounts) = spec["containers"][0]["volumeMounts"].as_array_mut() {
             mounts.push(json!({ "name": "keys", "mountPath": KEYS_DIR, "readOnly": true }));

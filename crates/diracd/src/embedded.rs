@@ -392,6 +392,52 @@ pub(crate) async fn open_auth(
     .map_err(|e| anyhow::anyhow!("AuthServer: {e}"))
 }
 
+/// The AuthServer at `auth_url`, its AuthAdmin service added to `services`
+/// (its HTTP endpoints are served by [`spawn_auth_http`]).
+pub(crate) async fn start_auth(
+    config: &Arc<DiracConfig>,
+    keys: &Keys,
+    db: &Db,
+    issuer: Arc<TokenIssuer>,
+    auth_url: &str,
+    services: &mut ServiceSet,
+) -> anyhow::Result<Arc<dirac_auth::AuthServer>> {
+    let auth = open_auth(config, keys, db, issuer, auth_url).await?;
+    services.add(dirac_proto::auth::auth_admin_server::AuthAdminServer::new(
+        dirac_auth::admin::AdminService(auth.clone()),
+    ));
+    if config.services.auth.dev_login {
+        tracing::warn!(url = %auth_url, "development login enabled: any registered user logs in by name");
+    }
+    Ok(auth)
+}
+
+/// Serve `services` until SIGTERM, then stop `tasks` through `stop`.
+pub(crate) async fn serve_then_stop(
+    listener: tokio::net::TcpListener,
+    services: ServiceSet,
+    verifier: TokenVerifier,
+    config: &DiracConfig,
+    stop_signal: impl std::future::Future<Output = ()> + Send,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    let served = serve(
+        listener,
+        services,
+        AuthLayer::new(policy_table(), verifier),
+        config.services.tls.as_ref(),
+        stop_signal,
+    )
+    .await;
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    served?;
+    Ok(())
+}
+
 /// `diracd agent site-director`: the SiteDirector on its own. Pilots call
 /// the services at `Services.PublicURL` and the AuthServer at
 /// `Services.Auth.PublicURL`; secrets go into the shared AuthDB with the
@@ -484,16 +530,17 @@ pub(crate) async fn enable_input_data(
     Ok(dms)
 }
 
-/// What verifies the callers' tokens: `VerificationKeys` when set, else the
+/// What verifies the callers' tokens: `VerificationKeys` when set (a file
+/// or the AuthServer's JWKS URL: no private key needed), else the
 /// installation's own signing ring.
-pub(crate) fn verifier(config: &DiracConfig, ring: &TokenIssuer) -> anyhow::Result<TokenVerifier> {
+pub(crate) fn verifier(config: &DiracConfig, keys: &Keys) -> anyhow::Result<TokenVerifier> {
     Ok(match &config.services.auth.verification_keys {
         Some(path) => TokenVerifier::from_file(
             path,
             &config.services.auth.issuer,
             &config.services.auth.audience,
         )?,
-        None => ring.verifier(),
+        None => keys.issuer(config)?.verifier(),
     })
 }
 
@@ -556,9 +603,8 @@ pub async fn run_all(
     let wms = open_wms(&config, data_dir).await?;
     let keys = Keys::new(data_dir, &config);
     let issuer = keys.issuer(&config)?;
-    let verifier = verifier(&config, &issuer)?;
+    let verifier = verifier(&config, &keys)?;
     std::fs::write(data_dir.join("jwks.json"), issuer.jwks().to_string())?;
-    let policies = policy_table();
     let mut services = ServiceSet::new();
     wms.register_services(&mut services);
     let dms = enable_input_data(&wms, &config, data_dir).await?;
@@ -591,13 +637,15 @@ pub async fn run_all(
         .unwrap_or_else(|| format!("http://{auth_addr}"));
     let issuer = Arc::new(issuer);
     wms.enable_job_tokens(issuer.clone());
-    let auth = open_auth(&config, &keys, wms.db.db(), issuer.clone(), &auth_url).await?;
-    services.add(dirac_proto::auth::auth_admin_server::AuthAdminServer::new(
-        dirac_auth::admin::AdminService(auth.clone()),
-    ));
-    if config.services.auth.dev_login {
-        tracing::warn!(url = %auth_url, "development login enabled: any registered user logs in by name");
-    }
+    let auth = start_auth(
+        &config,
+        &keys,
+        wms.db.db(),
+        issuer.clone(),
+        &auth_url,
+        &mut services,
+    )
+    .await?;
     let who = default_identity(&config)?;
     let token = issuer.issue(&who, config.services.auth.token_lifetime)?;
     write_private(
@@ -623,20 +671,16 @@ pub async fn run_all(
         Err(e) => tracing::warn!(error = %e, "SiteDirector disabled"),
     }
     tasks.push(spawn_auth_http(auth, auth_listener, stop_rx.clone()));
-    let served = serve(
+    serve_then_stop(
         listener,
         services,
-        AuthLayer::new(policies, verifier),
-        config.services.tls.as_ref(),
+        verifier,
+        &config,
         stop_signal,
+        stop_tx,
+        tasks,
     )
-    .await;
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    served?;
-    Ok(())
+    .await
 }
 
 #[cfg(test)]

@@ -72,9 +72,10 @@ impl Keys {
     pub fn rotate(&self, config: &DiracConfig) -> anyhow::Result<TokenIssuer> {
         if !self.create {
             bail!(
-                "the keys come from Services.Auth.KeysDir ({}): rotate them in the Secret \
-                 (keep the old key as retired-<date>.pem, put a new signing-key.pem) \
-                 and restart the services",
+                "the keys come from Services.Auth.KeysDir ({}): rotate them in the Secret, \
+                 in two rollouts (add the new key as another *.pem and restart everything; \
+                 then make it signing-key.pem, keep the old one as retired-<date>.pem, \
+                 and restart again)",
                 self.dir.display()
             );
         }

@@ -7,8 +7,9 @@
 //!
 //! - `wms`: JobManager, JobMonitoring, JobStateUpdate, Matcher,
 //!   PilotManager, SandboxStore, SiteMask, with the optimizer (claims under
-//!   a lease) and a periodic reload of the task queues (jobs other replicas
-//!   queued); the other agents run as `diracd agent`.
+//!   a lease), a periodic reload of the task queues (jobs other replicas
+//!   queued) and job cleaning (beside the sandboxes it removes); the other
+//!   agents run as `diracd agent`.
 //! - `dms`: FileCatalog and StorageElement.
 //! - `auth`: AuthAdmin over gRPC, and the OAuth2/OIDC endpoints over HTTP
 //!   (`Services.Auth.HttpListen`).
@@ -17,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use dirac_core::auth::AuthLayer;
-use dirac_core::server::{ServiceSet, serve, shutdown_signal};
+use dirac_core::config::DiracConfig;
+use dirac_core::server::{ServiceSet, shutdown_signal};
 
 use crate::embedded::{
-    enable_input_data, job_db, load_config, open_auth, open_dms, open_wms, policy_table,
-    spawn_auth_http, verifier,
+    enable_input_data, job_db, load_config, open_dms, open_wms, serve_then_stop, spawn_auth_http,
+    start_auth, verifier,
 };
 use crate::keys::Keys;
 
@@ -44,8 +45,10 @@ impl Subsystem {
 }
 
 /// Agents that run inside every WMS replica: the optimizer (woken by this
-/// replica's submissions) and the reload of the matcher index.
-const WMS_INLINE_AGENTS: [&str; 2] = ["optimizer", "task-queues"];
+/// replica's submissions), the reload of the matcher index, and job
+/// cleaning (it removes sandboxes, which live where the WMS keeps them:
+/// its volume or storage element). All claim their work.
+const WMS_INLINE_AGENTS: [&str; 3] = ["optimizer", "task-queues", "job-cleaning"];
 
 pub async fn run(
     subsystem: Subsystem,
@@ -71,8 +74,10 @@ pub async fn run(
     let stop_signal = shutdown_signal();
     let config = Arc::new(config);
     let keys = Keys::new(data_dir, &config);
-    let ring = Arc::new(keys.issuer(&config)?);
-    let verifier = verifier(&config, &ring)?;
+    // The DMS only verifies: with VerificationKeys (the AuthServer's JWKS)
+    // it never reads the private signing key.
+    let verifier = verifier(&config, &keys)?;
+    let ring = || keys.issuer(&config).map(Arc::new);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -80,7 +85,7 @@ pub async fn run(
     match subsystem {
         Subsystem::Wms => {
             let wms = open_wms(&config, data_dir).await?;
-            wms.enable_job_tokens(ring.clone());
+            wms.enable_job_tokens(ring()?);
             enable_input_data(&wms, &config, data_dir).await?;
             wms.register_services(&mut services);
             for agent in WMS_INLINE_AGENTS {
@@ -88,26 +93,24 @@ pub async fn run(
             }
         }
         Subsystem::Dms => {
+            refuse_pod_local_storage(&config)?;
             let db = job_db(&config, data_dir).await?;
             open_dms(&config, data_dir, &db)
                 .await?
                 .register_services(&mut services);
         }
         Subsystem::Auth => {
+            // Discovery, device verification and federation callbacks name
+            // this URL: no guess from a listen address.
+            let public = config.services.auth.public_url.clone().context(
+                "Services.Auth.PublicURL must say where users and pilots reach the AuthServer \
+                 (envoy's public URL)",
+            )?;
             let http = tokio::net::TcpListener::bind(&config.services.auth.http_listen)
                 .await
                 .with_context(|| format!("listen on {}", config.services.auth.http_listen))?;
-            let public = config
-                .services
-                .auth
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", config.services.auth.http_listen));
             let db = job_db(&config, data_dir).await?;
-            let auth = open_auth(&config, &keys, &db, ring.clone(), &public).await?;
-            services.add(dirac_proto::auth::auth_admin_server::AuthAdminServer::new(
-                dirac_auth::admin::AdminService(auth.clone()),
-            ));
+            let auth = start_auth(&config, &keys, &db, ring()?, &public, &mut services).await?;
             tracing::info!(addr = %http.local_addr()?, %public, "AuthServer HTTP endpoints");
             tasks.push(spawn_auth_http(auth, http, stop_rx.clone()));
         }
@@ -117,18 +120,57 @@ pub async fn run(
         .await
         .with_context(|| format!("listen on {}", config.services.listen))?;
     tracing::info!(addr = %listener.local_addr()?, subsystem = subsystem.name(), "diracd serve is serving");
-    let served = serve(
+    serve_then_stop(
         listener,
         services,
-        AuthLayer::new(policy_table(), verifier),
-        config.services.tls.as_ref(),
+        verifier,
+        &config,
         stop_signal,
+        stop_tx,
+        tasks,
     )
-    .await;
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
+    .await
+}
+
+/// A `file` storage element whose path is relative (or empty) would live
+/// in this replica's scratch directory: lost on restart, and invisible to
+/// the other replicas.
+fn refuse_pod_local_storage(config: &DiracConfig) -> anyhow::Result<()> {
+    for (name, se) in &config.resources.storage_elements {
+        for p in &se.protocols {
+            if p.protocol == "file" && !std::path::Path::new(&p.path).is_absolute() {
+                anyhow::bail!(
+                    "Resources.StorageElements.{name}: a file protocol with the relative path {:?} \
+                     would keep files in one replica's data directory; give it an absolute Path \
+                     on a volume every DMS replica mounts",
+                    p.path
+                );
+            }
+        }
     }
-    served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_storage_must_be_shared() {
+        let yaml = |path: &str| {
+            format!(
+                "Resources:\n  StorageElements:\n    SE-1:\n      Protocols:\n        - {{Protocol: file, Path: '{path}'}}\n"
+            )
+        };
+        let env = std::collections::BTreeMap::new();
+        for (path, ok) in [("/shared/se", true), ("se-1", false), ("", false)] {
+            let config = DiracConfig::from_yaml(&yaml(path), "t.yaml", &env).expect("config");
+            let refused = refuse_pod_local_storage(&config);
+            assert_eq!(refused.is_ok(), ok, "{path:?}: {refused:?}");
+            if !ok {
+                let e = refused.expect_err("refused");
+                assert!(e.to_string().contains("SE-1"), "{e}");
+            }
+        }
+    }
 }

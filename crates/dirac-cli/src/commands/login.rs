@@ -88,8 +88,11 @@ pub async fn logout(
             "not logged in"
         }));
     };
-    let auth = AuthHttp::new(&creds.auth_url, ca_cert)?;
-    let revoked = tokio::task::spawn_blocking(move || auth.revoke(&creds.refresh_token)).await?;
+    // A broken CA file must not keep the credentials: a failed revocation.
+    let revoked = match AuthHttp::new(&creds.auth_url, ca_cert) {
+        Ok(auth) => tokio::task::spawn_blocking(move || auth.revoke(&creds.refresh_token)).await?,
+        Err(e) => Err(e),
+    };
     std::fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
     let mut report = Report::out(if as_json {
         "{\"logged_out\":true}"

@@ -79,33 +79,14 @@ fn an_interval_agent_is_a_deployment_a_scheduled_one_a_cronjob() {
         true
     );
     assert_eq!(pod["metadata"]["annotations"][CONFIG_HASH], m.hash.as_str());
-    // The keys Secret is mounted read-only where Services.Auth.KeysDir says.
-    // The traces go where the operator's go.
+    // The traces go where the operator's go; the keys stay out.
     let container = &pod["spec"]["containers"][0];
     assert_eq!(container["env"][0]["name"], "OTEL_EXPORTER_OTLP_ENDPOINT");
     assert_eq!(
         container["env"][0]["value"],
         "http://otel-collector.monitoring:4317"
     );
-    assert_eq!(
-        container["env"][1]["name"],
-        "DIRAC__SERVICES__AUTH__KEYSDIR"
-    );
-    assert_eq!(container["env"][1]["value"], KEYS_DIR);
-    assert!(
-        container["volumeMounts"]
-            .as_array()
-            .expect("mounts")
-            .iter()
-            .any(|m| m["mountPath"] == KEYS_DIR && m["readOnly"] == true)
-    );
-    assert!(
-        pod["spec"]["volumes"]
-            .as_array()
-            .expect("volumes")
-            .iter()
-            .any(|v| v["secret"]["secretName"] == "dirac-keys")
-    );
+    assert!(!pod.to_string().contains("dirac-keys"), "{pod}");
     let data = m.config_map.data.as_ref().expect("data");
     assert_eq!(data["DIRAC__SERVICES__AGENTS__POLLINGTIMES"], "120");
     let owner = &d.metadata.owner_references.as_ref().expect("owned")[0];
@@ -230,6 +211,29 @@ fn a_site_director_gets_the_computing_elements_it_selects() {
         d.spec.as_ref().and_then(|s| s.replicas),
         Some(1),
         "one director per resource"
+    );
+    // It signs pilot secrets: the keys Secret is mounted read-only where
+    // Services.Auth.KeysDir says.
+    let pod = pod_of(&m.workload);
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["env"][1]["name"],
+        "DIRAC__SERVICES__AUTH__KEYSDIR"
+    );
+    assert_eq!(container["env"][1]["value"], KEYS_DIR);
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| m["mountPath"] == KEYS_DIR && m["readOnly"] == true)
+    );
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "dirac-keys")
     );
     // A new CE rolls the director's pods.
     let ces2 = [
