@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 
-use super::{Reaped, bin, curl, dirac_json, dirac_with, free_port, python, repo, test_ca};
+use super::{Reaped, bin, curl, dirac_json, dirac_with, free_port, repo, test_ca};
 
 const ORIGIN: &str = "https://notebook.example.org";
 
@@ -61,6 +61,32 @@ fn start(mut cmd: Command, log: &Path, port: u16) -> Reaped {
     child
 }
 
+/// `diracd serve SUBSYSTEM` on `port` (and the AuthServer's HTTP on
+/// `http`), its data and log under `dir`, running once its ports answer.
+fn serve(
+    dir: &Path,
+    env: &[(String, String)],
+    subsystem: &str,
+    port: u16,
+    http: Option<u16>,
+) -> Reaped {
+    let data = dir.join(subsystem).display().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = diracd(
+        dir,
+        env,
+        &["serve", subsystem, "--data-dir", &data, "--listen", &listen],
+    );
+    if let Some(h) = http {
+        cmd.arg("--auth-listen").arg(format!("127.0.0.1:{h}"));
+    }
+    start(
+        cmd,
+        &dir.join(format!("{subsystem}.log")),
+        http.unwrap_or(port),
+    )
+}
+
 fn diracd(dir: &Path, env: &[(String, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(bin("diracd"));
     cmd.args(args)
@@ -94,12 +120,7 @@ fn grpc_web_frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
 
 #[test]
 fn the_charts_envoy_routes_every_subsystem() {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but the test tools are missing: run scripts/test-tools.sh"
-        );
-        eprintln!("skipping: no test tools (scripts/test-tools.sh)");
+    let Some(python) = super::tools_python() else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -182,24 +203,7 @@ fn the_charts_envoy_routes_every_subsystem() {
         collector.endpoint.clone(),
     ));
     wms_env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
-    let listen = |p: u16| format!("127.0.0.1:{p}");
-    let wms_data = d.join("wms").display().to_string();
-    let _wms = start(
-        diracd(
-            d,
-            &wms_env,
-            &[
-                "serve",
-                "wms",
-                "--data-dir",
-                &wms_data,
-                "--listen",
-                &listen(ports.wms),
-            ],
-        ),
-        &d.join("wms.log"),
-        ports.wms,
-    );
+    let _wms = serve(d, &wms_env, "wms", ports.wms, None);
     // The DMS, as the chart runs it, has no private key: it verifies with
     // the AuthServer's JWKS, which is not up yet (fetched on first use).
     let dms_env: Vec<(String, String)> = env
@@ -211,42 +215,8 @@ fn the_charts_envoy_routes_every_subsystem() {
             format!("http://127.0.0.1:{}/.well-known/jwks.json", ports.auth_http),
         )])
         .collect();
-    let dms_data = d.join("dms").display().to_string();
-    let dms = start(
-        diracd(
-            d,
-            &dms_env,
-            &[
-                "serve",
-                "dms",
-                "--data-dir",
-                &dms_data,
-                "--listen",
-                &listen(ports.dms),
-            ],
-        ),
-        &d.join("dms.log"),
-        ports.dms,
-    );
-    let auth_data = d.join("auth").display().to_string();
-    let _auth = start(
-        diracd(
-            d,
-            &env,
-            &[
-                "serve",
-                "auth",
-                "--data-dir",
-                &auth_data,
-                "--listen",
-                &listen(ports.auth),
-                "--auth-listen",
-                &listen(ports.auth_http),
-            ],
-        ),
-        &d.join("auth.log"),
-        ports.auth_http,
-    );
+    let dms = serve(d, &dms_env, "dms", ports.dms, None);
+    let _auth = serve(d, &env, "auth", ports.auth, Some(ports.auth_http));
     let mut envoy_cmd = Command::new(&envoy_bin);
     envoy_cmd.args([
         "-c",

@@ -315,6 +315,20 @@ fn test_tools() -> Option<PathBuf> {
     Some(Path::new(&home).join(".cache/dirac-test-tools"))
 }
 
+/// The test tools' Python, or `None` after saying why the test skips —
+/// outside CI only: in CI missing tools fail the test.
+fn tools_python() -> Option<PathBuf> {
+    let found = python();
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true but the test-tools venv is missing: run `make test-tools`"
+        );
+        eprintln!("skipping: no test-tools venv (run `make test-tools`)");
+    }
+    found
+}
+
 fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("DIRAC_TEST_PYTHON") {
         return Some(PathBuf::from(p));
@@ -325,12 +339,7 @@ fn python() -> Option<PathBuf> {
 
 #[test]
 fn any_grpc_client_works_through_reflection() {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI=true but the Python test tools are missing: run `make test-tools`"
-        );
-        eprintln!("skipping: no Python with grpcio (run `make test-tools`)");
+    let Some(python) = tools_python() else {
         return;
     };
     let d = Diracd::start();

@@ -553,22 +553,11 @@ pub fn policy_table() -> PolicyTable {
     policies
 }
 
-pub async fn run_all(
-    data_dir: &Path,
-    listen: Option<String>,
-    auth_listen: Option<String>,
-    config: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+pub async fn run_all(server: &crate::ServerArgs) -> anyhow::Result<()> {
+    let data_dir = server.data_dir.as_path();
     let client_file = data_dir.join("client.yaml");
     let _ = std::fs::remove_file(&client_file);
-    let mut config = load_config(data_dir, config)?;
-    if let Some(l) = listen {
-        config.services.listen = l;
-    }
-    if let Some(l) = auth_listen {
-        config.services.auth.http_listen = l;
-    }
+    let mut config = server.load()?;
     if config.services.site_director.pilot_options.is_empty() {
         // Local pilots of the embedded installation: quick to match, quick
         // to leave when the queues are empty.

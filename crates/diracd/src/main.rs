@@ -21,39 +21,52 @@ struct Cli {
     command: Command,
 }
 
+/// Where a server keeps its files and listens.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Directory for databases, keys, scratch space and client.yaml.
+    #[arg(long, default_value = ".dirac")]
+    pub data_dir: PathBuf,
+    /// Address of the gRPC services (overrides Services.Listen).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address of the AuthServer's HTTP endpoints (overrides
+    /// Services.Auth.HttpListen).
+    #[arg(long)]
+    pub auth_listen: Option<String>,
+    /// Configuration file (default: DATA_DIR/dirac.yaml, created when missing).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The configuration with the command line's addresses (not yet
+    /// validated: callers may add their own defaults first).
+    pub fn load(&self) -> anyhow::Result<dirac_core::config::DiracConfig> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("create {}", self.data_dir.display()))?;
+        let mut config = embedded::load_config(&self.data_dir, self.config.clone())?;
+        if let Some(l) = &self.listen {
+            config.services.listen.clone_from(l);
+        }
+        if let Some(l) = &self.auth_listen {
+            config.services.auth.http_listen.clone_from(l);
+        }
+        Ok(config)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run every service and agent in one process (SQLite by default).
-    All {
-        /// Directory for databases, keys and client.yaml.
-        #[arg(long, default_value = ".dirac")]
-        data_dir: PathBuf,
-        /// Address to listen on (overrides Services.Listen).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Address of the AuthServer's HTTP endpoints (overrides
-        /// Services.Auth.HttpListen).
-        #[arg(long)]
-        auth_listen: Option<String>,
-        /// Configuration file (default: DATA_DIR/dirac.yaml, created when missing).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    All(ServerArgs),
     /// Serve one subsystem's services (a Kubernetes Deployment behind
     /// envoy): wms, dms or auth.
     Serve {
         subsystem: serve::Subsystem,
-        #[arg(long, default_value = ".dirac")]
-        data_dir: PathBuf,
-        /// Address of the gRPC services (overrides Services.Listen).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Address of the AuthServer's HTTP endpoints (auth only; overrides
-        /// Services.Auth.HttpListen).
-        #[arg(long)]
-        auth_listen: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Print a signed access token for a registered user.
     Token {
@@ -109,25 +122,8 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::All {
-            data_dir,
-            listen,
-            auth_listen,
-            config,
-        } => runtime.block_on(embedded::run_all(&data_dir, listen, auth_listen, config)),
-        Command::Serve {
-            subsystem,
-            data_dir,
-            listen,
-            auth_listen,
-            config,
-        } => runtime.block_on(serve::run(
-            subsystem,
-            &data_dir,
-            listen,
-            auth_listen,
-            config,
-        )),
+        Command::All(server) => runtime.block_on(embedded::run_all(&server)),
+        Command::Serve { subsystem, server } => runtime.block_on(serve::run(subsystem, &server)),
         Command::Token {
             data_dir,
             config,

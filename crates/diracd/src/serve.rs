@@ -14,7 +14,6 @@
 //! - `auth`: AuthAdmin over gRPC, and the OAuth2/OIDC endpoints over HTTP
 //!   (`Services.Auth.HttpListen`).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -22,8 +21,8 @@ use dirac_core::config::DiracConfig;
 use dirac_core::server::{ServiceSet, shutdown_signal};
 
 use crate::embedded::{
-    enable_input_data, job_db, load_config, open_dms, open_wms, serve_then_stop, spawn_auth_http,
-    start_auth, verifier,
+    enable_input_data, job_db, open_dms, open_wms, serve_then_stop, spawn_auth_http, start_auth,
+    verifier,
 };
 use crate::keys::Keys;
 
@@ -50,21 +49,9 @@ impl Subsystem {
 /// its volume or storage element). All claim their work.
 const WMS_INLINE_AGENTS: [&str; 3] = ["optimizer", "task-queues", "job-cleaning"];
 
-pub async fn run(
-    subsystem: Subsystem,
-    data_dir: &Path,
-    listen: Option<String>,
-    auth_listen: Option<String>,
-    config: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-    let mut config = load_config(data_dir, config)?;
-    if let Some(l) = listen {
-        config.services.listen = l;
-    }
-    if let Some(l) = auth_listen {
-        config.services.auth.http_listen = l;
-    }
+pub async fn run(subsystem: Subsystem, server: &crate::ServerArgs) -> anyhow::Result<()> {
+    let data_dir = server.data_dir.as_path();
+    let config = server.load()?;
     config.validate()?;
     let _telemetry = dirac_core::telemetry::init(
         &format!("diracd-{}", subsystem.name()),
