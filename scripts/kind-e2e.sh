@@ -32,7 +32,7 @@ cleanup() {
   if [ "$status" -ne 0 ]; then
     echo "kind-e2e: FAILED; the installation as it stands:" >&2
     kubectl -n "$NS" get pods,jobs,deployments,cronjobs,agents,sitedirectors,computingelements -o wide >&2 || true
-    for d in wms dms auth envoy operator; do
+    for d in wms dms rms auth envoy operator; do
       kubectl -n "$NS" logs "deploy/dirac-dirac-$d" --tail=50 >&2 2>/dev/null || true
     done
     kubectl -n "$NS" logs -l app.kubernetes.io/managed-by=dirac-operator --tail=50 --prefix >&2 2>/dev/null || true

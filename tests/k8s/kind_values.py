@@ -29,7 +29,7 @@ def values(envoy_url: str, tag: str) -> dict:
             },
         },
         "services": {s: {"replicas": 1, "autoscaling": {"enabled": False}}
-                     for s in ("wms", "dms", "auth")},
+                     for s in ("wms", "dms", "rms", "auth")},
         "sandboxes": {"volume": {"accessModes": ["ReadWriteOnce"], "size": "1Gi"}},
         "envoy": {"replicas": 1, "tls": {"enabled": False}, "service": {"type": "ClusterIP"}},
         # tests/k8s/kind-resources.yaml makes it: it may run pilots as Jobs.

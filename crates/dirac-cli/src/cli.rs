@@ -43,6 +43,10 @@ pub enum Command {
     /// The site mask: banned sites get test jobs only.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Requests of data operations the RequestExecutingAgent carries out,
+    /// retrying what fails (register, replicate, remove files).
+    #[command(subcommand)]
+    Request(RequestCommand),
     /// Log in through the AuthServer (device flow: open the printed URL
     /// anywhere, e.g. from a Jupyter terminal).
     Login {
@@ -359,6 +363,59 @@ pub enum SiteCommand {
         sites: Vec<String>,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Put a request of one operation on files, e.g.
+    /// `dirac request put ReplicateAndRegister --target SE-B /vo/user/f1 /vo/user/f2`.
+    Put {
+        /// Operation: RegisterFile, RegisterReplica, RemoveFile,
+        /// RemoveReplica or ReplicateAndRegister.
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// LFNs the operation acts on.
+        #[arg(required = true, value_name = "LFN")]
+        lfns: Vec<String>,
+        /// Target storage elements (repeatable or comma-separated).
+        #[arg(long = "target", value_delimiter = ',')]
+        target_se: Vec<String>,
+        /// Source storage elements (ReplicateAndRegister).
+        #[arg(long = "source", value_delimiter = ',')]
+        source_se: Vec<String>,
+        /// Request name (default: TYPE and the first LFN).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Your requests (or everyone's with --all), newest first.
+    List {
+        /// Only these statuses (Waiting, Assigned, Scheduled, Done, Failed, Canceled).
+        #[arg(long = "status", value_delimiter = ',')]
+        statuses: Vec<String>,
+        /// Only the requests of these jobs.
+        #[arg(long = "job", value_delimiter = ',')]
+        jobs: Vec<u64>,
+        /// Everyone's (request administrators).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Requests with their operations and files.
+    Show {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
+    },
+    /// Cancel requests that are not finished.
+    Cancel {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
+    },
+    /// Delete finished requests.
+    Delete {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<u64>,
     },
 }
 

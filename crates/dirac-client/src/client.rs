@@ -91,6 +91,8 @@ pub type PilotManager = PilotManagerClient<AuthChannel>;
 pub type SiteMask = dirac_proto::wms::site_mask_client::SiteMaskClient<AuthChannel>;
 /// The file catalog.
 pub type FileCatalog = dirac_proto::dms::file_catalog_client::FileCatalogClient<AuthChannel>;
+/// ReqManager stub with the auth interceptor.
+pub type ReqManager = dirac_proto::rms::req_manager_client::ReqManagerClient<AuthChannel>;
 /// The installation's storage elements (`dips`).
 pub type StorageElement =
     dirac_proto::dms::storage_element_client::StorageElementClient<AuthChannel>;
@@ -216,6 +218,13 @@ impl Client {
     /// The FileCatalog stub.
     pub fn file_catalog(&self) -> FileCatalog {
         FileCatalog::new(self.intercepted())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// The ReqManager stub.
+    pub fn req_manager(&self) -> ReqManager {
+        ReqManager::new(self.intercepted())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }

@@ -21,7 +21,7 @@ pub mod tls;
 
 pub use client::{
     AuthChannel, AuthInterceptor, Client, FileCatalog, JobManager, JobMonitoring, JobStateUpdate,
-    MAX_MESSAGE_SIZE, Matcher, PilotManager, SandboxStore, StorageElement,
+    MAX_MESSAGE_SIZE, Matcher, PilotManager, ReqManager, SandboxStore, StorageElement,
 };
 pub use config::{ClientConfig, Env, MapEnv, ProcessEnv, default_config_path};
 pub use error::ClientError;

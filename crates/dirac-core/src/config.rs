@@ -679,6 +679,9 @@ pub struct Databases {
     /// The file catalog's database; JobDB's when unset.
     #[serde(rename = "FileCatalogDB")]
     pub file_catalog_db: Option<String>,
+    /// The request database (ReqDB); JobDB's when unset.
+    #[serde(rename = "ReqDB")]
+    pub req_db: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

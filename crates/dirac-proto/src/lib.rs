@@ -31,9 +31,15 @@ pub mod dirac {
             tonic::include_proto!("dirac.dms.v1");
         }
     }
+    pub mod rms {
+        pub mod v1 {
+            tonic::include_proto!("dirac.rms.v1");
+        }
+    }
 }
 
 pub use dirac::auth::v1 as auth;
 pub use dirac::common::v1 as common;
 pub use dirac::dms::v1 as dms;
+pub use dirac::rms::v1 as rms;
 pub use dirac::wms::v1 as wms;

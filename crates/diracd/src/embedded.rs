@@ -225,6 +225,20 @@ pub(crate) async fn open_dms(
         .map_err(|e| anyhow::anyhow!("FileCatalogDB and storage elements: {e}"))
 }
 
+/// The request management services on ReqDB (JobDB's database unless
+/// `ReqDB` is set).
+pub(crate) async fn open_rms(config: &DiracConfig, job_db: &Db) -> anyhow::Result<dirac_rms::Rms> {
+    let db = match &config.services.databases.req_db {
+        Some(url) => Db::connect(url, DB_CONNECTIONS)
+            .await
+            .with_context(|| format!("connect to {}", dirac_core::db::redact(url)))?,
+        None => job_db.clone(),
+    };
+    dirac_rms::Rms::open(db)
+        .await
+        .map_err(|e| anyhow::anyhow!("ReqDB: {e}"))
+}
+
 /// Sandboxes on a storage element: `SB:<SE>|/<path>` is the file `/<path>`
 /// of that SE.
 struct SeSandboxes {
@@ -550,6 +564,7 @@ pub fn policy_table() -> PolicyTable {
     dirac_wms::policy::register(&mut policies);
     dirac_auth::admin::register(&mut policies);
     dirac_dms::policy::register(&mut policies);
+    dirac_rms::policy::register(&mut policies);
     policies
 }
 
@@ -598,6 +613,9 @@ pub async fn run_all(server: &crate::ServerArgs) -> anyhow::Result<()> {
     wms.register_services(&mut services);
     let dms = enable_input_data(&wms, &config, data_dir).await?;
     dms.register_services(&mut services);
+    open_rms(&config, wms.db.db())
+        .await?
+        .register_services(&mut services);
 
     let listener = tokio::net::TcpListener::bind(&config.services.listen)
         .await

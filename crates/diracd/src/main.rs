@@ -1,6 +1,6 @@
 //! `diracd`: the composition root. `diracd all` runs every service and agent
 //! in one process on one port (the embedded installation); `diracd serve
-//! wms|dms|auth` one subsystem's services (a Kubernetes Deployment behind
+//! wms|dms|rms|auth` one subsystem's services (a Kubernetes Deployment behind
 //! envoy); `diracd agent NAME` one agent; `diracd token`
 //! signs a token for a registered user; `diracd check-config` validates a
 //! configuration file.
@@ -62,7 +62,7 @@ enum Command {
     /// Run every service and agent in one process (SQLite by default).
     All(ServerArgs),
     /// Serve one subsystem's services (a Kubernetes Deployment behind
-    /// envoy): wms, dms or auth.
+    /// envoy): wms, dms, rms or auth.
     Serve {
         subsystem: serve::Subsystem,
         #[command(flatten)]

@@ -11,6 +11,7 @@
 //!   queued) and job cleaning (beside the sandboxes it removes); the other
 //!   agents run as `diracd agent`.
 //! - `dms`: FileCatalog and StorageElement.
+//! - `rms`: ReqManager (requests for the RequestExecutingAgent).
 //! - `auth`: AuthAdmin over gRPC, and the OAuth2/OIDC endpoints over HTTP
 //!   (`Services.Auth.HttpListen`).
 
@@ -21,8 +22,8 @@ use dirac_core::config::DiracConfig;
 use dirac_core::server::{ServiceSet, shutdown_signal};
 
 use crate::embedded::{
-    enable_input_data, job_db, open_dms, open_wms, serve_then_stop, spawn_auth_http, start_auth,
-    verifier,
+    enable_input_data, job_db, open_dms, open_rms, open_wms, serve_then_stop, spawn_auth_http,
+    start_auth, verifier,
 };
 use crate::keys::Keys;
 
@@ -30,6 +31,7 @@ use crate::keys::Keys;
 pub enum Subsystem {
     Wms,
     Dms,
+    Rms,
     Auth,
 }
 
@@ -38,6 +40,7 @@ impl Subsystem {
         match self {
             Subsystem::Wms => "wms",
             Subsystem::Dms => "dms",
+            Subsystem::Rms => "rms",
             Subsystem::Auth => "auth",
         }
     }
@@ -83,6 +86,12 @@ pub async fn run(subsystem: Subsystem, server: &crate::ServerArgs) -> anyhow::Re
             refuse_pod_local_storage(&config)?;
             let db = job_db(&config, data_dir).await?;
             open_dms(&config, data_dir, &db)
+                .await?
+                .register_services(&mut services);
+        }
+        Subsystem::Rms => {
+            let db = job_db(&config, data_dir).await?;
+            open_rms(&config, &db)
                 .await?
                 .register_services(&mut services);
         }

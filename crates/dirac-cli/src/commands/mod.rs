@@ -4,6 +4,7 @@ mod data;
 mod job;
 mod login;
 mod pilot;
+mod request;
 
 use std::io::IsTerminal;
 
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli, env: &dyn Env) -> anyhow::Result<Report> {
         Command::Pilot(command) => pilot::run(&connect()?, command, json).await,
         Command::Ce(command) => pilot::run_ce(&connect()?, command, json).await,
         Command::Site(command) => pilot::run_site(&connect()?, command, json).await,
+        Command::Request(command) => request::run(&connect()?, command, json).await,
         Command::Login {
             vo,
             group,
