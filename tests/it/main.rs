@@ -8,6 +8,7 @@ mod ce;
 mod envoy;
 mod operator;
 mod otlp;
+mod requests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -514,8 +514,42 @@ pub struct Services {
     pub sandbox_store: SandboxStoreConfig,
     pub agents: AgentsConfig,
     pub site_director: SiteDirectorConfig,
+    /// The RequestExecutingAgent and the ReqDB cleaner.
+    pub requests: RequestsConfig,
     /// `json` (default) or `text`.
     pub log_format: String,
+}
+
+/// Request management agents (DIRAC's RequestExecutingAgent and
+/// CleanReqDBAgent defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct RequestsConfig {
+    /// Requests one cycle claims.
+    pub requests_per_cycle: u64,
+    /// Attempts per file before it fails.
+    pub max_attempts: u32,
+    /// Minutes between attempts instead of `2·ln(attempt)`.
+    pub constant_request_delay: Option<u64>,
+    /// Seconds between cycles.
+    pub polling_time: u64,
+    /// Hours an agent may hold a request before it goes back to Waiting.
+    pub kick_grace_hours: u64,
+    /// Days Done and Failed requests are kept.
+    pub delete_grace_days: u64,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_cycle: 100,
+            max_attempts: 256,
+            constant_request_delay: None,
+            polling_time: 60,
+            kick_grace_hours: 1,
+            delete_grace_days: 60,
+        }
+    }
 }
 
 /// Settings of the agents (DIRAC's defaults).
@@ -664,6 +698,7 @@ impl Default for Services {
             sandbox_store: SandboxStoreConfig::default(),
             agents: AgentsConfig::default(),
             site_director: SiteDirectorConfig::default(),
+            requests: RequestsConfig::default(),
             log_format: "json".into(),
         }
     }

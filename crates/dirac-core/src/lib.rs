@@ -6,6 +6,7 @@
 //! reflection, TLS, shutdown). [`error`] maps every service's errors to gRPC
 //! statuses in one place.
 
+pub mod agent;
 pub mod auth;
 pub mod config;
 pub mod db;

@@ -8,7 +8,9 @@
 //! claims for the agents) and [`service`] (the ReqManager gRPC handlers);
 //! every method's access rule is in [`policy`].
 
+pub mod agent;
 pub mod error;
+pub mod handlers;
 pub mod model;
 pub mod policy;
 pub mod reqdb;

@@ -19,7 +19,6 @@ use std::time::Duration;
 use dirac_core::time;
 use dirac_proto::common::Filter;
 use tokio::sync::watch;
-use tracing::Instrument as _;
 
 use crate::Wms;
 use crate::error::Result;
@@ -199,32 +198,7 @@ pub async fn clean_jobs_once(wms: &Wms) -> Result<(usize, usize, usize)> {
     Ok((marked, gone.len(), unused.len()))
 }
 
-/// Run `cycle` every `every` until `shutdown` turns true.
-pub async fn run_loop<F, Fut>(
-    name: &'static str,
-    every: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    mut cycle: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let span = tracing::info_span!("agent", component = name);
-    async move {
-        loop {
-            cycle().await;
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-        }
-    }
-    .instrument(span)
-    .await;
-}
+pub use dirac_core::agent::run_loop;
 
 /// The agents `diracd agent NAME` runs on their own.
 pub const AGENTS: &[&str] = &[

@@ -346,10 +346,14 @@ pub async fn run_agent(
     config: Option<PathBuf>,
     once: bool,
 ) -> anyhow::Result<()> {
-    if !dirac_wms::agents::AGENTS.contains(&name) && name != "site-director" {
+    if !dirac_wms::agents::AGENTS.contains(&name)
+        && !RMS_AGENTS.contains(&name)
+        && name != "site-director"
+    {
         bail!(
-            "unknown agent '{name}' (one of {}, site-director)",
-            dirac_wms::agents::AGENTS.join(", ")
+            "unknown agent '{name}' (one of {}, {}, site-director)",
+            dirac_wms::agents::AGENTS.join(", "),
+            RMS_AGENTS.join(", ")
         );
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
@@ -361,6 +365,9 @@ pub async fn run_agent(
     );
     if name == "site-director" {
         return run_site_director(data_dir, config, once).await;
+    }
+    if RMS_AGENTS.contains(&name) {
+        return run_rms_agent(name, data_dir, &config, once).await;
     }
     let wms = open_wms(&config, data_dir).await?;
     if name == "optimizer" {
@@ -377,6 +384,92 @@ pub async fn run_agent(
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = task.await;
+    Ok(())
+}
+
+/// The request management agents.
+pub(crate) const RMS_AGENTS: &[&str] = &["request-executing", "clean-reqdb"];
+
+/// This process's name in the claims it makes (the pod's name in
+/// Kubernetes).
+fn agent_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "diracd".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The request-management agents in `names`, the executing one acting on
+/// `dms`'s catalog and storage elements.
+pub(crate) fn spawn_rms_agents(
+    names: &[&str],
+    rms: &dirac_rms::Rms,
+    dms: &dirac_dms::Dms,
+    config: &DiracConfig,
+    data_dir: &Path,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let settings = dirac_rms::agent::Settings::from_config(&config.services.requests);
+    let mut tasks = Vec::new();
+    if names.contains(&"request-executing") {
+        tasks.push(dirac_rms::agent::spawn_executing(
+            rms.reqdb.clone(),
+            Arc::new(rms_handlers(dms, data_dir)),
+            agent_identity(),
+            settings.clone(),
+            stop,
+        ));
+    }
+    if names.contains(&"clean-reqdb") {
+        tasks.push(dirac_rms::agent::spawn_cleaning(
+            rms.reqdb.clone(),
+            settings,
+            stop,
+        ));
+    }
+    tasks
+}
+
+fn rms_handlers(dms: &dirac_dms::Dms, data_dir: &Path) -> dirac_rms::handlers::DmsHandlers {
+    dirac_rms::handlers::DmsHandlers {
+        catalog: dms.catalog.clone(),
+        storage: dms.storage.clone(),
+        scratch: data_dir.join("scratch").join("requests"),
+    }
+}
+
+/// `diracd agent request-executing|clean-reqdb`.
+async fn run_rms_agent(
+    name: &str,
+    data_dir: &Path,
+    config: &Arc<DiracConfig>,
+    once: bool,
+) -> anyhow::Result<()> {
+    let db = job_db(config, data_dir).await?;
+    let rms = open_rms(config, &db).await?;
+    let dms = open_dms(config, data_dir, &db).await?;
+    if once {
+        let settings = dirac_rms::agent::Settings::from_config(&config.services.requests);
+        if name == "request-executing" {
+            let handlers = rms_handlers(&dms, data_dir);
+            let cycle =
+                dirac_rms::agent::execute_once(&rms.reqdb, &handlers, &agent_identity(), &settings)
+                    .await?;
+            tracing::info!(agent = name, ?cycle, "one cycle done");
+        } else {
+            let (kicked, deleted) = dirac_rms::agent::clean_once(&rms.reqdb, &settings).await?;
+            tracing::info!(agent = name, kicked, deleted, "one cycle done");
+        }
+        return Ok(());
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = spawn_rms_agents(&[name], &rms, &dms, config, data_dir, &stop_rx);
+    tracing::info!(agent = name, "agent running");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
     Ok(())
 }
 
@@ -613,9 +706,8 @@ pub async fn run_all(server: &crate::ServerArgs) -> anyhow::Result<()> {
     wms.register_services(&mut services);
     let dms = enable_input_data(&wms, &config, data_dir).await?;
     dms.register_services(&mut services);
-    open_rms(&config, wms.db.db())
-        .await?
-        .register_services(&mut services);
+    let rms = open_rms(&config, wms.db.db()).await?;
+    rms.register_services(&mut services);
 
     let listener = tokio::net::TcpListener::bind(&config.services.listen)
         .await
@@ -664,6 +756,9 @@ pub async fn run_all(server: &crate::ServerArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = dirac_wms::agents::spawn_all(&wms, &stop_rx);
+    tasks.extend(spawn_rms_agents(
+        RMS_AGENTS, &rms, &dms, &config, data_dir, &stop_rx,
+    ));
     let registry = Arc::new(crate::site_director::WmsRegistry::new(
         wms.clone(),
         auth.clone(),

@@ -88,7 +88,8 @@ enum Command {
         lifetime: Option<u64>,
     },
     /// Run one agent on its own: optimizer, stalled-jobs, job-cleaning,
-    /// task-queues, pilot-status (several replicas may run at once) or
+    /// task-queues, pilot-status, request-executing, clean-reqdb (several
+    /// replicas may run at once) or
     /// site-director (one per set of queues: `Services.SiteDirector.Sites`/
     /// `CETypes`).
     Agent {

@@ -2,6 +2,7 @@
 //! DIRAC's initial states, atomic claims by concurrent agents, back-off,
 //! outcomes written only by the holder, cancellation, kicks, cleaning.
 
+mod agent;
 mod service;
 
 use std::collections::BTreeSet;

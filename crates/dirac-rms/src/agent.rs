@@ -1,0 +1,252 @@
+//! The RequestExecutingAgent and the ReqDB cleaner. One executing cycle
+//! claims Waiting requests, runs each one's current operation through its
+//! handler — then the next, while they succeed — and writes the outcome
+//! back: a file still Waiting after its attempt means the request waits
+//! `2·ln(attempt)` minutes, a file at `MaxAttempts` fails. Several agents
+//! may run at once: claims are atomic (see [`crate::reqdb`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::model::{
+    FileStatus, OpStatus, Operation, ReqStatus, Request, retry_delay_s, settle_request,
+};
+use crate::reqdb::ReqDb;
+
+/// Whose rights an operation runs with: the request's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub user: String,
+    pub group: String,
+    pub vo: String,
+}
+
+/// Carries out operations. For each file it tries, a handler sets the
+/// file Done, Failed (it can never succeed: the reason in `error`) or
+/// leaves it Waiting with the reason (tried again later); it counts the
+/// attempt. Operations without files set the operation's status.
+#[async_trait::async_trait]
+pub trait Handlers: Send + Sync {
+    async fn execute(&self, owner: &Owner, op: &mut Operation);
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Requests claimed per cycle (DIRAC's RequestsPerCycle).
+    pub requests_per_cycle: u64,
+    /// Attempts per file before it fails (DIRAC's MaxAttempts).
+    pub max_attempts: u32,
+    /// Fixed back-off in minutes instead of `2·ln(attempt)`.
+    pub constant_delay_minutes: Option<u64>,
+    /// Seconds between cycles.
+    pub polling_time_s: u64,
+    /// Requests held longer than this by an agent go back to Waiting.
+    pub kick_after_s: u64,
+    /// Done and Failed requests are deleted after this many days.
+    pub delete_after_days: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_config(&dirac_core::config::RequestsConfig::default())
+    }
+}
+
+impl Settings {
+    pub fn from_config(c: &dirac_core::config::RequestsConfig) -> Self {
+        Settings {
+            requests_per_cycle: c.requests_per_cycle.max(1),
+            max_attempts: c.max_attempts.max(1),
+            constant_delay_minutes: c.constant_request_delay,
+            polling_time_s: c.polling_time.max(1),
+            kick_after_s: c.kick_grace_hours.saturating_mul(3600),
+            delete_after_days: c.delete_grace_days,
+        }
+    }
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cycle {
+    pub claimed: u64,
+    pub done: u64,
+    pub failed: u64,
+    /// Put back to wait (a file still to retry).
+    pub waiting: u64,
+    /// Canceled or taken over while executing: outcome not written.
+    pub lost: u64,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Run one request as far as it goes now.
+pub async fn execute_request(r: &mut Request, handlers: &dyn Handlers, settings: &Settings) {
+    let owner = Owner {
+        user: r.owner.clone(),
+        group: r.owner_group.clone(),
+        vo: r.vo.clone(),
+    };
+    loop {
+        settle_request(r);
+        if r.status != ReqStatus::Waiting {
+            break;
+        }
+        let Some(at) = r
+            .operations
+            .iter()
+            .position(|o| o.status == OpStatus::Waiting)
+        else {
+            break;
+        };
+        let op = &mut r.operations[at];
+        handlers.execute(&owner, op).await;
+        for f in &mut op.files {
+            if f.status == FileStatus::Waiting && f.attempt >= settings.max_attempts {
+                f.status = FileStatus::Failed;
+                f.error = format!("gave up after {} attempts: {}", f.attempt, f.error);
+            }
+        }
+        if let Some(failed) = op.files.iter().find(|f| f.status == FileStatus::Failed) {
+            op.error = format!("{}: {}", failed.lfn, failed.error);
+        }
+        settle_request(r);
+        // The same operation still current: some of its files wait for
+        // another attempt.
+        if r.operations[at].status == OpStatus::Waiting {
+            break;
+        }
+    }
+    if r.status == ReqStatus::Failed && r.error.is_empty() {
+        r.error = r
+            .operations
+            .iter()
+            .find(|o| o.status == OpStatus::Failed)
+            .map(|o| format!("{} failed: {}", o.kind, o.error))
+            .unwrap_or_default();
+    }
+}
+
+/// One RequestExecutingAgent cycle as `agent`.
+pub async fn execute_once(
+    db: &ReqDb,
+    handlers: &dyn Handlers,
+    agent: &str,
+    settings: &Settings,
+) -> Result<Cycle> {
+    let claimed = db.claim(settings.requests_per_cycle, agent, now()).await?;
+    let mut cycle = Cycle {
+        claimed: claimed.len() as u64,
+        ..Cycle::default()
+    };
+    for mut r in claimed {
+        execute_request(&mut r, handlers, settings).await;
+        let t = now();
+        r.not_before = t;
+        if r.status == ReqStatus::Waiting {
+            let attempt = r
+                .operations
+                .iter()
+                .find(|o| o.status == OpStatus::Waiting)
+                .and_then(|o| {
+                    o.files
+                        .iter()
+                        .filter(|f| f.status == FileStatus::Waiting)
+                        .map(|f| f.attempt)
+                        .max()
+                })
+                .unwrap_or(0);
+            let delay = retry_delay_s(attempt, settings.constant_delay_minutes);
+            r.not_before = t.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX / 2));
+        }
+        if !db.save(&r, agent, t).await? {
+            tracing::info!(
+                request = r.id,
+                "request canceled or taken over meanwhile: outcome dropped"
+            );
+            cycle.lost += 1;
+            continue;
+        }
+        match r.status {
+            ReqStatus::Done => cycle.done += 1,
+            ReqStatus::Failed => cycle.failed += 1,
+            _ => cycle.waiting += 1,
+        }
+        tracing::info!(request = r.id, name = %r.name, status = %r.status, error = %r.error, "request executed");
+    }
+    Ok(cycle)
+}
+
+/// One CleanReqDB cycle: kick requests of dead agents, delete old final
+/// ones. Returns (kicked, deleted).
+pub async fn clean_once(db: &ReqDb, settings: &Settings) -> Result<(u64, u64)> {
+    let t = now();
+    let kick_before = t.saturating_sub(i64::try_from(settings.kick_after_s).unwrap_or(0));
+    let kicked = db.kick(kick_before, t).await?;
+    let delete_before = t.saturating_sub(
+        i64::try_from(settings.delete_after_days.saturating_mul(86_400)).unwrap_or(0),
+    );
+    let deleted = db
+        .clean(&[ReqStatus::Done, ReqStatus::Failed], delete_before, 1000)
+        .await?;
+    Ok((kicked, deleted))
+}
+
+/// The RequestExecutingAgent until `stop`.
+pub fn spawn_executing(
+    db: Arc<ReqDb>,
+    handlers: Arc<dyn Handlers>,
+    agent: String,
+    settings: Settings,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(settings.polling_time_s.max(1));
+    tokio::spawn(dirac_core::agent::run_loop(
+        "RequestExecutingAgent",
+        every,
+        stop.clone(),
+        move || {
+            let (db, handlers, agent, settings) = (
+                db.clone(),
+                handlers.clone(),
+                agent.clone(),
+                settings.clone(),
+            );
+            async move {
+                match execute_once(&db, handlers.as_ref(), &agent, &settings).await {
+                    Ok(c) if c.claimed > 0 => tracing::info!(?c, "requests executed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "request execution failed"),
+                }
+            }
+        },
+    ))
+}
+
+/// The ReqDB cleaner until `stop`.
+pub fn spawn_cleaning(
+    db: Arc<ReqDb>,
+    settings: Settings,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(settings.polling_time_s.max(1));
+    tokio::spawn(dirac_core::agent::run_loop(
+        "CleanReqDBAgent",
+        every,
+        stop.clone(),
+        move || {
+            let (db, settings) = (db.clone(), settings.clone());
+            async move {
+                match clean_once(&db, &settings).await {
+                    Ok((0, 0)) => {}
+                    Ok((kicked, deleted)) => tracing::info!(kicked, deleted, "ReqDB cleaned"),
+                    Err(e) => tracing::warn!(error = %e, "ReqDB cleaning failed"),
+                }
+            }
+        },
+    ))
+}
