@@ -95,7 +95,7 @@ EXPECTED = {
     # sandboxes.
     "defaults": {"Deployment": 6, "Service": 6, "HorizontalPodAutoscaler": 2,
                  "PodDisruptionBudget": 5, "Secret": 2, "PersistentVolumeClaim": 1,
-                 "NetworkPolicy": 6, "Agent": 2},
+                 "NetworkPolicy": 6, "Agent": 4},
     "existing-secret-no-operator": {"Deployment": 5},
     "external-db": {"SiteDirector": 1, "Agent": 1},
     "cert-manager-monitoring": {"Certificate": 1, "ServiceMonitor": 1, "PodMonitor": 1,

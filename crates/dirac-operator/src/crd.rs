@@ -186,6 +186,8 @@ pub enum AgentKind {
     JobCleaning,
     TaskQueues,
     PilotStatus,
+    RequestExecuting,
+    CleanReqDb,
 }
 
 impl AgentKind {
@@ -197,6 +199,8 @@ impl AgentKind {
             AgentKind::JobCleaning => "job-cleaning",
             AgentKind::TaskQueues => "task-queues",
             AgentKind::PilotStatus => "pilot-status",
+            AgentKind::RequestExecuting => "request-executing",
+            AgentKind::CleanReqDb => "clean-reqdb",
         }
     }
 }

@@ -16,6 +16,9 @@ use crate::model::{
 };
 use crate::reqdb::ReqDb;
 
+/// The agents `diracd agent NAME` runs for request management.
+pub const AGENTS: &[&str] = &["request-executing", "clean-reqdb"];
+
 /// Whose rights an operation runs with: the request's owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {

@@ -9,6 +9,7 @@ use dirac_core::auth::{AuthLayer, Identity, PolicyTable, TokenIssuer, TokenVerif
 use dirac_core::config::{DiracConfig, ProcessEnv};
 use dirac_core::db::Db;
 use dirac_core::server::{ServiceSet, serve, shutdown_signal};
+use dirac_rms::agent::AGENTS as RMS_AGENTS;
 use dirac_wms::sandbox::LocalBackend;
 use dirac_wms::{JobDb, Wms};
 
@@ -386,9 +387,6 @@ pub async fn run_agent(
     let _ = task.await;
     Ok(())
 }
-
-/// The request management agents.
-pub(crate) const RMS_AGENTS: &[&str] = &["request-executing", "clean-reqdb"];
 
 /// This process's name in the claims it makes (the pod's name in
 /// Kubernetes).
