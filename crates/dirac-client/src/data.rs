@@ -125,6 +125,11 @@ pub struct DataManager {
 }
 
 impl DataManager {
+    /// The client it works through (its token).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn new(client: Client) -> Self {
         DataManager { client }
     }

@@ -22,6 +22,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dirac_client::data::DataError;
 use dirac_client::sandbox;
 use dirac_proto::wms::Heartbeat;
 use rustix::process::{Pid, Signal};
@@ -73,6 +74,10 @@ pub enum Outcome {
     /// The server killed it; its status was left to the server.
     Killed,
 }
+
+/// The minor status of a job whose outputs wait for its failover request
+/// (the WMS's `PENDING_REQUESTS`).
+const PENDING_REQUESTS: &str = "Pending Requests";
 
 /// The final report after the payload ran.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,13 +344,15 @@ impl Job<'_> {
     }
 
     /// Uploads and registers each OutputData file, trying the OutputSE
-    /// list in order (by default the storage elements of this site).
+    /// list in order (by default the storage elements of this site). A file
+    /// stored whose registration failed (the catalog down) is not lost:
+    /// it comes back as a `RegisterFile` operation for a failover request.
     async fn upload_output_data(
         &self,
         spec: &JobSpec,
         job_dir: &Path,
         data: Option<&dirac_client::data::DataManager>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<dirac_proto::rms::Operation>, String> {
         let dm = data.ok_or("the matcher sent no job token to write data with")?;
         let ses = if spec.output_se.is_empty() {
             let list = self
@@ -373,6 +380,7 @@ impl Job<'_> {
         } else {
             spec.output_se.clone()
         };
+        let mut failover = Vec::new();
         for (local, lfn) in spec.output_lfns(self.job_id)? {
             let path = contained(&local)
                 .map(|p| job_dir.join(p))
@@ -384,6 +392,37 @@ impl Job<'_> {
             let mut stored = false;
             for se in &ses {
                 match dm.put_and_register(&path, &lfn, se, true, &|_, _| {}).await {
+                    // On the SE, not in the catalog: registered later.
+                    Err(DataError::Failed {
+                        stage: "register",
+                        message,
+                        ..
+                    }) => {
+                        let (size, adler32) = dirac_client::data::local_checksum(&path)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        tracing::warn!(
+                            job_id = self.job_id,
+                            lfn,
+                            se,
+                            error = message,
+                            "registration failed: a failover request registers it"
+                        );
+                        failover.push(dirac_proto::rms::Operation {
+                            r#type: "RegisterFile".into(),
+                            target_se: vec![se.clone()],
+                            files: vec![dirac_proto::rms::File {
+                                lfn: lfn.clone(),
+                                size,
+                                checksum: adler32,
+                                checksum_type: "ADLER32".into(),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        });
+                        stored = true;
+                        break;
+                    }
                     Ok((size, adler32)) => {
                         tracing::info!(
                             job_id = self.job_id,
@@ -403,7 +442,42 @@ impl Job<'_> {
                 return Err(format!("{lfn}: {}", errors.join("; ")));
             }
         }
-        Ok(())
+        Ok(failover)
+    }
+
+    /// Put the failover request of this job (its token: the request is the
+    /// owner's, for this job).
+    async fn put_failover_request(
+        &self,
+        dm: &dirac_client::data::DataManager,
+        operations: Vec<dirac_proto::rms::Operation>,
+    ) -> Result<u64, String> {
+        let request = dirac_proto::rms::Request {
+            name: format!("Job_{}_failover", self.job_id),
+            job_id: self.job_id,
+            source_component: format!("Job_{}", self.job_id),
+            operations,
+            ..Default::default()
+        };
+        let policy = self.ctx.reporter.policy();
+        let ids = with_retry(policy, "PutRequests", || {
+            let request = request.clone();
+            async move {
+                dm.client()
+                    .req_manager()
+                    .put_requests(dirac_proto::rms::PutRequestsRequest {
+                        requests: vec![request],
+                    })
+                    .await
+            }
+        })
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner()
+        .request_ids;
+        ids.first()
+            .copied()
+            .ok_or_else(|| "the ReqManager returned no request id".to_string())
     }
 
     /// Packs, uploads and assigns the output sandbox; `Ok(false)` when none
@@ -811,16 +885,40 @@ pub async fn run_job(
         }
     }
 
+    let mut pending_request = None;
     if !spec.output_data.is_empty() && code == 0 && run.stop.is_none() {
         job.status("Completing", "Uploading Output Data", "").await;
-        if let Err(e) = job.upload_output_data(&spec, &job_dir, data.as_ref()).await {
-            job.parameters(&accounting).await;
-            return job.fail("Uploading Job OutputData", &e).await;
+        match job.upload_output_data(&spec, &job_dir, data.as_ref()).await {
+            Err(e) => {
+                job.parameters(&accounting).await;
+                return job.fail("Uploading Job OutputData", &e).await;
+            }
+            Ok(failover) if !failover.is_empty() => {
+                let Some(dm) = data.as_ref() else {
+                    return job.fail("Failed sending requests", "no job token").await;
+                };
+                match job.put_failover_request(dm, failover).await {
+                    Ok(id) => pending_request = Some(id),
+                    Err(e) => {
+                        job.parameters(&accounting).await;
+                        return job.fail("Failed sending requests", &e).await;
+                    }
+                }
+            }
+            Ok(_) => {}
         }
     }
 
     job.parameters(&accounting).await;
-    let last = final_status(code, run.stop, output_failed);
+    let mut last = final_status(code, run.stop, output_failed);
+    if let Some(request) = pending_request
+        && last.status == "Done"
+    {
+        // Done once the request is: the RequestExecutingAgent finishes it.
+        tracing::info!(job_id, request, "outputs pending in a failover request");
+        last.status = "Completed";
+        last.minor_status = PENDING_REQUESTS;
+    }
     let application = if run.stop.is_some() {
         ""
     } else {
@@ -829,7 +927,7 @@ pub async fn run_job(
     job.status(last.status, last.minor_status, application)
         .await;
 
-    let outcome = if last.status == "Done" {
+    let outcome = if matches!(last.status, "Done" | "Completed") {
         Outcome::Done
     } else {
         Outcome::Failed

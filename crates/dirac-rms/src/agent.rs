@@ -36,6 +36,13 @@ pub trait Handlers: Send + Sync {
     async fn execute(&self, owner: &Owner, op: &mut Operation);
 }
 
+/// Told when a job's request ends, so the job can end too (it waits
+/// `Completed / Pending Requests` until its failover is done).
+#[async_trait::async_trait]
+pub trait JobFinalizer: Send + Sync {
+    async fn request_final(&self, job_id: u64, status: ReqStatus);
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Requests claimed per cycle (DIRAC's RequestsPerCycle).
@@ -138,6 +145,7 @@ pub async fn execute_request(r: &mut Request, handlers: &dyn Handlers, settings:
 pub async fn execute_once(
     db: &ReqDb,
     handlers: &dyn Handlers,
+    jobs: Option<&dyn JobFinalizer>,
     agent: &str,
     settings: &Settings,
 ) -> Result<Cycle> {
@@ -179,6 +187,12 @@ pub async fn execute_once(
             ReqStatus::Failed => cycle.failed += 1,
             _ => cycle.waiting += 1,
         }
+        if let Some(jobs) = jobs
+            && r.job_id != 0
+            && r.status.is_final()
+        {
+            jobs.request_final(r.job_id, r.status).await;
+        }
         tracing::info!(request = r.id, name = %r.name, status = %r.status, error = %r.error, "request executed");
     }
     Ok(cycle)
@@ -203,6 +217,7 @@ pub async fn clean_once(db: &ReqDb, settings: &Settings) -> Result<(u64, u64)> {
 pub fn spawn_executing(
     db: Arc<ReqDb>,
     handlers: Arc<dyn Handlers>,
+    jobs: Option<Arc<dyn JobFinalizer>>,
     agent: String,
     settings: Settings,
     stop: &watch::Receiver<bool>,
@@ -213,14 +228,16 @@ pub fn spawn_executing(
         every,
         stop.clone(),
         move || {
-            let (db, handlers, agent, settings) = (
+            let (db, handlers, jobs, agent, settings) = (
                 db.clone(),
                 handlers.clone(),
+                jobs.clone(),
                 agent.clone(),
                 settings.clone(),
             );
             async move {
-                match execute_once(&db, handlers.as_ref(), &agent, &settings).await {
+                match execute_once(&db, handlers.as_ref(), jobs.as_deref(), &agent, &settings).await
+                {
                     Ok(c) if c.claimed > 0 => tracing::info!(?c, "requests executed"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "request execution failed"),

@@ -59,6 +59,30 @@ fn update(status: JobStatus, minor: &str, source: &str) -> Update {
     }
 }
 
+/// The minor status of a job whose outputs wait for a failover request.
+pub const PENDING_REQUESTS: &str = "Pending Requests";
+
+/// A job's failover request has ended (DIRAC's `finalizeRequest`): a job
+/// still `Completed / Pending Requests` becomes `Done / Requests Done`, or
+/// `Failed / Requests Failed` when the request failed. Returns whether
+/// the job changed (a job already moved on is left alone).
+pub async fn requests_finished(wms: &Wms, job_id: u64, succeeded: bool) -> Result<bool> {
+    let Some(job) = wms.db.jobs(&[job_id]).await?.into_iter().next() else {
+        return Ok(false);
+    };
+    if job.status != "Completed" || job.minor_status != PENDING_REQUESTS {
+        return Ok(false);
+    }
+    let (status, minor) = if succeeded {
+        (JobStatus::Done, "Requests Done")
+    } else {
+        (JobStatus::Failed, "Requests Failed")
+    };
+    let updates = BTreeMap::from([(job_id, vec![update(status, minor, "RequestExecutingAgent")])]);
+    let applied = wms.db.apply_updates(updates, Apply::Server).await?;
+    Ok(matches!(applied.get(&job_id), Some(Ok(s)) if s.status == status))
+}
+
 /// One StalledJobAgent cycle; returns (stalled, failed, rescheduled).
 pub async fn stalled_jobs_once(wms: &Wms) -> Result<(usize, usize, usize)> {
     let cfg = &wms.config.services.agents;

@@ -397,12 +397,28 @@ fn agent_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Jobs waiting `Completed / Pending Requests` end with their request.
+struct WmsJobs(Arc<Wms>);
+
+#[async_trait::async_trait]
+impl dirac_rms::agent::JobFinalizer for WmsJobs {
+    async fn request_final(&self, job_id: u64, status: dirac_rms::model::ReqStatus) {
+        let ok = status == dirac_rms::model::ReqStatus::Done;
+        match dirac_wms::agents::requests_finished(&self.0, job_id, ok).await {
+            Ok(true) => tracing::info!(job_id, %status, "job finished with its request"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job_id, error = %e, "cannot finish the job of a request"),
+        }
+    }
+}
+
 /// The request-management agents in `names`, the executing one acting on
-/// `dms`'s catalog and storage elements.
+/// `dms`'s catalog and storage elements and ending the jobs of `wms`.
 pub(crate) fn spawn_rms_agents(
     names: &[&str],
     rms: &dirac_rms::Rms,
     dms: &dirac_dms::Dms,
+    wms: &Arc<Wms>,
     config: &DiracConfig,
     data_dir: &Path,
     stop: &tokio::sync::watch::Receiver<bool>,
@@ -413,6 +429,7 @@ pub(crate) fn spawn_rms_agents(
         tasks.push(dirac_rms::agent::spawn_executing(
             rms.reqdb.clone(),
             Arc::new(rms_handlers(dms, data_dir)),
+            Some(Arc::new(WmsJobs(wms.clone()))),
             agent_identity(),
             settings.clone(),
             stop,
@@ -443,16 +460,23 @@ async fn run_rms_agent(
     config: &Arc<DiracConfig>,
     once: bool,
 ) -> anyhow::Result<()> {
-    let db = job_db(config, data_dir).await?;
+    let wms = open_wms(config, data_dir).await?;
+    let db = wms.db.db().clone();
     let rms = open_rms(config, &db).await?;
     let dms = open_dms(config, data_dir, &db).await?;
     if once {
         let settings = dirac_rms::agent::Settings::from_config(&config.services.requests);
         if name == "request-executing" {
             let handlers = rms_handlers(&dms, data_dir);
-            let cycle =
-                dirac_rms::agent::execute_once(&rms.reqdb, &handlers, &agent_identity(), &settings)
-                    .await?;
+            let jobs = WmsJobs(wms.clone());
+            let cycle = dirac_rms::agent::execute_once(
+                &rms.reqdb,
+                &handlers,
+                Some(&jobs),
+                &agent_identity(),
+                &settings,
+            )
+            .await?;
             tracing::info!(agent = name, ?cycle, "one cycle done");
         } else {
             let (kicked, deleted) = dirac_rms::agent::clean_once(&rms.reqdb, &settings).await?;
@@ -461,7 +485,7 @@ async fn run_rms_agent(
         return Ok(());
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = spawn_rms_agents(&[name], &rms, &dms, config, data_dir, &stop_rx);
+    let tasks = spawn_rms_agents(&[name], &rms, &dms, &wms, config, data_dir, &stop_rx);
     tracing::info!(agent = name, "agent running");
     shutdown_signal().await;
     let _ = stop_tx.send(true);
@@ -755,7 +779,7 @@ pub async fn run_all(server: &crate::ServerArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = dirac_wms::agents::spawn_all(&wms, &stop_rx);
     tasks.extend(spawn_rms_agents(
-        RMS_AGENTS, &rms, &dms, &config, data_dir, &stop_rx,
+        RMS_AGENTS, &rms, &dms, &wms, &config, data_dir, &stop_rx,
     ));
     let registry = Arc::new(crate::site_director::WmsRegistry::new(
         wms.clone(),

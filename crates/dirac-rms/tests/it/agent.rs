@@ -86,7 +86,7 @@ async fn operations_run_in_order_and_failures_wait_or_fail() {
         max_attempts: 3,
         ..Settings::default()
     };
-    let c = execute_once(&reqdb, &script, "agent-1", &settings)
+    let c = execute_once(&reqdb, &script, None, "agent-1", &settings)
         .await
         .expect("cycle");
     assert_eq!((c.claimed, c.done, c.waiting), (2, 1, 1), "{c:?}");
@@ -104,7 +104,7 @@ async fn operations_run_in_order_and_failures_wait_or_fail() {
     assert_eq!(r.operations[0].files[1].error, "SE down");
 
     // Next cycles: attempt 2 backs off (2·ln 2 minutes) ...
-    let c = execute_once(&reqdb, &script, "agent-1", &settings)
+    let c = execute_once(&reqdb, &script, None, "agent-1", &settings)
         .await
         .expect("cycle");
     assert_eq!(c.waiting, 1);
@@ -120,7 +120,7 @@ async fn operations_run_in_order_and_failures_wait_or_fail() {
         r.not_before
     );
     assert!(
-        execute_once(&reqdb, &script, "agent-1", &settings)
+        execute_once(&reqdb, &script, None, "agent-1", &settings)
             .await
             .expect("cycle")
             .claimed
@@ -133,7 +133,7 @@ async fn operations_run_in_order_and_failures_wait_or_fail() {
         .execute(db.db.pool())
         .await
         .expect("reset back-off");
-    let c = execute_once(&reqdb, &script, "agent-1", &settings)
+    let c = execute_once(&reqdb, &script, None, "agent-1", &settings)
         .await
         .expect("cycle");
     assert_eq!(c.failed, 1, "{c:?}");
