@@ -59,6 +59,45 @@ fn the_agent_replicates_and_removes_files() {
     ]);
     let se_two = d.dir.path().join("se").join("se-two");
 
+    // Bob may read alice's file but not remove it: his request fails with
+    // the reason and nothing is touched.
+    let bob = d.token_for("bob");
+    let home = tempfile::tempdir().expect("home");
+    let as_bob = |args: &[&str]| -> serde_json::Value {
+        let out = d.dirac_in(
+            home.path(),
+            work.path(),
+            Some(&bob),
+            &[&["--json"], args].concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let put = as_bob(&["request", "put", "RemoveFile", lfn]);
+    let id = put["request_ids"][0].to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        let r = as_bob(&["request", "show", &id])["requests"][0].clone();
+        if r["status"] == "Failed" || r["status"] == "Done" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(r["status"], "Failed", "{r}");
+    assert!(
+        r["error"].as_str().unwrap_or("").contains("write access"),
+        "{r}"
+    );
+    // Alice does not even see bob's request.
+    assert!(!d.dirac(&["request", "show", &id]).status.success());
+    let replicas = d.json(&["dreplicas", lfn]);
+    assert_eq!(replicas["replicas"][lfn][0]["se"], "LOCAL-SE", "{replicas}");
+
     // A replica at SE-2, copied and registered by the agent.
     let put = d.json(&[
         "request",

@@ -352,7 +352,24 @@ impl Job<'_> {
         spec: &JobSpec,
         job_dir: &Path,
         data: Option<&dirac_client::data::DataManager>,
-    ) -> Result<Vec<dirac_proto::rms::Operation>, String> {
+    ) -> Result<Vec<dirac_proto::rms::Operation>, (String, Vec<dirac_proto::rms::Operation>)> {
+        let mut failover = Vec::new();
+        match self
+            .store_output_data(spec, job_dir, data, &mut failover)
+            .await
+        {
+            Ok(()) => Ok(failover),
+            Err(e) => Err((e, failover)),
+        }
+    }
+
+    async fn store_output_data(
+        &self,
+        spec: &JobSpec,
+        job_dir: &Path,
+        data: Option<&dirac_client::data::DataManager>,
+        failover: &mut Vec<dirac_proto::rms::Operation>,
+    ) -> Result<(), String> {
         let dm = data.ok_or("the matcher sent no job token to write data with")?;
         let ses = if spec.output_se.is_empty() {
             let list = self
@@ -380,7 +397,6 @@ impl Job<'_> {
         } else {
             spec.output_se.clone()
         };
-        let mut failover = Vec::new();
         for (local, lfn) in spec.output_lfns(self.job_id)? {
             let path = contained(&local)
                 .map(|p| job_dir.join(p))
@@ -442,7 +458,7 @@ impl Job<'_> {
                 return Err(format!("{lfn}: {}", errors.join("; ")));
             }
         }
-        Ok(failover)
+        Ok(())
     }
 
     /// Put the failover request of this job (its token: the request is the
@@ -889,7 +905,13 @@ pub async fn run_job(
     if !spec.output_data.is_empty() && code == 0 && run.stop.is_none() {
         job.status("Completing", "Uploading Output Data", "").await;
         match job.upload_output_data(&spec, &job_dir, data.as_ref()).await {
-            Err(e) => {
+            Err((e, stored)) => {
+                // What was stored before the failure still gets registered.
+                if let (false, Some(dm)) = (stored.is_empty(), data.as_ref())
+                    && let Err(put) = job.put_failover_request(dm, stored).await
+                {
+                    tracing::warn!(job_id, error = put, "cannot put the failover request");
+                }
                 job.parameters(&accounting).await;
                 return job.fail("Uploading Job OutputData", &e).await;
             }
@@ -897,6 +919,17 @@ pub async fn run_job(
                 let Some(dm) = data.as_ref() else {
                     return job.fail("Failed sending requests", "no job token").await;
                 };
+                // The job says it waits before its request exists: the
+                // agent may finish the request at once, and must then find
+                // the job waiting for it.
+                if !output_failed {
+                    job.status(
+                        "Completed",
+                        PENDING_REQUESTS,
+                        "Application Finished Successfully",
+                    )
+                    .await;
+                }
                 match job.put_failover_request(dm, failover).await {
                     Ok(id) => pending_request = Some(id),
                     Err(e) => {
@@ -914,18 +947,20 @@ pub async fn run_job(
     if let Some(request) = pending_request
         && last.status == "Done"
     {
-        // Done once the request is: the RequestExecutingAgent finishes it.
+        // Already reported Completed / Pending Requests: Done once the
+        // request is (the RequestExecutingAgent finishes the job).
         tracing::info!(job_id, request, "outputs pending in a failover request");
         last.status = "Completed";
         last.minor_status = PENDING_REQUESTS;
-    }
-    let application = if run.stop.is_some() {
-        ""
     } else {
-        last.application_status.as_str()
-    };
-    job.status(last.status, last.minor_status, application)
-        .await;
+        let application = if run.stop.is_some() {
+            ""
+        } else {
+            last.application_status.as_str()
+        };
+        job.status(last.status, last.minor_status, application)
+            .await;
+    }
 
     let outcome = if matches!(last.status, "Done" | "Completed") {
         Outcome::Done

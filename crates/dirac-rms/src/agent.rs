@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::error::Result;
 use crate::model::{
-    FileStatus, OpStatus, Operation, ReqStatus, Request, retry_delay_s, settle_request,
+    FileStatus, OpStatus, Operation, ReqStatus, Request, clip, retry_delay_s, settle_request,
 };
 use crate::reqdb::ReqDb;
 
@@ -40,7 +40,7 @@ pub trait Handlers: Send + Sync {
 /// `Completed / Pending Requests` until its failover is done).
 #[async_trait::async_trait]
 pub trait JobFinalizer: Send + Sync {
-    async fn request_final(&self, job_id: u64, status: ReqStatus);
+    async fn request_final(&self, request: &Request);
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct Settings {
     pub polling_time_s: u64,
     /// Requests held longer than this by an agent go back to Waiting.
     pub kick_after_s: u64,
-    /// Done and Failed requests are deleted after this many days.
+    /// Final requests are deleted after this many days.
     pub delete_after_days: u64,
 }
 
@@ -72,9 +72,17 @@ impl Settings {
             max_attempts: c.max_attempts.max(1),
             constant_delay_minutes: c.constant_request_delay,
             polling_time_s: c.polling_time.max(1),
-            kick_after_s: c.kick_grace_hours.saturating_mul(3600),
+            // A live agent is never kicked: at least an hour.
+            kick_after_s: c.kick_grace_hours.max(1).saturating_mul(3600),
             delete_after_days: c.delete_grace_days,
         }
+    }
+
+    /// How long one request may run (DIRAC's TimeOut + files ×
+    /// TimeOutPerFile), always well inside the kick grace.
+    pub fn request_timeout(&self, files: usize) -> Duration {
+        let wanted = 300u64.saturating_add((files as u64).saturating_mul(30));
+        Duration::from_secs(wanted.min(self.kick_after_s / 2).max(1))
     }
 }
 
@@ -118,11 +126,14 @@ pub async fn execute_request(r: &mut Request, handlers: &dyn Handlers, settings:
         for f in &mut op.files {
             if f.status == FileStatus::Waiting && f.attempt >= settings.max_attempts {
                 f.status = FileStatus::Failed;
-                f.error = format!("gave up after {} attempts: {}", f.attempt, f.error);
+                f.error = clip(&format!(
+                    "gave up after {} attempts: {}",
+                    f.attempt, f.error
+                ));
             }
         }
         if let Some(failed) = op.files.iter().find(|f| f.status == FileStatus::Failed) {
-            op.error = format!("{}: {}", failed.lfn, failed.error);
+            op.error = clip(&format!("{}: {}", failed.lfn, failed.error));
         }
         settle_request(r);
         // The same operation still current: some of its files wait for
@@ -136,7 +147,7 @@ pub async fn execute_request(r: &mut Request, handlers: &dyn Handlers, settings:
             .operations
             .iter()
             .find(|o| o.status == OpStatus::Failed)
-            .map(|o| format!("{} failed: {}", o.kind, o.error))
+            .map(|o| clip(&format!("{} failed: {}", o.kind, o.error)))
             .unwrap_or_default();
     }
 }
@@ -155,7 +166,27 @@ pub async fn execute_once(
         ..Cycle::default()
     };
     for mut r in claimed {
-        execute_request(&mut r, handlers, settings).await;
+        // Still ours (not canceled, not kicked by a cleaner that thought us
+        // dead)? The claim is renewed for the time this request may take.
+        if !db.refresh(r.id, agent, now()).await? {
+            cycle.lost += 1;
+            continue;
+        }
+        let files: usize = r.operations.iter().map(|o| o.files.len()).sum();
+        let limit = settings.request_timeout(files);
+        if tokio::time::timeout(limit, execute_request(&mut r, handlers, settings))
+            .await
+            .is_err()
+        {
+            // Unfinished work is retried; what the handlers finished is
+            // kept, attempts included.
+            tracing::warn!(
+                request = r.id,
+                timeout_s = limit.as_secs(),
+                "request execution timed out"
+            );
+            settle_request(&mut r);
+        }
         let t = now();
         r.not_before = t;
         if r.status == ReqStatus::Waiting {
@@ -174,7 +205,16 @@ pub async fn execute_once(
             let delay = retry_delay_s(attempt, settings.constant_delay_minutes);
             r.not_before = t.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX / 2));
         }
-        if !db.save(&r, agent, t).await? {
+        let saved = match db.save(&r, agent, t).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                // This request stays Assigned until kicked; the others go on.
+                tracing::warn!(request = r.id, error = %e, "cannot save a request's outcome");
+                cycle.lost += 1;
+                continue;
+            }
+        };
+        if !saved {
             tracing::info!(
                 request = r.id,
                 "request canceled or taken over meanwhile: outcome dropped"
@@ -191,7 +231,7 @@ pub async fn execute_once(
             && r.job_id != 0
             && r.status.is_final()
         {
-            jobs.request_final(r.job_id, r.status).await;
+            jobs.request_final(&r).await;
         }
         tracing::info!(request = r.id, name = %r.name, status = %r.status, error = %r.error, "request executed");
     }
@@ -208,7 +248,11 @@ pub async fn clean_once(db: &ReqDb, settings: &Settings) -> Result<(u64, u64)> {
         i64::try_from(settings.delete_after_days.saturating_mul(86_400)).unwrap_or(0),
     );
     let deleted = db
-        .clean(&[ReqStatus::Done, ReqStatus::Failed], delete_before, 1000)
+        .clean(
+            &[ReqStatus::Done, ReqStatus::Failed, ReqStatus::Canceled],
+            delete_before,
+            1000,
+        )
         .await?;
     Ok((kicked, deleted))
 }

@@ -26,7 +26,7 @@ use dirac_dms::perms::Caller;
 use dirac_storage::{StorageElements, StorageError};
 
 use crate::agent::{Handlers, Owner};
-use crate::model::{File, FileStatus, Operation};
+use crate::model::{File, FileStatus, Operation, clip};
 
 pub struct DmsHandlers {
     pub catalog: Arc<Catalog>,
@@ -71,9 +71,9 @@ fn apply(f: &mut File, outcome: Outcome) {
         }
         Outcome::Fail(e) => {
             f.status = FileStatus::Failed;
-            f.error = e;
+            f.error = clip(&e);
         }
-        Outcome::Retry(e) => f.error = e,
+        Outcome::Retry(e) => f.error = clip(&e),
     }
 }
 
@@ -94,11 +94,42 @@ impl DmsHandlers {
             Err(e) => dms(&e),
             Ok(mut out) => match out.remove(&f.lfn) {
                 Some(Ok(())) | None => Outcome::Done,
-                // Already registered: its replica is what is missing.
-                Some(Err(DmsError::AlreadyExists(_))) => self.register_replica(caller, f, se).await,
+                // Already registered: the same file's replica is what is
+                // missing; another file under that name is an error.
+                Some(Err(DmsError::AlreadyExists(_))) => match self.same_file(caller, f).await {
+                    Ok(()) => self.register_replica(caller, f, se).await,
+                    Err(outcome) => outcome,
+                },
                 Some(Err(e)) => dms(&e),
             },
         }
+    }
+
+    /// The catalog's entry for `f.lfn` is the file described by `f` (size,
+    /// checksum when both have one).
+    async fn same_file(&self, caller: &Caller, f: &File) -> Result<(), Outcome> {
+        let (mut found, _) = self
+            .catalog
+            .get_files(caller, std::slice::from_ref(&f.lfn), true)
+            .await
+            .map_err(|e| dms(&e))?;
+        let Some((row, _)) = found.remove(&f.lfn) else {
+            return Err(Outcome::Retry(format!(
+                "{} vanished while registering",
+                f.lfn
+            )));
+        };
+        let size_differs = u64::try_from(row.size).ok() != Some(f.size);
+        let checksum_differs = !f.checksum.is_empty()
+            && !row.checksum.is_empty()
+            && !row.checksum.eq_ignore_ascii_case(&f.checksum);
+        if size_differs || checksum_differs {
+            return Err(Outcome::Fail(format!(
+                "another file is registered as {} (size {}, checksum {})",
+                f.lfn, row.size, row.checksum
+            )));
+        }
+        Ok(())
     }
 
     async fn register_replica(&self, caller: &Caller, f: &File, se: &str) -> Outcome {
@@ -113,7 +144,12 @@ impl DmsHandlers {
     }
 
     async fn remove_file(&self, caller: &Caller, f: &File) -> Outcome {
-        let (mut found, _) = match self
+        // The owner's right to remove it first: storage is touched with
+        // the server's credentials.
+        if let Err(e) = self.catalog.may_write_file(caller, &f.lfn).await {
+            return dms(&e);
+        }
+        let (mut found, mut failed) = match self
             .catalog
             .get_files(caller, std::slice::from_ref(&f.lfn), true)
             .await
@@ -122,8 +158,11 @@ impl DmsHandlers {
             Err(e) => return dms(&e),
         };
         let Some((_, replicas)) = found.remove(&f.lfn) else {
-            // Not in the catalog (or not visible): nothing left to remove.
-            return Outcome::Done;
+            return match failed.remove(&f.lfn) {
+                // Not in the catalog: nothing left to remove.
+                None | Some(DmsError::NotFound(_)) => Outcome::Done,
+                Some(e) => dms(&e),
+            };
         };
         for r in &replicas {
             if let Err(outcome) = self.remove_physical(&r.se, &f.lfn).await {
@@ -137,7 +176,7 @@ impl DmsHandlers {
         {
             Err(e) => dms(&e),
             Ok(mut out) => match out.remove(&f.lfn) {
-                Some(Err(DmsError::NotFound(_))) | Some(Ok(())) | None => Outcome::Done,
+                Some(Err(DmsError::NotFound(_)) | Ok(())) | None => Outcome::Done,
                 Some(Err(e)) => dms(&e),
             },
         }
@@ -153,6 +192,9 @@ impl DmsHandlers {
     }
 
     async fn remove_replica(&self, caller: &Caller, op: &Operation, f: &File) -> Outcome {
+        if let Err(e) = self.catalog.may_write_file(caller, &f.lfn).await {
+            return dms(&e);
+        }
         let (mut found, _) = match self
             .catalog
             .get_files(caller, std::slice::from_ref(&f.lfn), true)
@@ -182,14 +224,23 @@ impl DmsHandlers {
                 return outcome;
             }
             let replica = (f.lfn.clone(), se.clone(), String::new());
-            if let Err(e) = self.catalog.remove_replicas(caller, &[replica]).await {
-                return dms(&e);
+            match self.catalog.remove_replicas(caller, &[replica]).await {
+                Err(e) => return dms(&e),
+                Ok(mut out) => {
+                    if let Some(Err(e)) = out.remove(&f.lfn) {
+                        return dms(&e);
+                    }
+                }
             }
         }
         Outcome::Done
     }
 
     async fn replicate(&self, caller: &Caller, op: &Operation, f: &File) -> Outcome {
+        // New replicas are writes in the owner's directory.
+        if let Err(e) = self.catalog.may_write_file(caller, &f.lfn).await {
+            return dms(&e);
+        }
         let (mut found, _) = match self
             .catalog
             .get_files(caller, std::slice::from_ref(&f.lfn), false)
@@ -201,65 +252,72 @@ impl DmsHandlers {
         let Some((row, replicas)) = found.remove(&f.lfn) else {
             return Outcome::Fail(format!("{} is not in the catalog", f.lfn));
         };
-        let missing: Vec<&String> = op
-            .target_se
+        let sources: Vec<&str> = replicas
             .iter()
-            .filter(|se| !replicas.iter().any(|r| &&r.se == se))
+            .map(|r| r.se.as_str())
+            .filter(|se| op.source_se.is_empty() || op.source_se.iter().any(|s| s == se))
             .collect();
-        if missing.is_empty() {
-            return Outcome::Done;
-        }
-        let source = replicas
-            .iter()
-            .find(|r| op.source_se.is_empty() || op.source_se.contains(&r.se));
-        let Some(source) = source else {
+        if sources.is_empty() {
             return Outcome::Fail(format!(
                 "{} has no replica at {}",
                 f.lfn,
                 op.source_se.join(", ")
             ));
-        };
-        let src = match self.storage.get(&source.se) {
-            Ok(s) => s,
-            Err(e) => return storage(&source.se, &e),
-        };
+        }
+        let expected = (row.checksum_type.eq_ignore_ascii_case("ADLER32")
+            && !row.checksum.is_empty())
+        .then_some(row.checksum.as_str());
         if let Err(e) = tokio::fs::create_dir_all(&self.scratch).await {
             return Outcome::Retry(format!("scratch {}: {e}", self.scratch.display()));
         }
-        let local = self
-            .scratch
-            .join(format!("replicate-{:032x}", rand::random::<u128>()));
-        let copied = src.get(&f.lfn, &local).await;
-        let result = match copied {
-            Err(e) => storage(&source.se, &e),
-            Ok(_) => {
-                let expected = (row.checksum_type.eq_ignore_ascii_case("ADLER32")
-                    && !row.checksum.is_empty())
-                .then_some(row.checksum.as_str());
-                let mut outcome = Outcome::Done;
-                for se in missing {
-                    let target = match self.storage.get(se) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            outcome = storage(se, &e);
-                            break;
-                        }
-                    };
-                    if let Err(e) = target.put(&f.lfn, &local, expected).await {
-                        outcome = storage(se, &e);
+        for target in op
+            .target_se
+            .iter()
+            .filter(|se| !replicas.iter().any(|r| &r.se == *se))
+        {
+            let dest = match self.storage.get(target) {
+                Ok(d) => d,
+                Err(e) => return storage(target, &e),
+            };
+            // Each source replica in turn; a copy that does not match the
+            // catalog's checksum never succeeds.
+            let mut last = Outcome::Retry(format!("no source replica of {} answered", f.lfn));
+            let mut copied = false;
+            for source in &sources {
+                let src = match self.storage.get(source) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        last = storage(source, &e);
+                        continue;
+                    }
+                };
+                match dirac_storage::se::replicate(&src, &dest, &f.lfn, expected, &self.scratch)
+                    .await
+                {
+                    Ok(_) => {
+                        copied = true;
                         break;
                     }
-                    let replica = (f.lfn.clone(), se.clone(), String::new());
-                    if let Err(e) = self.catalog.add_replicas(caller, &[replica]).await {
-                        outcome = dms(&e);
-                        break;
+                    Err(e @ StorageError::Checksum { .. }) => {
+                        last = Outcome::Fail(format!("{source} → {target}: {e}"));
+                    }
+                    Err(e) => last = storage(&format!("{source} → {target}"), &e),
+                }
+            }
+            if !copied {
+                return last;
+            }
+            let replica = (f.lfn.clone(), target.clone(), String::new());
+            match self.catalog.add_replicas(caller, &[replica]).await {
+                Err(e) => return dms(&e),
+                Ok(mut out) => {
+                    if let Some(Err(e)) = out.remove(&f.lfn) {
+                        return dms(&e);
                     }
                 }
-                outcome
             }
-        };
-        let _ = tokio::fs::remove_file(&local).await;
-        result
+        }
+        Outcome::Done
     }
 }
 

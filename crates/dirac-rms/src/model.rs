@@ -240,11 +240,46 @@ pub fn retry_delay_s(max_attempt: u32, constant_minutes: Option<u64>) -> u64 {
     seconds
 }
 
+/// Longest error text kept (the columns hold 1024 bytes).
+pub const MAX_ERROR: usize = 1000;
+
+/// `text` cut to [`MAX_ERROR`] bytes on a character boundary.
+pub fn clip(text: &str) -> String {
+    if text.len() <= MAX_ERROR {
+        return text.to_string();
+    }
+    // Room for the ellipsis (3 bytes).
+    let mut end = MAX_ERROR - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Limits of one request.
 pub const MAX_OPERATIONS: usize = 100;
 pub const MAX_FILES_PER_OPERATION: usize = 10_000;
+/// Files of all operations of one request.
+pub const MAX_FILES_PER_REQUEST: usize = 10_000;
 const MAX_NAME: usize = 255;
 const MAX_LFN: usize = 1024;
+/// Column widths of ReqDB.
+const LIMITS: &[(&str, usize)] = &[
+    ("source component", 64),
+    ("GUID", 64),
+    ("checksum", 128),
+    ("catalog", 255),
+    ("SE list", 1024),
+    ("arguments", 65_535),
+];
+
+fn too_long(what: &str, value: &str) -> Option<String> {
+    let max = LIMITS
+        .iter()
+        .find(|(w, _)| *w == what)
+        .map_or(usize::MAX, |(_, m)| *m);
+    (value.len() > max).then(|| format!("the {what} is longer than {max} bytes"))
+}
 
 /// DIRAC's RequestValidator: a name, operations of known types, the files
 /// and target SEs each type needs, checksums with their type, valid LFNs.
@@ -258,6 +293,16 @@ pub fn validate(r: &Request) -> Result<(), String> {
     }
     if r.operations.is_empty() {
         return Err(format!("request '{}' has no operation", r.name));
+    }
+    if let Some(e) = too_long("source component", &r.source_component) {
+        return Err(format!("request '{}': {e}", r.name));
+    }
+    let files: usize = r.operations.iter().map(|o| o.files.len()).sum();
+    if files > MAX_FILES_PER_REQUEST {
+        return Err(format!(
+            "request '{}' has {files} files; at most {MAX_FILES_PER_REQUEST}",
+            r.name
+        ));
     }
     if r.operations.len() > MAX_OPERATIONS {
         return Err(format!(
@@ -278,6 +323,16 @@ pub fn validate(r: &Request) -> Result<(), String> {
                     .join(", ")
             ));
         };
+        for (what, value) in [
+            ("catalog", op.catalog.clone()),
+            ("SE list", op.source_se.join(",")),
+            ("SE list", op.target_se.join(",")),
+            ("arguments", op.arguments.clone()),
+        ] {
+            if let Some(e) = too_long(what, &value) {
+                return Err(format!("{at}: {e}"));
+            }
+        }
         if t.files && op.files.is_empty() {
             return Err(format!("{at}: needs files"));
         }
@@ -295,13 +350,18 @@ pub fn validate(r: &Request) -> Result<(), String> {
             if !f.lfn.starts_with('/') || f.lfn.len() > MAX_LFN || f.lfn.contains("//") {
                 return Err(format!("{at}: '{}' is not a valid LFN", f.lfn));
             }
+            for (what, value) in [("GUID", &f.guid), ("checksum", &f.checksum)] {
+                if let Some(e) = too_long(what, value) {
+                    return Err(format!("{at}: {e}"));
+                }
+            }
             match (f.checksum.is_empty(), f.checksum_type.as_str()) {
-                (true, "") | (false, "ADLER32" | "MD5" | "SHA1") => {}
+                (true, "") | (false, "ADLER32" | "MD5") => {}
                 (true, _) => return Err(format!("{at}: a checksum type without a checksum")),
                 (false, "") => return Err(format!("{at}: a checksum without its type")),
                 (false, other) => {
                     return Err(format!(
-                        "{at}: unknown checksum type '{other}' (ADLER32, MD5 or SHA1)"
+                        "{at}: unknown checksum type '{other}' (ADLER32 or MD5)"
                     ));
                 }
             }

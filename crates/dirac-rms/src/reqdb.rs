@@ -407,6 +407,20 @@ impl ReqDb {
         Ok(self.get(&claimed).await?.into_values().collect())
     }
 
+    /// Renew `agent`'s claim on a request; `false` when it no longer holds
+    /// it (canceled, or kicked and claimed by another agent).
+    pub async fn refresh(&self, id: u64, agent: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(self.db.sql(
+            "UPDATE RMS_Requests SET ClaimedAt = ? WHERE RequestID = ? AND Status = 'Assigned' AND ClaimedBy = ?",
+        ))
+        .bind(now)
+        .bind(db_id(id))
+        .bind(agent.to_string())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Write back what an agent did with a request it holds: the request's,
     /// operations' and files' states, errors, attempts and back-off. Returns
     /// `false` (and writes nothing) when the agent no longer holds it — the

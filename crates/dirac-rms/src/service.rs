@@ -21,6 +21,8 @@ pub const MAX_PUT: usize = 1000;
 /// Ids per Get/Cancel/Delete call.
 pub const MAX_IDS: usize = 10_000;
 const DEFAULT_LIST: u32 = 100;
+/// What a job may ask for its outputs (DIRAC's job failover).
+const FAILOVER_TYPES: &[&str] = &["RegisterFile", "ReplicateAndRegister", "RemoveReplica"];
 const MAX_LIST: u32 = 10_000;
 
 #[derive(Clone)]
@@ -59,6 +61,8 @@ fn owns(who: &Identity, r: &Request) -> bool {
 }
 
 fn from_pb(r: pb::Request, who: &Identity) -> Result<Request, RmsError> {
+    // A request belongs to a job only through that job's token (or an
+    // administrator): its end ends the job.
     let job_id = match who.job {
         Some(job) if r.job_id != 0 && r.job_id != job => {
             return Err(RmsError::PermissionDenied(format!(
@@ -66,7 +70,26 @@ fn from_pb(r: pb::Request, who: &Identity) -> Result<Request, RmsError> {
                 r.job_id
             )));
         }
-        Some(job) => job,
+        Some(job) => {
+            if let Some(op) = r
+                .operations
+                .iter()
+                .find(|o| !FAILOVER_TYPES.contains(&o.r#type.as_str()))
+            {
+                return Err(RmsError::PermissionDenied(format!(
+                    "a job token may put failover operations only ({}), not {}",
+                    FAILOVER_TYPES.join(", "),
+                    op.r#type
+                )));
+            }
+            job
+        }
+        None if r.job_id != 0 && !is_admin(who) => {
+            return Err(RmsError::PermissionDenied(format!(
+                "only job {} itself (its token) may put requests for it",
+                r.job_id
+            )));
+        }
         None => r.job_id,
     };
     let request = Request {

@@ -397,17 +397,67 @@ fn agent_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Jobs waiting `Completed / Pending Requests` end with their request.
-struct WmsJobs(Arc<Wms>);
+/// Jobs waiting `Completed / Pending Requests` end with their requests:
+/// when every request of the job is final and was put by the job's owner
+/// (a request tied to someone else's job never ends it).
+struct WmsJobs {
+    wms: Arc<Wms>,
+    reqdb: Arc<dirac_rms::ReqDb>,
+}
+
+impl WmsJobs {
+    async fn finish(&self, request: &dirac_rms::model::Request) -> anyhow::Result<bool> {
+        use dirac_rms::model::ReqStatus;
+        use dirac_rms::reqdb::ListQuery;
+        let job_id = request.job_id;
+        let owners = self.wms.db.owners(&[job_id]).await?;
+        let Some(job) = owners.get(&job_id) else {
+            return Ok(false);
+        };
+        if job.owner != request.owner || job.vo != request.vo {
+            tracing::warn!(
+                job_id,
+                request = request.id,
+                "a request of another owner names this job: ignored"
+            );
+            return Ok(false);
+        }
+        let of_job = |statuses: Vec<ReqStatus>| ListQuery {
+            statuses,
+            job_ids: vec![job_id],
+            owner: Some((job.owner.clone(), job.vo.clone())),
+            limit: 1,
+        };
+        let pending = self
+            .reqdb
+            .list(&of_job(vec![
+                ReqStatus::Waiting,
+                ReqStatus::Assigned,
+                ReqStatus::Scheduled,
+            ]))
+            .await?;
+        if !pending.is_empty() {
+            return Ok(false);
+        }
+        let failed = self
+            .reqdb
+            .list(&of_job(vec![ReqStatus::Failed, ReqStatus::Canceled]))
+            .await?;
+        Ok(dirac_wms::agents::requests_finished(&self.wms, job_id, failed.is_empty()).await?)
+    }
+}
 
 #[async_trait::async_trait]
 impl dirac_rms::agent::JobFinalizer for WmsJobs {
-    async fn request_final(&self, job_id: u64, status: dirac_rms::model::ReqStatus) {
-        let ok = status == dirac_rms::model::ReqStatus::Done;
-        match dirac_wms::agents::requests_finished(&self.0, job_id, ok).await {
-            Ok(true) => tracing::info!(job_id, %status, "job finished with its request"),
+    async fn request_final(&self, request: &dirac_rms::model::Request) {
+        match self.finish(request).await {
+            Ok(true) => {
+                tracing::info!(job_id = request.job_id, status = %request.status, "job finished with its requests")
+            }
             Ok(false) => {}
-            Err(e) => tracing::warn!(job_id, error = %e, "cannot finish the job of a request"),
+            Err(e) => {
+                tracing::warn!(job_id = request.job_id, error = %e, "cannot finish the job of a request")
+            }
         }
     }
 }
@@ -429,7 +479,10 @@ pub(crate) fn spawn_rms_agents(
         tasks.push(dirac_rms::agent::spawn_executing(
             rms.reqdb.clone(),
             Arc::new(rms_handlers(dms, data_dir)),
-            Some(Arc::new(WmsJobs(wms.clone()))),
+            Some(Arc::new(WmsJobs {
+                wms: wms.clone(),
+                reqdb: rms.reqdb.clone(),
+            })),
             agent_identity(),
             settings.clone(),
             stop,
@@ -468,7 +521,10 @@ async fn run_rms_agent(
         let settings = dirac_rms::agent::Settings::from_config(&config.services.requests);
         if name == "request-executing" {
             let handlers = rms_handlers(&dms, data_dir);
-            let jobs = WmsJobs(wms.clone());
+            let jobs = WmsJobs {
+                wms: wms.clone(),
+                reqdb: rms.reqdb.clone(),
+            };
             let cycle = dirac_rms::agent::execute_once(
                 &rms.reqdb,
                 &handlers,

@@ -65,7 +65,18 @@ pub async fn run(
             source_se,
             name,
         } => {
-            let name = name.unwrap_or_else(|| format!("{kind}:{}", lfns[0]));
+            // The default name fits ReqDB's 255 bytes whatever the LFN.
+            let name = name.unwrap_or_else(|| {
+                let mut n = format!("{kind}:{}", lfns[0]);
+                if n.len() > 255 {
+                    let mut end = 255;
+                    while !n.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    n.truncate(end);
+                }
+                n
+            });
             let request = pb::Request {
                 name,
                 source_component: "dirac request put".into(),
@@ -95,7 +106,10 @@ pub async fn run(
             Ok(if as_json {
                 Report::out(json!({ "request_ids": ids }).to_string())
             } else {
-                Report::out(format!("request {} put", ids[0]))
+                Report::out(match ids.first() {
+                    Some(id) => format!("request {id} put"),
+                    None => "no request put".to_string(),
+                })
             })
         }
         RequestCommand::List {

@@ -79,6 +79,15 @@ async fn owners_jobs_and_administrators() {
     let from_job = put(failover(0), &job).await.expect("put");
     let other_job = put(failover(7), &job).await.expect_err("other job");
     assert_eq!(other_job.code(), Code::PermissionDenied);
+    // A user cannot tie a request to a job (its end would end the job).
+    let foreign = put(failover(42), &bob).await.expect_err("bob for job 42");
+    assert_eq!(foreign.code(), Code::PermissionDenied);
+    // A job token puts failover operations only.
+    let mut removal = failover(0);
+    removal.operations[0].r#type = "RemoveFile".into();
+    removal.operations[0].target_se.clear();
+    let refused = put(removal, &job).await.expect_err("RemoveFile by a job");
+    assert_eq!(refused.code(), Code::PermissionDenied);
     // Bad requests are refused whole, naming the problem.
     let mut bad = failover(0);
     bad.operations[0].files[0].lfn = "relative/path".into();
