@@ -208,110 +208,170 @@ fn the_agent_replicates_and_removes_files() {
 }
 
 /// A job whose output cannot be registered (the catalog refuses writes:
-/// a MariaDB trigger stands for a catalog that is down) ends `Completed /
-/// Pending Requests` with a failover request; once the catalog is back the
-/// RequestExecutingAgent registers the file and the job ends `Done /
-/// Requests Done`.
-#[test]
-fn a_failed_registration_becomes_a_failover_request() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(fc) = rt.block_on(dirac_core::testing::TestDb::new(
-        dirac_core::db::Backend::MySql,
-    )) else {
-        return;
-    };
-    let d = Diracd::start_with(
-        tempfile::tempdir().expect("tmp"),
-        &[
+/// a MariaDB trigger stands for a catalog that is down), waiting
+/// `Completed / Pending Requests` with its failover request.
+struct Failover {
+    rt: tokio::runtime::Runtime,
+    fc: dirac_core::testing::TestDb,
+    d: Diracd,
+    work: tempfile::TempDir,
+    job: u64,
+    request: u64,
+}
+
+const FAILOVER_LFN: &str = "/dteam/user/a/alice/failover/out.txt";
+
+impl Failover {
+    fn start(env: &[(&str, String)]) -> Option<Failover> {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let fc = rt.block_on(dirac_core::testing::TestDb::new(
+            dirac_core::db::Backend::MySql,
+        ))?;
+        let mut all = vec![
             ("DIRAC__SERVICES__DATABASES__FILECATALOGDB", fc.url.clone()),
             ("DIRAC__SERVICES__REQUESTS__POLLINGTIME", "1".into()),
             (
                 "DIRAC__SERVICES__REQUESTS__CONSTANTREQUESTDELAY",
                 "0".into(),
             ),
-        ],
-    );
-    let work = tempfile::tempdir().expect("work");
-    let jdl = work.path().join("out.jdl");
-    std::fs::write(
-        &jdl,
-        r#"[ Executable = "/bin/sh"; Arguments = "-c 'echo result > out.txt'";
-             OutputData = {"out.txt"}; OutputPath = "failover"; OutputSE = "LOCAL-SE";
-             JobName = "failover"; ]"#,
-    )
-    .expect("write");
-    // Reads work, new files cannot be registered.
-    rt.block_on(async {
-        sqlx::query(
-            "CREATE TRIGGER catalog_down BEFORE INSERT ON FC_Files FOR EACH ROW \
-             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'catalog down for the test'",
+        ];
+        all.extend(env.iter().cloned());
+        let d = Diracd::start_with(tempfile::tempdir().expect("tmp"), &all);
+        let work = tempfile::tempdir().expect("work");
+        let jdl = work.path().join("out.jdl");
+        std::fs::write(
+            &jdl,
+            r#"[ Executable = "/bin/sh"; Arguments = "-c 'echo result > out.txt'";
+                 OutputData = {"out.txt"}; OutputPath = "failover"; OutputSE = "LOCAL-SE";
+                 JobName = "failover"; ]"#,
         )
-        .execute(fc.db.pool())
-        .await
-        .expect("trigger");
-    });
-    let submitted = d.json(&["job", "submit", &jdl.display().to_string()]);
-    let id = submitted["jobs"][0]["job_id"].as_u64().expect("id");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let job = loop {
-        let st = d.json(&["job", "status", &id.to_string()]);
-        let job = st["jobs"][0].clone();
-        if job["status"] == "Completed" || job["status"] == "Failed" || job["status"] == "Done" {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "job {id}: {job}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    assert_eq!(
-        (job["status"].as_str(), job["minor_status"].as_str()),
-        (Some("Completed"), Some("Pending Requests")),
-        "{job}"
-    );
-    let requests = d.json(&["request", "list", "--job", &id.to_string()]);
-    let request = requests["requests"][0].clone();
-    assert_eq!(request["current_operation"], "RegisterFile", "{requests}");
-    let request_id = request["request_id"].as_u64().expect("request id");
-    let lfn = "/dteam/user/a/alice/failover/out.txt".to_string();
-    assert!(
-        !d.dirac(&["dreplicas", &lfn]).status.success(),
-        "not registered yet"
-    );
-
-    // The catalog is back: the agent registers it, the job is done.
-    rt.block_on(async {
-        sqlx::query("DROP TRIGGER catalog_down")
+        .expect("write");
+        // Reads work, new files cannot be registered.
+        rt.block_on(async {
+            sqlx::query(
+                "CREATE TRIGGER catalog_down BEFORE INSERT ON FC_Files FOR EACH ROW \
+                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'catalog down for the test'",
+            )
             .execute(fc.db.pool())
+            .await
+            .expect("trigger");
+        });
+        let submitted = d.json(&["job", "submit", &jdl.display().to_string()]);
+        let job = submitted["jobs"][0]["job_id"].as_u64().expect("id");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            let st = d.json(&["job", "status", &job.to_string()]);
+            let status = st["jobs"][0].clone();
+            if matches!(
+                status["status"].as_str(),
+                Some("Completed" | "Failed" | "Done")
+            ) {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job}: {status}\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        assert_eq!(
+            (status["status"].as_str(), status["minor_status"].as_str()),
+            (Some("Completed"), Some("Pending Requests")),
+            "{status}"
+        );
+        let requests = d.json(&["request", "list", "--job", &job.to_string()]);
+        let request = requests["requests"][0].clone();
+        assert_eq!(request["name"], format!("Job_{job}_failover"), "{requests}");
+        let request = request["request_id"].as_u64().expect("request id");
+        assert!(
+            !d.dirac(&["dreplicas", FAILOVER_LFN]).status.success(),
+            "not registered yet"
+        );
+        Some(Failover {
+            rt,
+            fc,
+            d,
+            work,
+            job,
+            request,
+        })
+    }
+
+    /// The job's final (status, minor status).
+    fn wait_job(&self) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.d.json(&["job", "status", &self.job.to_string()])["jobs"][0].clone();
+            if matches!(job["status"].as_str(), Some("Done" | "Failed")) {
+                return (
+                    job["status"].as_str().unwrap_or_default().to_string(),
+                    job["minor_status"].as_str().unwrap_or_default().to_string(),
+                );
+            }
+            assert!(Instant::now() < deadline, "job {}: {job}", self.job);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn stop(self) {
+        self.d.stop();
+        self.rt.block_on(self.fc.cleanup());
+    }
+}
+
+/// Once the catalog is back the RequestExecutingAgent registers the file
+/// and the job ends `Done / Requests Done`.
+#[test]
+fn a_failed_registration_becomes_a_failover_request() {
+    let Some(f) = Failover::start(&[]) else {
+        return;
+    };
+    f.rt.block_on(async {
+        sqlx::query("DROP TRIGGER catalog_down")
+            .execute(f.fc.db.pool())
             .await
             .expect("drop trigger");
     });
-    let r = wait_request(&d, request_id);
+    let r = wait_request(&f.d, f.request);
     assert_eq!(r["status"], "Done", "{r}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job = d.json(&["job", "status", &id.to_string()])["jobs"][0].clone();
-        if job["status"] == "Done" {
-            assert_eq!(job["minor_status"], "Requests Done", "{job}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "job {id} not Done: {job}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let replicas = d.json(&["dreplicas", &lfn]);
+    assert_eq!(f.wait_job(), ("Done".into(), "Requests Done".into()));
+    let replicas = f.d.json(&["dreplicas", FAILOVER_LFN]);
     assert_eq!(
-        replicas["replicas"][&lfn][0]["se"], "LOCAL-SE",
+        replicas["replicas"][FAILOVER_LFN][0]["se"], "LOCAL-SE",
         "{replicas}"
     );
     let home = tempfile::tempdir().expect("home");
-    let got = d.dirac_in(home.path(), work.path(), None, &["dget", &lfn]);
+    let got =
+        f.d.dirac_in(home.path(), f.work.path(), None, &["dget", FAILOVER_LFN]);
     assert!(
         got.status.success(),
         "{}",
         String::from_utf8_lossy(&got.stderr)
     );
     assert_eq!(
-        std::fs::read_to_string(work.path().join("out.txt")).expect("read"),
+        std::fs::read_to_string(f.work.path().join("out.txt")).expect("read"),
         "result\n"
     );
-    d.stop();
-    rt.block_on(fc.cleanup());
+    f.stop();
+}
+
+/// A catalog that stays down: after MaxAttempts the request fails, and so
+/// does the job.
+#[test]
+fn a_failover_request_that_fails_fails_its_job() {
+    let Some(f) = Failover::start(&[("DIRAC__SERVICES__REQUESTS__MAXATTEMPTS", "2".into())]) else {
+        return;
+    };
+    let r = wait_request(&f.d, f.request);
+    assert_eq!(r["status"], "Failed", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gave up after 2 attempts"),
+        "{r}"
+    );
+    assert_eq!(f.wait_job(), ("Failed".into(), "Requests Failed".into()));
+    f.stop();
 }

@@ -41,6 +41,10 @@ pub trait Handlers: Send + Sync {
 #[async_trait::async_trait]
 pub trait JobFinalizer: Send + Sync {
     async fn request_final(&self, request: &Request);
+    /// Finish the jobs still waiting whose requests all ended without
+    /// telling them (canceled, deleted, an agent that died in between).
+    /// Returns how many.
+    async fn sweep(&self) -> u64;
 }
 
 #[derive(Debug, Clone)]
@@ -239,8 +243,18 @@ pub async fn execute_once(
 }
 
 /// One CleanReqDB cycle: kick requests of dead agents, delete old final
-/// ones. Returns (kicked, deleted).
-pub async fn clean_once(db: &ReqDb, settings: &Settings) -> Result<(u64, u64)> {
+/// ones, finish jobs left waiting. Returns (kicked, deleted).
+pub async fn clean_once(
+    db: &ReqDb,
+    jobs: Option<&dyn JobFinalizer>,
+    settings: &Settings,
+) -> Result<(u64, u64)> {
+    if let Some(jobs) = jobs {
+        let finished = jobs.sweep().await;
+        if finished > 0 {
+            tracing::info!(finished, "jobs left waiting for ended requests finished");
+        }
+    }
     let t = now();
     let kick_before = t.saturating_sub(i64::try_from(settings.kick_after_s).unwrap_or(0));
     let kicked = db.kick(kick_before, t).await?;
@@ -294,6 +308,7 @@ pub fn spawn_executing(
 /// The ReqDB cleaner until `stop`.
 pub fn spawn_cleaning(
     db: Arc<ReqDb>,
+    jobs: Option<Arc<dyn JobFinalizer>>,
     settings: Settings,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -303,9 +318,9 @@ pub fn spawn_cleaning(
         every,
         stop.clone(),
         move || {
-            let (db, settings) = (db.clone(), settings.clone());
+            let (db, jobs, settings) = (db.clone(), jobs.clone(), settings.clone());
             async move {
-                match clean_once(&db, &settings).await {
+                match clean_once(&db, jobs.as_deref(), &settings).await {
                     Ok((0, 0)) => {}
                     Ok((kicked, deleted)) => tracing::info!(kicked, deleted, "ReqDB cleaned"),
                     Err(e) => tracing::warn!(error = %e, "ReqDB cleaning failed"),

@@ -62,6 +62,21 @@ fn update(status: JobStatus, minor: &str, source: &str) -> Update {
 /// The minor status of a job whose outputs wait for a failover request.
 pub const PENDING_REQUESTS: &str = "Pending Requests";
 
+/// Jobs waiting `Completed / Pending Requests` for more than
+/// `older_than_s` seconds (for a sweep that finishes those whose requests
+/// ended without telling them).
+pub async fn jobs_pending_requests(wms: &Wms, older_than_s: u64) -> Result<Vec<u64>> {
+    ids(
+        wms,
+        &[
+            filter("Status", "eq", "Completed", &[]),
+            filter("MinorStatus", "eq", PENDING_REQUESTS, &[]),
+            filter("LastUpdateTime", "lt", &time::ago(older_than_s), &[]),
+        ],
+    )
+    .await
+}
+
 /// A job's failover request has ended (DIRAC's `finalizeRequest`): a job
 /// still `Completed / Pending Requests` becomes `Done / Requests Done`, or
 /// `Failed / Requests Failed` when the request failed. Returns whether

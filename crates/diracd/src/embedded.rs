@@ -406,59 +406,87 @@ struct WmsJobs {
 }
 
 impl WmsJobs {
-    async fn finish(&self, request: &dirac_rms::model::Request) -> anyhow::Result<bool> {
+    /// Finish `job_id` if every request its owner put for it is final:
+    /// Done when all are Done, Failed when one failed or was canceled — or
+    /// when none is left at all (deleted before they ended the job).
+    async fn finish_job(&self, job_id: u64) -> anyhow::Result<bool> {
         use dirac_rms::model::ReqStatus;
         use dirac_rms::reqdb::ListQuery;
-        let job_id = request.job_id;
         let owners = self.wms.db.owners(&[job_id]).await?;
         let Some(job) = owners.get(&job_id) else {
             return Ok(false);
         };
-        if job.owner != request.owner || job.vo != request.vo {
-            tracing::warn!(
-                job_id,
-                request = request.id,
-                "a request of another owner names this job: ignored"
-            );
-            return Ok(false);
-        }
         let of_job = |statuses: Vec<ReqStatus>| ListQuery {
             statuses,
             job_ids: vec![job_id],
             owner: Some((job.owner.clone(), job.vo.clone())),
             limit: 1,
         };
-        let pending = self
-            .reqdb
-            .list(&of_job(vec![
-                ReqStatus::Waiting,
-                ReqStatus::Assigned,
-                ReqStatus::Scheduled,
-            ]))
-            .await?;
-        if !pending.is_empty() {
+        let any = |statuses: Vec<ReqStatus>| {
+            let q = of_job(statuses);
+            async move { self.reqdb.list(&q).await.map(|found| !found.is_empty()) }
+        };
+        if any(vec![
+            ReqStatus::Waiting,
+            ReqStatus::Assigned,
+            ReqStatus::Scheduled,
+        ])
+        .await?
+        {
             return Ok(false);
         }
-        let failed = self
-            .reqdb
-            .list(&of_job(vec![ReqStatus::Failed, ReqStatus::Canceled]))
-            .await?;
-        Ok(dirac_wms::agents::requests_finished(&self.wms, job_id, failed.is_empty()).await?)
+        let failed = any(vec![ReqStatus::Failed, ReqStatus::Canceled]).await?;
+        let done = any(vec![ReqStatus::Done]).await?;
+        Ok(dirac_wms::agents::requests_finished(&self.wms, job_id, done && !failed).await?)
     }
 }
 
 #[async_trait::async_trait]
 impl dirac_rms::agent::JobFinalizer for WmsJobs {
     async fn request_final(&self, request: &dirac_rms::model::Request) {
-        match self.finish(request).await {
+        let job_id = request.job_id;
+        let owner = match self.wms.db.owners(&[job_id]).await {
+            Ok(mut owners) => owners.remove(&job_id),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "cannot read the job of a request");
+                return;
+            }
+        };
+        if owner.is_none_or(|j| j.owner != request.owner || j.vo != request.vo) {
+            tracing::warn!(
+                job_id,
+                request = request.id,
+                "a request of another owner names this job: ignored"
+            );
+            return;
+        }
+        match self.finish_job(job_id).await {
             Ok(true) => {
-                tracing::info!(job_id = request.job_id, status = %request.status, "job finished with its requests")
+                tracing::info!(job_id, status = %request.status, "job finished with its requests")
             }
             Ok(false) => {}
+            Err(e) => tracing::warn!(job_id, error = %e, "cannot finish the job of a request"),
+        }
+    }
+
+    async fn sweep(&self) -> u64 {
+        // Long enough for an agent to have told the job itself.
+        let waiting = match dirac_wms::agents::jobs_pending_requests(&self.wms, 3600).await {
+            Ok(ids) => ids,
             Err(e) => {
-                tracing::warn!(job_id = request.job_id, error = %e, "cannot finish the job of a request")
+                tracing::warn!(error = %e, "cannot look for jobs waiting for requests");
+                return 0;
+            }
+        };
+        let mut finished = 0;
+        for job_id in waiting {
+            match self.finish_job(job_id).await {
+                Ok(true) => finished += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job_id, error = %e, "cannot finish a waiting job"),
             }
         }
+        finished
     }
 }
 
@@ -475,14 +503,15 @@ pub(crate) fn spawn_rms_agents(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let settings = dirac_rms::agent::Settings::from_config(&config.services.requests);
     let mut tasks = Vec::new();
+    let jobs: Arc<dyn dirac_rms::agent::JobFinalizer> = Arc::new(WmsJobs {
+        wms: wms.clone(),
+        reqdb: rms.reqdb.clone(),
+    });
     if names.contains(&"request-executing") {
         tasks.push(dirac_rms::agent::spawn_executing(
             rms.reqdb.clone(),
             Arc::new(rms_handlers(dms, data_dir)),
-            Some(Arc::new(WmsJobs {
-                wms: wms.clone(),
-                reqdb: rms.reqdb.clone(),
-            })),
+            Some(jobs.clone()),
             agent_identity(),
             settings.clone(),
             stop,
@@ -491,6 +520,7 @@ pub(crate) fn spawn_rms_agents(
     if names.contains(&"clean-reqdb") {
         tasks.push(dirac_rms::agent::spawn_cleaning(
             rms.reqdb.clone(),
+            Some(jobs),
             settings,
             stop,
         ));
@@ -519,12 +549,12 @@ async fn run_rms_agent(
     let dms = open_dms(config, data_dir, &db).await?;
     if once {
         let settings = dirac_rms::agent::Settings::from_config(&config.services.requests);
+        let jobs = WmsJobs {
+            wms: wms.clone(),
+            reqdb: rms.reqdb.clone(),
+        };
         if name == "request-executing" {
             let handlers = rms_handlers(&dms, data_dir);
-            let jobs = WmsJobs {
-                wms: wms.clone(),
-                reqdb: rms.reqdb.clone(),
-            };
             let cycle = dirac_rms::agent::execute_once(
                 &rms.reqdb,
                 &handlers,
@@ -535,7 +565,8 @@ async fn run_rms_agent(
             .await?;
             tracing::info!(agent = name, ?cycle, "one cycle done");
         } else {
-            let (kicked, deleted) = dirac_rms::agent::clean_once(&rms.reqdb, &settings).await?;
+            let (kicked, deleted) =
+                dirac_rms::agent::clean_once(&rms.reqdb, Some(&jobs), &settings).await?;
             tracing::info!(agent = name, kicked, deleted, "one cycle done");
         }
         return Ok(());

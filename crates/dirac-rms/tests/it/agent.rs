@@ -154,6 +154,9 @@ async fn operations_run_in_order_and_failures_wait_or_fail() {
     assert!(r.error.contains("RegisterFile failed"), "{}", r.error);
 
     // The cleaner keeps recent final requests.
-    assert_eq!(clean_once(&reqdb, &settings).await.expect("clean"), (0, 0));
+    assert_eq!(
+        clean_once(&reqdb, None, &settings).await.expect("clean"),
+        (0, 0)
+    );
     db.cleanup().await;
 }
