@@ -375,3 +375,120 @@ fn a_failover_request_that_fails_fails_its_job() {
     assert_eq!(f.wait_job(), ("Failed".into(), "Requests Failed".into()));
     f.stop();
 }
+
+/// The OutputSE refuses the output (its directory cannot be made: a file
+/// stands where it should be): the pilot stores it on the failover SE, the
+/// job waits `Completed / Pending Requests`, and once the OutputSE works
+/// the agent moves the file there (ReplicateAndRegister, then
+/// RemoveReplica from the failover SE) and ends the job Done.
+#[test]
+fn outputs_go_to_a_failover_se_and_are_moved_later() {
+    let blocked = tempfile::tempdir().expect("tmp");
+    let blocker = blocked.path().join("blocker");
+    std::fs::write(&blocker, "not a directory").expect("write");
+    let down_root = blocker.join("se");
+    let ses = format!(
+        "{{LOCAL-SE: {{Site: LCG.Local.local, Protocols: [{{Protocol: file}}, {{Protocol: dips}}]}}, \
+         SE-DOWN: {{Protocols: [{{Protocol: file, Path: '{}'}}]}}}}",
+        down_root.display()
+    );
+    let d = Diracd::start_with(
+        tempfile::tempdir().expect("tmp"),
+        &[
+            ("DIRAC__RESOURCES__STORAGEELEMENTS", ses),
+            (
+                "DIRAC__OPERATIONS__DATAMANAGEMENT__FAILOVERSES",
+                "[LOCAL-SE]".into(),
+            ),
+            ("DIRAC__SERVICES__REQUESTS__POLLINGTIME", "1".into()),
+            (
+                "DIRAC__SERVICES__REQUESTS__CONSTANTREQUESTDELAY",
+                "0".into(),
+            ),
+        ],
+    );
+    let work = tempfile::tempdir().expect("work");
+    let jdl = work.path().join("out.jdl");
+    std::fs::write(
+        &jdl,
+        r#"[ Executable = "/bin/sh"; Arguments = "-c 'echo moved > out.txt'";
+             OutputData = {"out.txt"}; OutputPath = "moved"; OutputSE = "SE-DOWN";
+             JobName = "failover-se"; ]"#,
+    )
+    .expect("write");
+    let submitted = d.json(&["job", "submit", &jdl.display().to_string()]);
+    let job = submitted["jobs"][0]["job_id"].as_u64().expect("id");
+    let lfn = "/dteam/user/a/alice/moved/out.txt";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let status = d.json(&["job", "status", &job.to_string()])["jobs"][0].clone();
+        if matches!(
+            status["status"].as_str(),
+            Some("Completed" | "Failed" | "Done")
+        ) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job}: {status}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        (status["status"].as_str(), status["minor_status"].as_str()),
+        (Some("Completed"), Some("Pending Requests")),
+        "{status}"
+    );
+    // Kept on the failover SE meanwhile; the request waits to move it.
+    let replicas = d.json(&["dreplicas", lfn]);
+    assert_eq!(replicas["replicas"][lfn][0]["se"], "LOCAL-SE", "{replicas}");
+    let requests = d.json(&["request", "list", "--job", &job.to_string()]);
+    let request = requests["requests"][0].clone();
+    assert_eq!(
+        request["current_operation"], "ReplicateAndRegister",
+        "{requests}"
+    );
+    assert_eq!(request["status"], "Waiting", "{requests}");
+
+    // The OutputSE works again.
+    std::fs::remove_file(&blocker).expect("unblock");
+    let r = wait_request(&d, request["request_id"].as_u64().expect("id"));
+    assert_eq!(r["status"], "Done", "{r}");
+    let ops: Vec<&str> = r["operations"]
+        .as_array()
+        .expect("ops")
+        .iter()
+        .filter_map(|o| o["type"].as_str())
+        .collect();
+    assert_eq!(ops, vec!["ReplicateAndRegister", "RemoveReplica"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = d.json(&["job", "status", &job.to_string()])["jobs"][0].clone();
+        if st["status"] == "Done" {
+            assert_eq!(st["minor_status"], "Requests Done", "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let replicas = d.json(&["dreplicas", lfn]);
+    let at: Vec<&str> = replicas["replicas"][lfn]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .filter_map(|r| r["se"].as_str())
+        .collect();
+    assert_eq!(at, vec!["SE-DOWN"], "{replicas}");
+    let copies = on_disk(&down_root, "out.txt");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read_to_string(&copies[0]).expect("read"),
+        "moved\n"
+    );
+    assert!(
+        on_disk(&d.dir.path().join("se"), "moved/out.txt").is_empty(),
+        "failover copy left"
+    );
+    d.stop();
+}

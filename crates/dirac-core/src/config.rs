@@ -406,6 +406,19 @@ pub struct Operations {
     pub job_description: JobDescriptionOps,
     #[serde(default)]
     pub job_scheduling: JobSchedulingOps,
+    #[serde(default)]
+    pub data_management: DataManagementOps,
+}
+
+/// Data management policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
+pub struct DataManagementOps {
+    /// Storage elements a job's output goes to when none of its OutputSE
+    /// takes it (DIRAC's Tier1-Failover group); a request then moves it
+    /// where it belongs.
+    #[serde(rename = "FailoverSEs")]
+    pub failover_ses: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -869,6 +882,18 @@ impl DiracConfig {
                     }
                 }
             }
+        }
+        if let Some(se) = self
+            .operations
+            .data_management
+            .failover_ses
+            .iter()
+            .find(|se| !self.resources.storage_elements.contains_key(*se))
+        {
+            return Err(invalid(
+                "Operations.DataManagement.FailoverSEs".to_string(),
+                format!("unknown storage element '{se}'"),
+            ));
         }
         for (se, sec) in &self.resources.storage_elements {
             let base = format!("Resources.StorageElements.{se}");

@@ -36,6 +36,7 @@ pub struct Dms {
     pub catalog: Arc<Catalog>,
     pub storage: Arc<dirac_storage::StorageElements>,
     scratch: std::path::PathBuf,
+    failover: Vec<String>,
 }
 
 impl Dms {
@@ -47,6 +48,7 @@ impl Dms {
             &data_dir.join("se"),
         )?;
         Ok(Dms {
+            failover: config.operations.data_management.failover_ses.clone(),
             catalog: Arc::new(Catalog::open(db, config).await?),
             storage: Arc::new(storage),
             scratch: data_dir.join("scratch"),
@@ -67,6 +69,7 @@ impl Dms {
                 catalog: self.catalog.clone(),
                 ses: self.storage.clone(),
                 scratch: self.scratch.clone(),
+                failover: self.failover.clone(),
             })
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE),

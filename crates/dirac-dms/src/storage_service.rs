@@ -38,6 +38,8 @@ pub struct StorageService {
     pub ses: Arc<StorageElements>,
     /// Where uploads and downloads are staged.
     pub scratch: PathBuf,
+    /// Operations.DataManagement.FailoverSEs.
+    pub failover: Vec<String>,
 }
 
 fn access(a: SeAccess) -> String {
@@ -373,6 +375,7 @@ impl pb::storage_element_server::StorageElement for StorageService {
                         .collect(),
                     read_access: access(se.config.read_access),
                     write_access: access(se.config.write_access),
+                    failover: self.failover.contains(&se.name),
                 })
                 .collect(),
         }))

@@ -371,21 +371,13 @@ impl Job<'_> {
         failover: &mut Vec<dirac_proto::rms::Operation>,
     ) -> Result<(), String> {
         let dm = data.ok_or("the matcher sent no job token to write data with")?;
+        let mut listed: Option<Vec<dirac_proto::dms::StorageElementInfo>> = None;
         let ses = if spec.output_se.is_empty() {
-            let list = self
-                .ctx
-                .reporter
-                .client()
-                .storage_element()
-                .list_storage_elements(dirac_proto::dms::Empty {})
-                .await
-                .map_err(|s| format!("cannot list the storage elements: {}", s.message()))?
-                .into_inner();
-            let here: Vec<String> = list
-                .storage_elements
-                .into_iter()
+            let here: Vec<String> = Self::storage_elements(dm, &mut listed)
+                .await?
+                .iter()
                 .filter(|se| se.site == self.ctx.site && se.write_access != "Banned")
-                .map(|se| se.name)
+                .map(|se| se.name.clone())
                 .collect();
             if here.is_empty() {
                 return Err(format!(
@@ -405,60 +397,142 @@ impl Job<'_> {
                 return Err(format!("OutputData: {local} was not produced"));
             }
             let mut errors = Vec::new();
-            let mut stored = false;
-            for se in &ses {
-                match dm.put_and_register(&path, &lfn, se, true, &|_, _| {}).await {
-                    // On the SE, not in the catalog: registered later.
-                    Err(DataError::Failed {
-                        stage: "register",
-                        message,
-                        ..
-                    }) => {
-                        let (size, adler32) = dirac_client::data::local_checksum(&path)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        tracing::warn!(
-                            job_id = self.job_id,
-                            lfn,
-                            se,
-                            error = message,
-                            "registration failed: a failover request registers it"
-                        );
-                        failover.push(dirac_proto::rms::Operation {
-                            r#type: "RegisterFile".into(),
-                            target_se: vec![se.clone()],
-                            files: vec![dirac_proto::rms::File {
-                                lfn: lfn.clone(),
-                                size,
-                                checksum: adler32,
-                                checksum_type: "ADLER32".into(),
-                                ..Default::default()
-                            }],
-                            ..Default::default()
-                        });
-                        stored = true;
-                        break;
-                    }
-                    Ok((size, adler32)) => {
-                        tracing::info!(
-                            job_id = self.job_id,
-                            lfn,
-                            se,
-                            size,
-                            adler32,
-                            "output data stored"
-                        );
-                        stored = true;
-                        break;
-                    }
-                    Err(e) => errors.push(format!("{se}: {e}")),
-                }
+            if self
+                .store_one(dm, &path, &lfn, &ses, failover, &mut errors)
+                .await?
+                .is_some()
+            {
+                continue;
             }
-            if !stored {
+            // No OutputSE took it: a failover SE (this site's first) keeps
+            // it, and a request moves it where it belongs (DIRAC's
+            // transferAndRegisterFileFailover).
+            let mut failovers: Vec<&dirac_proto::dms::StorageElementInfo> =
+                Self::storage_elements(dm, &mut listed)
+                    .await?
+                    .iter()
+                    .filter(|se| {
+                        se.failover && se.write_access != "Banned" && !ses.contains(&se.name)
+                    })
+                    .collect();
+            failovers.sort_by_key(|se| se.site != self.ctx.site);
+            let failovers: Vec<String> = failovers.iter().map(|se| se.name.clone()).collect();
+            let Some(at) = self
+                .store_one(dm, &path, &lfn, &failovers, failover, &mut errors)
+                .await?
+            else {
                 return Err(format!("{lfn}: {}", errors.join("; ")));
-            }
+            };
+            let (size, adler32) = dirac_client::data::local_checksum(&path)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::warn!(
+                job_id = self.job_id,
+                lfn,
+                failover_se = at,
+                "output kept on a failover SE: a request moves it"
+            );
+            let file = dirac_proto::rms::File {
+                lfn: lfn.clone(),
+                size,
+                checksum: adler32,
+                checksum_type: "ADLER32".into(),
+                ..Default::default()
+            };
+            failover.push(dirac_proto::rms::Operation {
+                r#type: "ReplicateAndRegister".into(),
+                source_se: vec![at.clone()],
+                target_se: vec![ses[0].clone()],
+                files: vec![file.clone()],
+                ..Default::default()
+            });
+            failover.push(dirac_proto::rms::Operation {
+                r#type: "RemoveReplica".into(),
+                target_se: vec![at],
+                files: vec![file],
+                ..Default::default()
+            });
         }
         Ok(())
+    }
+
+    /// The installation's storage elements, listed once per job with the
+    /// job's token (the pilot's own may not).
+    async fn storage_elements<'a>(
+        dm: &dirac_client::data::DataManager,
+        listed: &'a mut Option<Vec<dirac_proto::dms::StorageElementInfo>>,
+    ) -> Result<&'a Vec<dirac_proto::dms::StorageElementInfo>, String> {
+        if listed.is_none() {
+            let list = dm
+                .client()
+                .storage_element()
+                .list_storage_elements(dirac_proto::dms::Empty {})
+                .await
+                .map_err(|s| format!("cannot list the storage elements: {}", s.message()))?
+                .into_inner();
+            *listed = Some(list.storage_elements);
+        }
+        Ok(listed.get_or_insert_with(Vec::new))
+    }
+
+    /// Store `path` as `lfn` on the first of `ses` that takes it; the SE,
+    /// or `None` (the reasons in `errors`). Stored but not registered (the
+    /// catalog down): a `RegisterFile` operation for the failover request.
+    async fn store_one(
+        &self,
+        dm: &dirac_client::data::DataManager,
+        path: &Path,
+        lfn: &str,
+        ses: &[String],
+        failover: &mut Vec<dirac_proto::rms::Operation>,
+        errors: &mut Vec<String>,
+    ) -> Result<Option<String>, String> {
+        for se in ses {
+            match dm.put_and_register(path, lfn, se, true, &|_, _| {}).await {
+                Err(DataError::Failed {
+                    stage: "register",
+                    message,
+                    ..
+                }) => {
+                    let (size, adler32) = dirac_client::data::local_checksum(path)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::warn!(
+                        job_id = self.job_id,
+                        lfn,
+                        se,
+                        error = message,
+                        "registration failed: a failover request registers it"
+                    );
+                    failover.push(dirac_proto::rms::Operation {
+                        r#type: "RegisterFile".into(),
+                        target_se: vec![se.clone()],
+                        files: vec![dirac_proto::rms::File {
+                            lfn: lfn.to_string(),
+                            size,
+                            checksum: adler32,
+                            checksum_type: "ADLER32".into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    });
+                    return Ok(Some(se.clone()));
+                }
+                Ok((size, adler32)) => {
+                    tracing::info!(
+                        job_id = self.job_id,
+                        lfn,
+                        se,
+                        size,
+                        adler32,
+                        "output data stored"
+                    );
+                    return Ok(Some(se.clone()));
+                }
+                Err(e) => errors.push(format!("{se}: {e}")),
+            }
+        }
+        Ok(None)
     }
 
     /// Put the failover request of this job (its token: the request is the
