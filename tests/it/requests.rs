@@ -17,6 +17,19 @@ fn on_disk(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Poll job `id` until its status is one of `until`; its attributes.
+fn wait_job(d: &Diracd, id: u64, until: &[&str]) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let job = d.json(&["job", "status", &id.to_string()])["jobs"][0].clone();
+        if until.iter().any(|s| job["status"] == *s) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id}: {job}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn wait_request(d: &Diracd, id: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -258,23 +271,7 @@ impl Failover {
         });
         let submitted = d.json(&["job", "submit", &jdl.display().to_string()]);
         let job = submitted["jobs"][0]["job_id"].as_u64().expect("id");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let status = loop {
-            let st = d.json(&["job", "status", &job.to_string()]);
-            let status = st["jobs"][0].clone();
-            if matches!(
-                status["status"].as_str(),
-                Some("Completed" | "Failed" | "Done")
-            ) {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {job}: {status}\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        };
+        let status = wait_job(&d, job, &["Completed", "Failed", "Done"]);
         assert_eq!(
             (status["status"].as_str(), status["minor_status"].as_str()),
             (Some("Completed"), Some("Pending Requests")),
@@ -300,18 +297,11 @@ impl Failover {
 
     /// The job's final (status, minor status).
     fn wait_job(&self) -> (String, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let job = self.d.json(&["job", "status", &self.job.to_string()])["jobs"][0].clone();
-            if matches!(job["status"].as_str(), Some("Done" | "Failed")) {
-                return (
-                    job["status"].as_str().unwrap_or_default().to_string(),
-                    job["minor_status"].as_str().unwrap_or_default().to_string(),
-                );
-            }
-            assert!(Instant::now() < deadline, "job {}: {job}", self.job);
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let job = wait_job(&self.d, self.job, &["Done", "Failed"]);
+        (
+            job["status"].as_str().unwrap_or_default().to_string(),
+            job["minor_status"].as_str().unwrap_or_default().to_string(),
+        )
     }
 
     fn stop(self) {
@@ -419,22 +409,7 @@ fn outputs_go_to_a_failover_se_and_are_moved_later() {
     let submitted = d.json(&["job", "submit", &jdl.display().to_string()]);
     let job = submitted["jobs"][0]["job_id"].as_u64().expect("id");
     let lfn = "/dteam/user/a/alice/moved/out.txt";
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        let status = d.json(&["job", "status", &job.to_string()])["jobs"][0].clone();
-        if matches!(
-            status["status"].as_str(),
-            Some("Completed" | "Failed" | "Done")
-        ) {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job}: {status}\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let status = wait_job(&d, job, &["Completed", "Failed", "Done"]);
     assert_eq!(
         (status["status"].as_str(), status["minor_status"].as_str()),
         (Some("Completed"), Some("Pending Requests")),
@@ -462,16 +437,12 @@ fn outputs_go_to_a_failover_se_and_are_moved_later() {
         .filter_map(|o| o["type"].as_str())
         .collect();
     assert_eq!(ops, vec!["ReplicateAndRegister", "RemoveReplica"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = d.json(&["job", "status", &job.to_string()])["jobs"][0].clone();
-        if st["status"] == "Done" {
-            assert_eq!(st["minor_status"], "Requests Done", "{st}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{st}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let st = wait_job(&d, job, &["Done", "Failed"]);
+    assert_eq!(
+        (st["status"].as_str(), st["minor_status"].as_str()),
+        (Some("Done"), Some("Requests Done")),
+        "{st}"
+    );
     let replicas = d.json(&["dreplicas", lfn]);
     let at: Vec<&str> = replicas["replicas"][lfn]
         .as_array()

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use dirac_core::error::{Category, ServiceError};
 use dirac_dms::DmsError;
-use dirac_dms::catalog::{Catalog, NewFile};
+use dirac_dms::catalog::{Catalog, FileRow, NewFile, ReplicaRow};
 use dirac_dms::perms::Caller;
 use dirac_storage::{StorageElements, StorageError};
 
@@ -191,20 +191,33 @@ impl DmsHandlers {
         }
     }
 
-    async fn remove_replica(&self, caller: &Caller, op: &Operation, f: &File) -> Outcome {
-        if let Err(e) = self.catalog.may_write_file(caller, &f.lfn).await {
-            return dms(&e);
-        }
-        let (mut found, _) = match self
-            .catalog
-            .get_files(caller, std::slice::from_ref(&f.lfn), true)
+    /// The catalog entry of a file the owner may write (its replicas
+    /// change): checked before storage is touched with the server's
+    /// credentials. A file not in the catalog fails.
+    async fn writable(
+        &self,
+        caller: &Caller,
+        lfn: &str,
+        all_status: bool,
+    ) -> Result<(FileRow, Vec<ReplicaRow>), Outcome> {
+        self.catalog
+            .may_write_file(caller, lfn)
             .await
-        {
-            Ok(x) => x,
-            Err(e) => return dms(&e),
-        };
-        let Some((_, replicas)) = found.remove(&f.lfn) else {
-            return Outcome::Fail(format!("{} is not in the catalog", f.lfn));
+            .map_err(|e| dms(&e))?;
+        let (mut found, _) = self
+            .catalog
+            .get_files(caller, &[lfn.to_string()], all_status)
+            .await
+            .map_err(|e| dms(&e))?;
+        found
+            .remove(lfn)
+            .ok_or_else(|| Outcome::Fail(format!("{lfn} is not in the catalog")))
+    }
+
+    async fn remove_replica(&self, caller: &Caller, op: &Operation, f: &File) -> Outcome {
+        let replicas = match self.writable(caller, &f.lfn, true).await {
+            Ok((_, replicas)) => replicas,
+            Err(outcome) => return outcome,
         };
         let left = replicas
             .iter()
@@ -238,19 +251,9 @@ impl DmsHandlers {
 
     async fn replicate(&self, caller: &Caller, op: &Operation, f: &File) -> Outcome {
         // New replicas are writes in the owner's directory.
-        if let Err(e) = self.catalog.may_write_file(caller, &f.lfn).await {
-            return dms(&e);
-        }
-        let (mut found, _) = match self
-            .catalog
-            .get_files(caller, std::slice::from_ref(&f.lfn), false)
-            .await
-        {
+        let (row, replicas) = match self.writable(caller, &f.lfn, false).await {
             Ok(x) => x,
-            Err(e) => return dms(&e),
-        };
-        let Some((row, replicas)) = found.remove(&f.lfn) else {
-            return Outcome::Fail(format!("{} is not in the catalog", f.lfn));
+            Err(outcome) => return outcome,
         };
         let sources: Vec<&str> = replicas
             .iter()

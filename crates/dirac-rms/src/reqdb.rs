@@ -185,62 +185,77 @@ impl ReqDb {
         Ok(ids)
     }
 
+    /// Rows of `SELECT {columns} FROM {table} WHERE {key} IN (ids) {order}`,
+    /// in chunks of [`CHUNK`] ids.
+    async fn rows_in(
+        &self,
+        columns: &str,
+        table: &str,
+        key: &str,
+        ids: &[u64],
+        order: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        let mut rows = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {columns} FROM {table} WHERE {key} IN ({}) {order}",
+                list_placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(self.db.sql_dynamic(sql));
+            for i in chunk {
+                q = q.bind(db_id(*i));
+            }
+            rows.extend(q.fetch_all(self.db.pool()).await?);
+        }
+        Ok(rows)
+    }
+
     /// Whole requests by id; unknown ids are absent.
     pub async fn get(&self, ids: &[u64]) -> Result<BTreeMap<u64, Request>> {
         let mut out = BTreeMap::new();
-        for chunk in ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {REQUEST_COLUMNS} FROM RMS_Requests WHERE RequestID IN ({})",
-                list_placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(self.db.sql_dynamic(sql));
-            for i in chunk {
-                q = q.bind(db_id(*i));
-            }
-            for row in q.fetch_all(self.db.pool()).await? {
-                let r = request_row(&row)?;
-                out.insert(r.id, r);
-            }
+        for row in self
+            .rows_in(REQUEST_COLUMNS, "RMS_Requests", "RequestID", ids, "")
+            .await?
+        {
+            let r = request_row(&row)?;
+            out.insert(r.id, r);
         }
         let request_ids: Vec<u64> = out.keys().copied().collect();
         let mut op_owner: BTreeMap<u64, u64> = BTreeMap::new();
-        for chunk in request_ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {OPERATION_COLUMNS} FROM RMS_Operations WHERE RequestID IN ({}) \
-                 ORDER BY RequestID, OpOrder",
-                list_placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(self.db.sql_dynamic(sql));
-            for i in chunk {
-                q = q.bind(db_id(*i));
-            }
-            for row in q.fetch_all(self.db.pool()).await? {
-                let (request_id, op) = operation_row(&row)?;
-                op_owner.insert(op.id, request_id);
-                if let Some(r) = out.get_mut(&request_id) {
-                    r.operations.push(op);
-                }
+        for row in self
+            .rows_in(
+                OPERATION_COLUMNS,
+                "RMS_Operations",
+                "RequestID",
+                &request_ids,
+                "ORDER BY RequestID, OpOrder",
+            )
+            .await?
+        {
+            let (request_id, op) = operation_row(&row)?;
+            op_owner.insert(op.id, request_id);
+            if let Some(r) = out.get_mut(&request_id) {
+                r.operations.push(op);
             }
         }
         let op_ids: Vec<u64> = op_owner.keys().copied().collect();
-        for chunk in op_ids.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {FILE_COLUMNS} FROM RMS_Files WHERE OperationID IN ({}) ORDER BY FileID",
-                list_placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(self.db.sql_dynamic(sql));
-            for i in chunk {
-                q = q.bind(db_id(*i));
-            }
-            for row in q.fetch_all(self.db.pool()).await? {
-                let (op_id, file) = file_row(&row)?;
-                let op = op_owner
-                    .get(&op_id)
-                    .and_then(|r| out.get_mut(r))
-                    .and_then(|r| r.operations.iter_mut().find(|o| o.id == op_id));
-                if let Some(op) = op {
-                    op.files.push(file);
-                }
+        for row in self
+            .rows_in(
+                FILE_COLUMNS,
+                "RMS_Files",
+                "OperationID",
+                &op_ids,
+                "ORDER BY FileID",
+            )
+            .await?
+        {
+            let (op_id, file) = file_row(&row)?;
+            let op = op_owner
+                .get(&op_id)
+                .and_then(|r| out.get_mut(r))
+                .and_then(|r| r.operations.iter_mut().find(|o| o.id == op_id));
+            if let Some(op) = op {
+                op.files.push(file);
             }
         }
         Ok(out)
