@@ -7,6 +7,7 @@
 mod catalog;
 mod e2e;
 mod matching;
+mod requests;
 mod startup;
 
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Start `diracd serve SUBSYSTEM` until SERVING, then its idle memory.
     Startup(startup::StartupArgs),
+    /// Put requests, then time the RequestExecutingAgent draining them.
+    Requests(requests::RequestsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +253,7 @@ async fn main() -> std::process::ExitCode {
         Command::E2e(args) => e2e::run(args).await,
         Command::Catalog(args) => catalog::main(args).await,
         Command::Startup(args) => startup::run(args).await,
+        Command::Requests(args) => requests::run(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
