@@ -540,6 +540,8 @@ pub struct Services {
 pub struct RequestsConfig {
     /// Requests one cycle claims.
     pub requests_per_cycle: u64,
+    /// Requests one agent executes at once.
+    pub concurrency: u64,
     /// Attempts per file before it fails.
     pub max_attempts: u32,
     /// Minutes between attempts instead of `2·ln(attempt)`.
@@ -556,6 +558,7 @@ impl Default for RequestsConfig {
     fn default() -> Self {
         Self {
             requests_per_cycle: 100,
+            concurrency: 20,
             max_attempts: 256,
             constant_request_delay: None,
             polling_time: 60,

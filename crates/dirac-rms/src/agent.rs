@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use tokio::sync::watch;
 
 use crate::error::Result;
@@ -53,6 +54,8 @@ pub struct Settings {
     pub requests_per_cycle: u64,
     /// Attempts per file before it fails (DIRAC's MaxAttempts).
     pub max_attempts: u32,
+    /// Requests executed at once (DIRAC's process pool).
+    pub concurrency: usize,
     /// Fixed back-off in minutes instead of `2·ln(attempt)`.
     pub constant_delay_minutes: Option<u64>,
     /// Seconds between cycles.
@@ -73,6 +76,7 @@ impl Settings {
     pub fn from_config(c: &dirac_core::config::RequestsConfig) -> Self {
         Settings {
             requests_per_cycle: c.requests_per_cycle.max(1),
+            concurrency: usize::try_from(c.concurrency.max(1)).unwrap_or(1),
             max_attempts: c.max_attempts.max(1),
             constant_delay_minutes: c.constant_request_delay,
             polling_time_s: c.polling_time.max(1),
@@ -169,77 +173,99 @@ pub async fn execute_once(
         claimed: claimed.len() as u64,
         ..Cycle::default()
     };
-    for mut r in claimed {
-        // Still ours (not canceled, not kicked by a cleaner that thought us
-        // dead)? The claim is renewed for the time this request may take.
-        if !db.refresh(r.id, agent, now()).await? {
-            cycle.lost += 1;
-            continue;
+    let outcomes: Vec<Result<Outcome>> = futures::stream::iter(claimed)
+        .map(|r| handle(db, handlers, jobs, agent, settings, r))
+        .buffer_unordered(settings.concurrency.max(1))
+        .collect()
+        .await;
+    for outcome in outcomes {
+        match outcome? {
+            Outcome::Lost => cycle.lost += 1,
+            Outcome::Saved(ReqStatus::Done) => cycle.done += 1,
+            Outcome::Saved(ReqStatus::Failed) => cycle.failed += 1,
+            Outcome::Saved(_) => cycle.waiting += 1,
         }
-        let files: usize = r.operations.iter().map(|o| o.files.len()).sum();
-        let limit = settings.request_timeout(files);
-        if tokio::time::timeout(limit, execute_request(&mut r, handlers, settings))
-            .await
-            .is_err()
-        {
-            // Unfinished work is retried; what the handlers finished is
-            // kept, attempts included.
-            tracing::warn!(
-                request = r.id,
-                timeout_s = limit.as_secs(),
-                "request execution timed out"
-            );
-            settle_request(&mut r);
-        }
-        let t = now();
-        r.not_before = t;
-        if r.status == ReqStatus::Waiting {
-            let attempt = r
-                .operations
-                .iter()
-                .find(|o| o.status == OpStatus::Waiting)
-                .and_then(|o| {
-                    o.files
-                        .iter()
-                        .filter(|f| f.status == FileStatus::Waiting)
-                        .map(|f| f.attempt)
-                        .max()
-                })
-                .unwrap_or(0);
-            let delay = retry_delay_s(attempt, settings.constant_delay_minutes);
-            r.not_before = t.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX / 2));
-        }
-        let saved = match db.save(&r, agent, t).await {
-            Ok(saved) => saved,
-            Err(e) => {
-                // This request stays Assigned until kicked; the others go on.
-                tracing::warn!(request = r.id, error = %e, "cannot save a request's outcome");
-                cycle.lost += 1;
-                continue;
-            }
-        };
-        if !saved {
-            tracing::info!(
-                request = r.id,
-                "request canceled or taken over meanwhile: outcome dropped"
-            );
-            cycle.lost += 1;
-            continue;
-        }
-        match r.status {
-            ReqStatus::Done => cycle.done += 1,
-            ReqStatus::Failed => cycle.failed += 1,
-            _ => cycle.waiting += 1,
-        }
-        if let Some(jobs) = jobs
-            && r.job_id != 0
-            && r.status.is_final()
-        {
-            jobs.request_final(&r).await;
-        }
-        tracing::info!(request = r.id, name = %r.name, status = %r.status, error = %r.error, "request executed");
     }
     Ok(cycle)
+}
+
+/// What became of one claimed request.
+enum Outcome {
+    Saved(ReqStatus),
+    /// Canceled or taken over: nothing written.
+    Lost,
+}
+
+/// Execute one claimed request and write its outcome back.
+async fn handle(
+    db: &ReqDb,
+    handlers: &dyn Handlers,
+    jobs: Option<&dyn JobFinalizer>,
+    agent: &str,
+    settings: &Settings,
+    mut r: Request,
+) -> Result<Outcome> {
+    // Still ours (not canceled, not kicked by a cleaner that thought us
+    // dead)? The claim is renewed for the time this request may take.
+    if !db.refresh(r.id, agent, now()).await? {
+        return Ok(Outcome::Lost);
+    }
+    let files: usize = r.operations.iter().map(|o| o.files.len()).sum();
+    let limit = settings.request_timeout(files);
+    if tokio::time::timeout(limit, execute_request(&mut r, handlers, settings))
+        .await
+        .is_err()
+    {
+        // Unfinished work is retried; what the handlers finished is
+        // kept, attempts included.
+        tracing::warn!(
+            request = r.id,
+            timeout_s = limit.as_secs(),
+            "request execution timed out"
+        );
+        settle_request(&mut r);
+    }
+    let t = now();
+    r.not_before = t;
+    if r.status == ReqStatus::Waiting {
+        let attempt = r
+            .operations
+            .iter()
+            .find(|o| o.status == OpStatus::Waiting)
+            .and_then(|o| {
+                o.files
+                    .iter()
+                    .filter(|f| f.status == FileStatus::Waiting)
+                    .map(|f| f.attempt)
+                    .max()
+            })
+            .unwrap_or(0);
+        let delay = retry_delay_s(attempt, settings.constant_delay_minutes);
+        r.not_before = t.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX / 2));
+    }
+    let saved = match db.save(&r, agent, t).await {
+        Ok(saved) => saved,
+        Err(e) => {
+            // This request stays Assigned until kicked; the others go on.
+            tracing::warn!(request = r.id, error = %e, "cannot save a request's outcome");
+            return Ok(Outcome::Lost);
+        }
+    };
+    if !saved {
+        tracing::info!(
+            request = r.id,
+            "request canceled or taken over meanwhile: outcome dropped"
+        );
+        return Ok(Outcome::Lost);
+    }
+    if let Some(jobs) = jobs
+        && r.job_id != 0
+        && r.status.is_final()
+    {
+        jobs.request_final(&r).await;
+    }
+    tracing::info!(request = r.id, name = %r.name, status = %r.status, error = %r.error, "request executed");
+    Ok(Outcome::Saved(r.status))
 }
 
 /// One CleanReqDB cycle: kick requests of dead agents, delete old final
@@ -294,11 +320,26 @@ pub fn spawn_executing(
                 settings.clone(),
             );
             async move {
-                match execute_once(&db, handlers.as_ref(), jobs.as_deref(), &agent, &settings).await
-                {
-                    Ok(c) if c.claimed > 0 => tracing::info!(?c, "requests executed"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "request execution failed"),
+                // A full batch means more are waiting: no pause before the next.
+                loop {
+                    let done =
+                        execute_once(&db, handlers.as_ref(), jobs.as_deref(), &agent, &settings)
+                            .await;
+                    match done {
+                        Ok(c) if c.claimed >= settings.requests_per_cycle => {
+                            tracing::info!(?c, "requests executed");
+                        }
+                        Ok(c) => {
+                            if c.claimed > 0 {
+                                tracing::info!(?c, "requests executed");
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "request execution failed");
+                            break;
+                        }
+                    }
                 }
             }
         },

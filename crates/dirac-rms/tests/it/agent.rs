@@ -82,8 +82,10 @@ async fn operations_run_in_order_and_failures_wait_or_fail() {
             ],
         );
     }
+    // One at a time: the script hands out outcomes in call order.
     let settings = Settings {
         max_attempts: 3,
+        concurrency: 1,
         ..Settings::default()
     };
     let c = execute_once(&reqdb, &script, None, "agent-1", &settings)
