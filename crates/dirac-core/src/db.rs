@@ -265,6 +265,42 @@ impl Db {
     }
 }
 
+/// The database gave up on this transaction to let a concurrent one
+/// through (a deadlock victim: MariaDB 1213, SQLSTATE 40001; PostgreSQL
+/// 40P01 or a serialization failure 40001). Running it again is safe.
+pub fn is_deadlock(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
+    }
+}
+
+/// Run `attempt` again (up to `tries` times, a little later each time)
+/// while `sql_error` finds a deadlock victim in its error.
+pub async fn retry_deadlocks<T, E, F, Fut>(
+    tries: u32,
+    sql_error: impl Fn(&E) -> Option<&sqlx::Error>,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(e) if n < tries && sql_error(&e).is_some_and(is_deadlock) => {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    rand::random_range(5..50) * u64::from(n),
+                ))
+                .await;
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One schema change, written for each backend.
 pub struct Migration {
     pub version: i64,

@@ -17,6 +17,16 @@ pub enum RmsError {
     Db(#[from] sqlx::Error),
 }
 
+impl RmsError {
+    /// The database error inside, if any.
+    pub fn sql(&self) -> Option<&sqlx::Error> {
+        match self {
+            RmsError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl ServiceError for RmsError {
     fn category(&self) -> Category {
         match self {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use dirac_core::db::{Db, list_placeholders};
+use dirac_core::db::{Db, list_placeholders, retry_deadlocks};
 use sqlx::Row as _;
 
 use crate::error::{Result, RmsError};
@@ -15,6 +15,9 @@ use crate::model::{File, FileStatus, OpStatus, Operation, ReqStatus, Request, se
 
 /// Ids per IN list.
 const CHUNK: usize = 500;
+/// Tries of a write the database picks as a deadlock victim (concurrent
+/// agents' claims and saves meet in the same index pages on MariaDB).
+const DEADLOCK_TRIES: u32 = 8;
 
 const REQUEST_COLUMNS: &str = "RequestID, Name, Owner, OwnerGroup, VO, JobID, Status, Error, \
      SourceComponent, CreationTime, SubmitTime, LastUpdate, NotBefore";
@@ -85,6 +88,13 @@ impl ReqDb {
     /// Statuses start from DIRAC's rules: the first operation Waiting, the
     /// others Queued, files Waiting.
     pub async fn put(&self, requests: Vec<Request>, now: i64) -> Result<Vec<u64>> {
+        retry_deadlocks(DEADLOCK_TRIES, RmsError::sql, || {
+            self.try_put(requests.clone(), now)
+        })
+        .await
+    }
+
+    async fn try_put(&self, requests: Vec<Request>, now: i64) -> Result<Vec<u64>> {
         let n_ops: usize = requests.iter().map(|r| r.operations.len()).sum();
         let n_files: usize = requests
             .iter()
@@ -325,6 +335,10 @@ impl ReqDb {
     /// operations become Canceled. Returns whether each id was canceled
     /// (`false`: unknown or already final).
     pub async fn cancel(&self, ids: &[u64], now: i64) -> Result<BTreeMap<u64, bool>> {
+        retry_deadlocks(DEADLOCK_TRIES, RmsError::sql, || self.try_cancel(ids, now)).await
+    }
+
+    async fn try_cancel(&self, ids: &[u64], now: i64) -> Result<BTreeMap<u64, bool>> {
         let mut out = BTreeMap::new();
         let mut tx = self.db.pool().begin().await?;
         for i in ids {
@@ -356,6 +370,10 @@ impl ReqDb {
     /// Delete requests in a final state with their operations and files.
     /// Returns whether each id was deleted (`false`: unknown or not final).
     pub async fn delete(&self, ids: &[u64]) -> Result<BTreeMap<u64, bool>> {
+        retry_deadlocks(DEADLOCK_TRIES, RmsError::sql, || self.try_delete(ids)).await
+    }
+
+    async fn try_delete(&self, ids: &[u64]) -> Result<BTreeMap<u64, bool>> {
         let mut out = BTreeMap::new();
         let mut tx = self.db.pool().begin().await?;
         for i in ids {
@@ -405,15 +423,21 @@ impl ReqDb {
             if claimed.len() as u64 >= n {
                 break;
             }
-            let done = sqlx::query(self.db.sql(
-                "UPDATE RMS_Requests SET Status = 'Assigned', ClaimedBy = ?, ClaimedAt = ?, LastUpdate = ? \
-                 WHERE RequestID = ? AND Status = 'Waiting'",
-            ))
-            .bind(agent.to_string())
-            .bind(now)
-            .bind(now)
-            .bind(candidate)
-            .execute(self.db.pool())
+            let done = retry_deadlocks(
+                DEADLOCK_TRIES,
+                |e: &sqlx::Error| Some(e),
+                || {
+                    sqlx::query(self.db.sql(
+                        "UPDATE RMS_Requests SET Status = 'Assigned', ClaimedBy = ?, ClaimedAt = ?, \
+                         LastUpdate = ? WHERE RequestID = ? AND Status = 'Waiting'",
+                    ))
+                    .bind(agent.to_string())
+                    .bind(now)
+                    .bind(now)
+                    .bind(candidate)
+                    .execute(self.db.pool())
+                },
+            )
             .await?;
             if done.rows_affected() == 1 {
                 claimed.push(id(candidate));
@@ -441,6 +465,13 @@ impl ReqDb {
     /// `false` (and writes nothing) when the agent no longer holds it — the
     /// request was canceled, or kicked and claimed again.
     pub async fn save(&self, r: &Request, agent: &str, now: i64) -> Result<bool> {
+        retry_deadlocks(DEADLOCK_TRIES, RmsError::sql, || {
+            self.try_save(r, agent, now)
+        })
+        .await
+    }
+
+    async fn try_save(&self, r: &Request, agent: &str, now: i64) -> Result<bool> {
         let mut tx = self.db.pool().begin().await?;
         let done = sqlx::query(self.db.sql(
             "UPDATE RMS_Requests SET Status = ?, Error = ?, NotBefore = ?, LastUpdate = ?, \

@@ -70,8 +70,8 @@ fn to_i64(v: u64) -> Result<i64> {
 /// 40P01/40001). Planning again from what is there now is safe.
 fn retryable(e: &DmsError) -> bool {
     match e {
-        DmsError::Db(sqlx::Error::Database(d)) => {
-            d.is_unique_violation() || matches!(d.code().as_deref(), Some("40001" | "40P01"))
+        DmsError::Db(e @ sqlx::Error::Database(d)) => {
+            d.is_unique_violation() || dirac_core::db::is_deadlock(e)
         }
         _ => false,
     }
