@@ -16,6 +16,7 @@
 //! input) fail the file; the others (a database or SE that is down) leave
 //! it Waiting for the next attempt.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ pub struct DmsHandlers {
 }
 
 /// Why a file failed or waits.
+#[derive(Clone)]
 enum Outcome {
     Done,
     /// Never succeeds.
@@ -143,42 +145,77 @@ impl DmsHandlers {
         }
     }
 
-    async fn remove_file(&self, caller: &Caller, f: &File) -> Outcome {
-        // The owner's right to remove it first: storage is touched with
-        // the server's credentials.
-        if let Err(e) = self.catalog.may_write_file(caller, &f.lfn).await {
-            return dms(&e);
-        }
-        let (mut found, mut failed) = match self
-            .catalog
-            .get_files(caller, std::slice::from_ref(&f.lfn), true)
-            .await
-        {
-            Ok(x) => x,
-            Err(e) => return dms(&e),
-        };
-        let Some((_, replicas)) = found.remove(&f.lfn) else {
-            return match failed.remove(&f.lfn) {
-                // Not in the catalog: nothing left to remove.
-                None | Some(DmsError::NotFound(_)) => Outcome::Done,
-                Some(e) => dms(&e),
-            };
-        };
-        for r in &replicas {
-            if let Err(outcome) = self.remove_physical(&r.se, &f.lfn).await {
-                return outcome;
+    /// RemoveFile for the operation's waiting files, in bulk: the owner's
+    /// write right once per directory (before storage is touched with the
+    /// server's credentials), one catalog lookup, every copy removed, one
+    /// catalog removal.
+    async fn remove_files(&self, caller: &Caller, files: Vec<&mut File>) {
+        let mut rights: BTreeMap<String, Option<Outcome>> = BTreeMap::new();
+        let mut allowed = Vec::new();
+        for f in files {
+            let dir = f.lfn.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+            if !rights.contains_key(&dir) {
+                let denied = self.catalog.may_write_file(caller, &f.lfn).await.err();
+                rights.insert(dir.clone(), denied.map(|e| dms(&e)));
+            }
+            match rights.get(&dir).cloned().flatten() {
+                Some(denied) => apply(f, denied),
+                None => allowed.push(f),
             }
         }
-        match self
-            .catalog
-            .remove_files(caller, std::slice::from_ref(&f.lfn))
-            .await
-        {
-            Err(e) => dms(&e),
-            Ok(mut out) => match out.remove(&f.lfn) {
-                Some(Err(DmsError::NotFound(_)) | Ok(())) | None => Outcome::Done,
-                Some(Err(e)) => dms(&e),
-            },
+        if allowed.is_empty() {
+            return;
+        }
+        let lfns: Vec<String> = allowed.iter().map(|f| f.lfn.clone()).collect();
+        let (mut found, mut failed) = match self.catalog.get_files(caller, &lfns, true).await {
+            Ok(x) => x,
+            Err(e) => {
+                let outcome = dms(&e);
+                for f in allowed {
+                    apply(f, outcome.clone());
+                }
+                return;
+            }
+        };
+        let mut in_catalog = Vec::new();
+        'files: for f in allowed {
+            let Some((_, replicas)) = found.remove(&f.lfn) else {
+                let outcome = match failed.remove(&f.lfn) {
+                    // Not in the catalog: nothing left to remove.
+                    None | Some(DmsError::NotFound(_)) => Outcome::Done,
+                    Some(e) => dms(&e),
+                };
+                apply(f, outcome);
+                continue;
+            };
+            for r in &replicas {
+                if let Err(outcome) = self.remove_physical(&r.se, &f.lfn).await {
+                    apply(f, outcome);
+                    continue 'files;
+                }
+            }
+            in_catalog.push(f);
+        }
+        if in_catalog.is_empty() {
+            return;
+        }
+        let lfns: Vec<String> = in_catalog.iter().map(|f| f.lfn.clone()).collect();
+        match self.catalog.remove_files(caller, &lfns).await {
+            Err(e) => {
+                let outcome = dms(&e);
+                for f in in_catalog {
+                    apply(f, outcome.clone());
+                }
+            }
+            Ok(mut out) => {
+                for f in in_catalog {
+                    let outcome = match out.remove(&f.lfn) {
+                        Some(Err(DmsError::NotFound(_)) | Ok(())) | None => Outcome::Done,
+                        Some(Err(e)) => dms(&e),
+                    };
+                    apply(f, outcome);
+                }
+            }
         }
     }
 
@@ -334,11 +371,15 @@ impl Handlers for DmsHandlers {
             admin: false,
         };
         let snapshot = op.clone();
-        for f in op
+        let waiting = op
             .files
             .iter_mut()
-            .filter(|f| f.status == FileStatus::Waiting)
-        {
+            .filter(|f| f.status == FileStatus::Waiting);
+        if snapshot.kind == "RemoveFile" {
+            self.remove_files(&caller, waiting.collect()).await;
+            return;
+        }
+        for f in waiting {
             let outcome = match snapshot.kind.as_str() {
                 "RegisterFile" => self.register_file(&caller, &snapshot, f).await,
                 "RegisterReplica" => {
@@ -351,7 +392,6 @@ impl Handlers for DmsHandlers {
                     }
                     outcome
                 }
-                "RemoveFile" => self.remove_file(&caller, f).await,
                 "RemoveReplica" => self.remove_replica(&caller, &snapshot, f).await,
                 "ReplicateAndRegister" => self.replicate(&caller, &snapshot, f).await,
                 other => Outcome::Fail(format!("no handler for operation type '{other}'")),
