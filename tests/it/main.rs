@@ -1651,14 +1651,15 @@ fn jobs_read_input_data_and_register_output_data() {
              JobName = "data"; ]"#,
     )
     .expect("write");
-    // InputDataByProtocol: the payload reads the file where it is.
+    // InputDataByProtocol: the payload reads the file where it is; no
+    // OutputSE: its output goes to the site's storage element.
     let by_url = work.path().join("url.jdl");
     std::fs::write(
         &by_url,
         r#"[ Executable = "/bin/sh";
              Arguments = "-c 'read l u < $DIRAC_INPUT_DATA_FILE; cat ${u#file://} > url.txt; test ! -e data.txt'";
              InputData = {"LFN:/dteam/user/a/alice/in/data.txt"}; InputDataPolicy = "Protocol";
-             OutputData = {"url.txt"}; OutputPath = "results"; OutputSE = "LOCAL-SE";
+             OutputData = {"url.txt"}; OutputPath = "results";
              JobName = "by-url"; ]"#,
     )
     .expect("write");
@@ -1699,6 +1700,11 @@ fn jobs_read_input_data_and_register_output_data() {
             .unwrap_or_default()
             .contains("in/nothing"),
         "{failed}"
+    );
+    let replicas = d.json(&["dreplicas", "/dteam/user/a/alice/results/url.txt"]);
+    assert_eq!(
+        replicas["replicas"]["/dteam/user/a/alice/results/url.txt"][0]["se"], "LOCAL-SE",
+        "{replicas}"
     );
     for (name, content) in [("out.txt", "HELLO GRID\n"), ("url.txt", "hello grid\n")] {
         let lfn = format!("/dteam/user/a/alice/results/{name}");
