@@ -967,21 +967,14 @@ class _MiniYaml:
             return self.flow(rest)
         return self.scalar(rest)
 
-    @staticmethod
-    def closed(s):
-        q = s[0]
-        j = 1
-        while j < len(s):
-            if s[j] == q:
-                if q == "'" and j + 1 < len(s) and s[j + 1] == "'":
-                    j += 2
-                    continue
-                if q == '"' and s[j - 1] == "\\":
-                    j += 1
-                    continue
-                return True
-            j += 1
-        return False
+    @classmethod
+    def closed(cls, s):
+        """The quoted scalar starting `s` ends on this line."""
+        try:
+            cls._quote_end(s)
+            return True
+        except ValueError:
+            return False
 
     def block_scalar(self, header, indent):
         chomp = "-" if "-" in header else ("+" if "+" in header else "")

@@ -11,6 +11,31 @@ use super::{Diracd, free_port, ids, repo, wait_final};
 
 const NETNS_MARK: &str = "DIRAC_CE_IN_NETNS";
 
+/// Run the test `test` again in new namespaces (`unshare` flags: network,
+/// mounts, host name …), where it finds `NETNS_MARK` set; fails unless it
+/// ran and passed there.
+fn rerun_in_namespaces(test: &str, namespaces: &[&str]) {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new("unshare")
+        .args(namespaces)
+        .args(["--propagation", "private"])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(NETNS_MARK, "1")
+        .output()
+        .expect("unshare");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "inside the namespace: {text}");
+    assert!(
+        text.contains("1 passed"),
+        "the inner test did not run: {text}"
+    );
+}
+
 fn have(program: &str) -> bool {
     Command::new("sh")
         .args([
@@ -162,24 +187,7 @@ fn pilots_through_slurm_run_jobs() {
             return;
         }
         // Slurm binds every interface: its own network, mounts and host name.
-        let exe = std::env::current_exe().expect("test binary");
-        let out = Command::new("unshare")
-            .args(["-n", "-m", "-u", "--propagation", "private"])
-            .arg(&exe)
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env(NETNS_MARK, "1")
-            .output()
-            .expect("unshare");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "inside the namespace: {text}");
-        assert!(
-            text.contains("1 passed"),
-            "the inner test did not run: {text}"
-        );
+        rerun_in_namespaces(TEST, &["-n", "-m", "-u"]);
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
@@ -705,24 +713,7 @@ fn pilots_through_arc_run_jobs() {
             eprintln!("skipping: A-REX not installed (scripts/arc-server.sh)");
             return;
         }
-        let exe = std::env::current_exe().expect("test binary");
-        let out = Command::new("unshare")
-            .args(["-n", "-m", "--propagation", "private"])
-            .arg(&exe)
-            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
-            .env(NETNS_MARK, "1")
-            .output()
-            .expect("unshare");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "inside the namespace: {text}");
-        assert!(
-            text.contains("1 passed"),
-            "the inner test did not run: {text}"
-        );
+        rerun_in_namespaces(TEST, &["-n", "-m"]);
         return;
     }
     let _ = Command::new("ip")

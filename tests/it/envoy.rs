@@ -512,3 +512,41 @@ fn envoy_names(dashboard: &str) -> Vec<String> {
     }
     names
 }
+
+/// A subsystem refuses to start on a configuration that cannot work in a
+/// cluster, naming the key: the AuthServer without its public URL, a DMS
+/// whose file storage element would live in one pod's scratch space.
+#[test]
+fn serve_refuses_pod_local_or_incomplete_configurations() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo().join("examples/dirac.yaml"),
+        dir.path().join("dirac.yaml"),
+    )
+    .expect("config");
+    let run = |subsystem: &str| {
+        let out = diracd(
+            dir.path(),
+            &[],
+            &[
+                "serve",
+                subsystem,
+                "--data-dir",
+                &dir.path().join(subsystem).display().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--auth-listen",
+                "127.0.0.1:0",
+            ],
+        )
+        .env_remove("DIRAC__SERVICES__AUTH__PUBLICURL")
+        .output()
+        .expect("diracd serve");
+        assert!(!out.status.success(), "{subsystem} started");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let auth = run("auth");
+    assert!(auth.contains("Services.Auth.PublicURL"), "{auth}");
+    let dms = run("dms");
+    assert!(dms.contains("Resources.StorageElements.LOCAL-SE"), "{dms}");
+}
